@@ -1,1 +1,18 @@
-//! placeholder
+//! The Lightning channel protocol with no I/O: BOLT 3 keys, scripts and transactions,
+//! the BOLT 2 channel state machine and the BOLT 1 message codec.
+//!
+//! Everything here is a pure function of explicit inputs (or a plain state machine fed
+//! messages), so it can be tested against the specification's vectors.
+
+#![warn(missing_docs)]
+
+pub mod close;
+pub mod commitment;
+pub mod keys;
+pub mod script;
+pub mod secrets;
+pub mod sign;
+pub mod sweep;
+pub mod types;
+
+pub use types::*;

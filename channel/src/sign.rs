@@ -1,0 +1,85 @@
+//! Segwit v0 signatures over channel transactions and the witnesses that carry them.
+
+use crate::keys::secp;
+use bitcoin::ecdsa;
+use bitcoin::secp256k1::{ecdsa::Signature, Message, PublicKey, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{Amount, Script, ScriptBuf, Transaction, Witness};
+
+/// The BIP 143 SIGHASH_ALL digest of input `input` spending a P2WSH output.
+pub fn sighash(tx: &Transaction, input: usize, witness_script: &Script, value: Amount) -> Message {
+    let hash = SighashCache::new(tx)
+        .p2wsh_signature_hash(input, witness_script, value, EcdsaSighashType::All)
+        .expect("input index is within the transaction");
+    Message::from(hash)
+}
+
+/// Signs input `input` of `tx` (SIGHASH_ALL) with `key`.
+pub fn sign_input(
+    tx: &Transaction,
+    input: usize,
+    witness_script: &Script,
+    value: Amount,
+    key: &SecretKey,
+) -> Signature {
+    secp().sign_ecdsa(&sighash(tx, input, witness_script, value), key)
+}
+
+/// Checks a counterparty's signature over input `input` of `tx`.
+pub fn verify_input(
+    tx: &Transaction,
+    input: usize,
+    witness_script: &Script,
+    value: Amount,
+    sig: &Signature,
+    key: &PublicKey,
+) -> bool {
+    secp()
+        .verify_ecdsa(&sighash(tx, input, witness_script, value), sig, key)
+        .is_ok()
+}
+
+/// DER signature with its SIGHASH_ALL byte, as a witness element.
+pub fn sig_all(sig: &Signature) -> Vec<u8> {
+    ecdsa::Signature::sighash_all(*sig).to_vec()
+}
+
+/// The witness spending the 2-of-2 funding output: signatures in the order of the keys
+/// in the funding script (lexicographic).
+pub fn funding_witness(
+    funding_script: &ScriptBuf,
+    (key_a, sig_a): (&PublicKey, &Signature),
+    (key_b, sig_b): (&PublicKey, &Signature),
+) -> Witness {
+    let (first, second) = if key_a.serialize() <= key_b.serialize() {
+        (sig_a, sig_b)
+    } else {
+        (sig_b, sig_a)
+    };
+    let mut w = Witness::new();
+    w.push([]);
+    w.push(sig_all(first));
+    w.push(sig_all(second));
+    w.push(funding_script.as_bytes());
+    w
+}
+
+/// The witness of an HTLC-success (with `preimage`) or HTLC-timeout (without) transaction:
+/// `0 <remotehtlcsig> <localhtlcsig> <payment_preimage or empty> <witness_script>`.
+pub fn htlc_tx_witness(
+    witness_script: &Script,
+    remote_sig: &Signature,
+    local_sig: &Signature,
+    preimage: Option<&[u8; 32]>,
+) -> Witness {
+    let mut w = Witness::new();
+    w.push([]);
+    w.push(sig_all(remote_sig));
+    w.push(sig_all(local_sig));
+    match preimage {
+        Some(p) => w.push(p),
+        None => w.push([]),
+    }
+    w.push(witness_script.as_bytes());
+    w
+}
