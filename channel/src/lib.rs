@@ -9,10 +9,12 @@
 pub mod close;
 pub mod commitment;
 pub mod keys;
+pub mod msgs;
 pub mod script;
 pub mod secrets;
 pub mod sign;
 pub mod sweep;
 pub mod types;
+pub mod wire;
 
 pub use types::*;
