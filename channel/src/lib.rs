@@ -13,6 +13,7 @@ pub mod msgs;
 pub mod script;
 pub mod secrets;
 pub mod sign;
+pub mod state;
 pub mod sweep;
 pub mod types;
 pub mod wire;

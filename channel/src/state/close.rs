@@ -1,0 +1,249 @@
+//! BOLT 2 channel close: shutdown, then closing_signed fee negotiation.
+
+use super::{Channel, ChannelError, ViewOf};
+use crate::close::build_closing_tx;
+use crate::msgs::{ClosingSigned, FeeRange, Shutdown};
+use crate::sign::{funding_witness, sign_input, verify_input};
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::{ScriptBuf, Transaction};
+
+/// Where the channel is in closing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownState {
+    local_script: Option<ScriptBuf>,
+    remote_script: Option<ScriptBuf>,
+    fee_range: Option<FeeRange>,
+    last_sent_fee: Option<u64>,
+    closing_tx: Option<Transaction>,
+}
+
+impl ShutdownState {
+    /// We sent shutdown.
+    pub fn local_sent(&self) -> bool {
+        self.local_script.is_some()
+    }
+    /// We received shutdown.
+    pub fn remote_received(&self) -> bool {
+        self.remote_script.is_some()
+    }
+    /// The agreed, fully signed closing transaction.
+    pub fn closing_tx(&self) -> Option<&Transaction> {
+        self.closing_tx.as_ref()
+    }
+}
+
+/// What to do after a closing_signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosingOutcome {
+    /// The closing_signed to send back, if any.
+    pub reply: Option<ClosingSigned>,
+    /// The fully signed closing transaction once both agree on the fee.
+    pub closing_tx: Option<Transaction>,
+}
+
+/// BOLT 2: the scriptpubkey forms a shutdown may use (P2PKH, P2SH, P2WPKH, P2WSH, and
+/// witness v1–v16 programs of 2 to 40 bytes under option_shutdown_anysegwit).
+pub fn is_valid_shutdown_script(script: &ScriptBuf) -> bool {
+    script.is_p2pkh()
+        || script.is_p2sh()
+        || script.is_p2wpkh()
+        || script.is_p2wsh()
+        || (script.witness_version().is_some_and(|v| v.to_num() >= 1)
+            && (4..=42).contains(&script.len()))
+}
+
+impl Channel {
+    /// Starts a cooperative close: returns the shutdown to send. Our own updates must all
+    /// be signed first (BOLT 2).
+    pub fn send_shutdown(&mut self, script: ScriptBuf) -> Result<Shutdown, ChannelError> {
+        if self.shutdown.local_sent() {
+            return Err(ChannelError::Unexpected("shutdown already sent"));
+        }
+        if !is_valid_shutdown_script(&script) {
+            return Err(ChannelError::InvalidShutdownScript);
+        }
+        if self.log.remote_has_changes() {
+            return Err(ChannelError::Unexpected("unsigned updates pending"));
+        }
+        self.shutdown.local_script = Some(script.clone());
+        Ok(Shutdown {
+            channel_id: self.channel_id,
+            scriptpubkey: script.into_bytes(),
+        })
+    }
+
+    /// Takes the remote's shutdown.
+    pub fn receive_shutdown(&mut self, msg: &Shutdown) -> Result<(), ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        let script = ScriptBuf::from_bytes(msg.scriptpubkey.clone());
+        if !is_valid_shutdown_script(&script) {
+            return Err(ChannelError::InvalidShutdownScript);
+        }
+        match &self.shutdown.remote_script {
+            Some(s) if *s != script => {
+                return Err(ChannelError::Unexpected("shutdown script changed"))
+            }
+            _ => {}
+        }
+        self.shutdown.remote_script = Some(script);
+        Ok(())
+    }
+
+    /// Both shutdowns exchanged and no HTLC or update left: fee negotiation may begin.
+    pub fn ready_to_negotiate_close(&self) -> bool {
+        self.shutdown.local_sent()
+            && self.shutdown.remote_received()
+            && self.log.updates.is_empty()
+            && self.log.committed_htlcs.is_empty()
+            && !self.awaiting_revoke()
+    }
+
+    /// The unsigned closing transaction with the funder paying `fee_sat`.
+    fn closing_tx(&self, fee_sat: u64) -> Result<Transaction, ChannelError> {
+        let (Some(local_script), Some(remote_script)) =
+            (&self.shutdown.local_script, &self.shutdown.remote_script)
+        else {
+            return Err(ChannelError::Unexpected("shutdown not exchanged"));
+        };
+        let view = self.log.view(ViewOf::CurrentLocal);
+        let (mut local, mut remote) = (view.local.to_sat(), view.remote.to_sat());
+        let funder = if self.setup.is_funder {
+            &mut local
+        } else {
+            &mut remote
+        };
+        *funder = funder
+            .checked_sub(fee_sat)
+            .ok_or(ChannelError::ClosingFee("fee above the funder's balance"))?;
+        // Both sides must build the same transaction: trim at the larger dust limit.
+        let dust = self
+            .setup
+            .local_params
+            .dust_limit_sat
+            .max(self.setup.remote_params.dust_limit_sat);
+        Ok(build_closing_tx(
+            self.setup.funding_outpoint,
+            [
+                (local_script.clone(), local),
+                (remote_script.clone(), remote),
+            ],
+            dust,
+        ))
+    }
+
+    fn sign_closing(&self, tx: &Transaction) -> Signature {
+        sign_input(
+            tx,
+            0,
+            &self.funding_script,
+            self.funding_value(),
+            &self.secrets.funding_key,
+        )
+    }
+
+    fn closing_signed(&self, fee_sat: u64, tx: &Transaction) -> ClosingSigned {
+        ClosingSigned {
+            channel_id: self.channel_id,
+            fee_satoshis: fee_sat,
+            signature: self.sign_closing(tx),
+            fee_range: self.shutdown.fee_range,
+        }
+    }
+
+    fn complete_closing(&mut self, mut tx: Transaction, remote_sig: &Signature) -> Transaction {
+        let local_sig = self.sign_closing(&tx);
+        tx.input[0].witness = funding_witness(
+            &self.funding_script,
+            (&self.local_basepoints.funding_pubkey, &local_sig),
+            (&self.setup.remote_basepoints.funding_pubkey, remote_sig),
+        );
+        self.shutdown.closing_tx = Some(tx.clone());
+        tx
+    }
+
+    /// Sets the closing fees we accept; the funder also gets its first closing_signed,
+    /// proposing `proposed_fee_sat` (clamped into the range).
+    pub fn start_closing(
+        &mut self,
+        proposed_fee_sat: u64,
+        range: FeeRange,
+    ) -> Result<Option<ClosingSigned>, ChannelError> {
+        if !self.ready_to_negotiate_close() {
+            return Err(ChannelError::Unexpected(
+                "channel not ready to negotiate a close",
+            ));
+        }
+        if range.min_fee_satoshis > range.max_fee_satoshis {
+            return Err(ChannelError::ClosingFee("empty fee range"));
+        }
+        self.shutdown.fee_range = Some(range);
+        if !self.setup.is_funder {
+            return Ok(None);
+        }
+        let fee = proposed_fee_sat.clamp(range.min_fee_satoshis, range.max_fee_satoshis);
+        let tx = self.closing_tx(fee)?;
+        self.shutdown.last_sent_fee = Some(fee);
+        Ok(Some(self.closing_signed(fee, &tx)))
+    }
+
+    /// Takes the remote's closing_signed: agrees, counter-proposes, or finishes.
+    pub fn receive_closing_signed(
+        &mut self,
+        msg: &ClosingSigned,
+    ) -> Result<ClosingOutcome, ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        let ours = self.shutdown.fee_range.ok_or(ChannelError::Unexpected(
+            "closing_signed before start_closing",
+        ))?;
+        if self.shutdown.closing_tx.is_some() {
+            return Err(ChannelError::Unexpected("closing already agreed"));
+        }
+        let tx = self.closing_tx(msg.fee_satoshis)?;
+        if !verify_input(
+            &tx,
+            0,
+            &self.funding_script,
+            self.funding_value(),
+            &msg.signature,
+            &self.setup.remote_basepoints.funding_pubkey,
+        ) {
+            return Err(ChannelError::InvalidCommitmentSignature);
+        }
+        let fee = msg.fee_satoshis;
+        if self.shutdown.last_sent_fee == Some(fee) {
+            let signed = self.complete_closing(tx, &msg.signature);
+            return Ok(ClosingOutcome {
+                reply: None,
+                closing_tx: Some(signed),
+            });
+        }
+        let acceptable = match msg.fee_range {
+            Some(theirs) => {
+                let lo = theirs.min_fee_satoshis.max(ours.min_fee_satoshis);
+                let hi = theirs.max_fee_satoshis.min(ours.max_fee_satoshis);
+                if lo > hi {
+                    return Err(ChannelError::ClosingFee("fee ranges do not overlap"));
+                }
+                (lo, hi)
+            }
+            None => (ours.min_fee_satoshis, ours.max_fee_satoshis),
+        };
+        if (ours.min_fee_satoshis..=ours.max_fee_satoshis).contains(&fee) {
+            // Agree: echo the fee with our signature.
+            let reply = self.closing_signed(fee, &tx);
+            self.shutdown.last_sent_fee = Some(fee);
+            let signed = self.complete_closing(tx, &msg.signature);
+            return Ok(ClosingOutcome {
+                reply: Some(reply),
+                closing_tx: Some(signed),
+            });
+        }
+        let counter = fee.clamp(acceptable.0, acceptable.1);
+        let counter_tx = self.closing_tx(counter)?;
+        self.shutdown.last_sent_fee = Some(counter);
+        Ok(ClosingOutcome {
+            reply: Some(self.closing_signed(counter, &counter_tx)),
+            closing_tx: None,
+        })
+    }
+}

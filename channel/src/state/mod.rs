@@ -1,0 +1,1181 @@
+//! The BOLT 2 channel state machine for normal operation: HTLC updates, fee updates, the
+//! commitment_signed / revoke_and_ack dance, shutdown and closing negotiation, and
+//! channel_reestablish. It is fed messages and returns messages; it does no I/O, so the
+//! caller persists its state before sending what it returns.
+//!
+//! Every `receive_*` method validates completely before changing anything: on error the
+//! channel is exactly as it was.
+
+mod close;
+mod log;
+mod reestablish;
+
+pub use close::{ClosingOutcome, ShutdownState};
+pub use log::{Htlc, HtlcStatus, Removal, Update, UpdateKind, UpdateLog, View, ViewOf};
+
+use crate::commitment::{
+    build_commitment, commitment_fee_sat, obscure_factor, CommitmentHtlc, CommitmentParams,
+    CommitmentTx,
+};
+use crate::keys::{
+    derive_privkey, derive_revocation_privkey, point_from_secret, secp, Basepoints, ChannelSecrets,
+    CommitmentKeys,
+};
+use crate::msgs::{
+    ChannelReady, CommitmentSigned, OnionPacket, RevokeAndAck, UpdateAddHtlc, UpdateFailHtlc,
+    UpdateFailMalformedHtlc, UpdateFee, UpdateFulfillHtlc,
+};
+use crate::script::funding_script;
+use crate::secrets::{CounterpartySecrets, SecretStoreError};
+use crate::sign::{funding_witness, sign_input, verify_input};
+use crate::sweep::{build_justice_tx, RevokedOutput, RevokedOutputKind, SweepError};
+use crate::types::*;
+use bitcoin::secp256k1::{ecdsa::Signature, PublicKey, SecretKey};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
+
+/// BOLT 2: at most 483 HTLCs in each direction.
+pub const MAX_HTLCS: u16 = 483;
+/// BOLT 2: cltv_expiry must be a block height (below the timestamp threshold).
+pub const MAX_CLTV_EXPIRY: u32 = 500_000_000;
+
+/// The limits one side announces in open_channel / accept_channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelParams {
+    /// Outputs below this are left off the announcer's commitment.
+    pub dust_limit_sat: u64,
+    /// Cap on the total value of HTLCs offered to the announcer.
+    pub max_htlc_value_in_flight: Msat,
+    /// Balance the announcer requires the other side to keep.
+    pub channel_reserve_sat: u64,
+    /// Smallest HTLC the announcer accepts.
+    pub htlc_minimum: Msat,
+    /// CSV delay the announcer imposes on the other side's to_local.
+    pub to_self_delay: u16,
+    /// Cap on the number of HTLCs offered to the announcer.
+    pub max_accepted_htlcs: u16,
+}
+
+/// Everything agreed in open_channel / accept_channel / funding_created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelSetup {
+    /// The funding output.
+    pub funding_outpoint: OutPoint,
+    /// The channel's capacity.
+    pub funding_sat: u64,
+    /// Whether this node opened (funded) the channel and pays commitment fees.
+    pub is_funder: bool,
+    /// Amount the funder gave the fundee at open.
+    pub push: Msat,
+    /// Initial commitment fee rate.
+    pub feerate: FeeratePerKw,
+    /// Our announced limits.
+    pub local_params: ChannelParams,
+    /// Their announced limits.
+    pub remote_params: ChannelParams,
+    /// Their basepoints.
+    pub remote_basepoints: Basepoints,
+    /// Their per-commitment point for commitment 0.
+    pub remote_first_per_commitment_point: PublicKey,
+    /// `option_static_remotekey`.
+    pub static_remotekey: bool,
+}
+
+/// Why a message or request was refused. The channel is unchanged after any of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The commitment signature does not verify.
+    #[error("invalid commitment signature")]
+    InvalidCommitmentSignature,
+    /// An HTLC signature does not verify.
+    #[error("invalid signature for HTLC output {0}")]
+    InvalidHtlcSignature(usize),
+    /// commitment_signed carried the wrong number of HTLC signatures.
+    #[error("expected {expected} HTLC signatures, got {got}")]
+    WrongHtlcSignatureCount {
+        /// HTLC outputs in the commitment.
+        expected: usize,
+        /// Signatures received.
+        got: usize,
+    },
+    /// The revealed secret does not match the commitment's point.
+    #[error("per-commitment secret does not match the revoked commitment")]
+    InvalidRevocationSecret,
+    /// The revealed secret is inconsistent with earlier ones.
+    #[error(transparent)]
+    SecretStore(#[from] SecretStoreError),
+    /// No HTLC with that id.
+    #[error("unknown HTLC id {0}")]
+    UnknownHtlc(u64),
+    /// The HTLC cannot be removed yet (not irrevocably committed, or already removed).
+    #[error("HTLC {0} cannot be removed in its current state")]
+    HtlcNotRemovable(u64),
+    /// The preimage does not hash to the HTLC's payment hash.
+    #[error("preimage does not match HTLC {0}")]
+    WrongPreimage(u64),
+    /// update_add_htlc with an id out of sequence (a replay, or a skipped id).
+    #[error("expected HTLC id {expected}, got {got}")]
+    UnexpectedHtlcId {
+        /// The next id.
+        expected: u64,
+        /// The id received.
+        got: u64,
+    },
+    /// An HTLC of zero value or below the receiver's htlc_minimum_msat.
+    #[error("HTLC amount {0} is below the minimum")]
+    AmountBelowMinimum(Msat),
+    /// An amount larger than the channel.
+    #[error("amount {0} exceeds the channel capacity")]
+    AmountExceedsCapacity(Msat),
+    /// Over the receiver's max_accepted_htlcs.
+    #[error("too many HTLCs in flight")]
+    TooManyHtlcs,
+    /// Over the receiver's max_htlc_value_in_flight_msat.
+    #[error("HTLC value in flight over the limit")]
+    InFlightExceeded,
+    /// The sender cannot afford it while keeping its reserve and paying the fee.
+    #[error("insufficient balance: need {needed}, have {available}")]
+    InsufficientBalance {
+        /// What the update needs.
+        needed: Msat,
+        /// What the sender has.
+        available: Msat,
+    },
+    /// cltv_expiry must be a block height.
+    #[error("cltv_expiry {0} is not a block height")]
+    InvalidCltvExpiry(u32),
+    /// update_fee from the side that does not pay fees, or a zero fee rate.
+    #[error("invalid update_fee")]
+    InvalidFeeUpdate,
+    /// update_fail_malformed_htlc without the BADONION bit.
+    #[error("update_fail_malformed_htlc without BADONION")]
+    MissingBadOnion,
+    /// A commitment_signed that changes nothing.
+    #[error("commitment_signed without changes")]
+    NoChanges,
+    /// We must wait for revoke_and_ack before signing again.
+    #[error("awaiting revoke_and_ack")]
+    AwaitingRevoke,
+    /// The signed commitment would take more from a side than it has.
+    #[error("commitment overdraws a balance")]
+    CommitmentOverdrawn,
+    /// A message that does not fit the channel's state (a replayed revoke_and_ack, ...).
+    #[error("unexpected message: {0}")]
+    Unexpected(&'static str),
+    /// The channel is closing: no new HTLCs.
+    #[error("channel is shutting down")]
+    ShuttingDown,
+    /// The message names another channel.
+    #[error("message for another channel")]
+    WrongChannel,
+    /// A shutdown script that BOLT 2 does not allow.
+    #[error("invalid shutdown scriptpubkey")]
+    InvalidShutdownScript,
+    /// Closing fee outside the acceptable range.
+    #[error("closing fee negotiation failed: {0}")]
+    ClosingFee(&'static str),
+    /// channel_reestablish shows we or they lost state.
+    #[error("channel_reestablish mismatch: {0}")]
+    Reestablish(&'static str),
+    /// A sweep could not be built.
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+}
+
+/// A remote commitment the remote has just revoked, with what is needed to punish a
+/// broadcast of it (justice transaction, watchtower appointment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedCommitment {
+    /// Its commitment number.
+    pub number: CommitmentNumber,
+    /// The commitment as built (its txid is the watchtower locator's source).
+    pub commitment: CommitmentTx,
+    /// The revealed per-commitment secret.
+    pub per_commitment_secret: [u8; 32],
+}
+
+/// One channel's state, from this node's side.
+#[derive(Clone)]
+pub struct Channel {
+    setup: ChannelSetup,
+    secrets: ChannelSecrets,
+    local_basepoints: Basepoints,
+    channel_id: ChannelId,
+    obscure: u64,
+    funding_script: ScriptBuf,
+    log: UpdateLog,
+    local_number: u64,
+    local_keys: CommitmentKeys,
+    local_sigs: Option<(Signature, Vec<Signature>)>,
+    remote_number: u64,
+    remote_tx: CommitmentTx,
+    remote_revocable: Option<CommitmentTx>,
+    remote_next_point: Option<PublicKey>,
+    counterparty_secrets: CounterpartySecrets,
+    next_local_htlc_id: u64,
+    next_remote_htlc_id: u64,
+    /// The last of commitment_signed / revoke_and_ack we sent was revoke_and_ack.
+    last_sent_was_revoke: bool,
+    shutdown: ShutdownState,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("channel_id", &self.channel_id)
+            .field("local_number", &self.local_number)
+            .field("remote_number", &self.remote_number)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Channel {
+    /// Two channel values are equal when every piece of state is (secrets included).
+    fn eq(&self, other: &Self) -> bool {
+        self.setup == other.setup
+            && self.secrets.commitment_seed == other.secrets.commitment_seed
+            && self.channel_id == other.channel_id
+            && self.log == other.log
+            && self.local_number == other.local_number
+            && self.local_keys == other.local_keys
+            && self.local_sigs == other.local_sigs
+            && self.remote_number == other.remote_number
+            && self.remote_tx == other.remote_tx
+            && self.remote_revocable == other.remote_revocable
+            && self.remote_next_point == other.remote_next_point
+            && self.counterparty_secrets == other.counterparty_secrets
+            && self.next_local_htlc_id == other.next_local_htlc_id
+            && self.next_remote_htlc_id == other.next_remote_htlc_id
+            && self.last_sent_was_revoke == other.last_sent_was_revoke
+            && self.shutdown == other.shutdown
+    }
+}
+
+impl Channel {
+    /// A channel whose funding output is known, before the first commitment signatures
+    /// are exchanged (funding_created / funding_signed).
+    pub fn new(setup: ChannelSetup, secrets: ChannelSecrets) -> Channel {
+        let local_basepoints = secrets.basepoints();
+        let (funder_pb, fundee_pb) = if setup.is_funder {
+            (
+                local_basepoints.payment_basepoint,
+                setup.remote_basepoints.payment_basepoint,
+            )
+        } else {
+            (
+                setup.remote_basepoints.payment_basepoint,
+                local_basepoints.payment_basepoint,
+            )
+        };
+        let capacity = Msat(setup.funding_sat * 1000);
+        let (local, remote) = if setup.is_funder {
+            (Msat(capacity.0 - setup.push.0), setup.push)
+        } else {
+            (setup.push, Msat(capacity.0 - setup.push.0))
+        };
+        let local_point = secrets.per_commitment_point(CommitmentNumber(0));
+        let mut ch = Channel {
+            channel_id: ChannelId::from_funding_outpoint(
+                &setup.funding_outpoint.txid,
+                setup.funding_outpoint.vout as u16,
+            ),
+            obscure: obscure_factor(&funder_pb, &fundee_pb),
+            funding_script: funding_script(
+                &local_basepoints.funding_pubkey,
+                &setup.remote_basepoints.funding_pubkey,
+            ),
+            log: UpdateLog::new(local, remote, setup.feerate),
+            local_number: 0,
+            local_keys: CommitmentKeys::derive(
+                &local_point,
+                &local_basepoints,
+                &setup.remote_basepoints,
+                setup.static_remotekey,
+            ),
+            local_sigs: None,
+            remote_number: 0,
+            remote_tx: CommitmentTx {
+                tx: Transaction {
+                    version: bitcoin::transaction::Version::TWO,
+                    lock_time: bitcoin::absolute::LockTime::ZERO,
+                    input: vec![],
+                    output: vec![],
+                },
+                keys: CommitmentKeys::derive(
+                    &setup.remote_first_per_commitment_point,
+                    &setup.remote_basepoints,
+                    &local_basepoints,
+                    setup.static_remotekey,
+                ),
+                htlcs: vec![],
+                to_local: None,
+                to_remote: None,
+                fee_sat: 0,
+                to_self_delay: 0,
+                feerate: setup.feerate,
+            },
+            remote_revocable: None,
+            remote_next_point: None,
+            counterparty_secrets: CounterpartySecrets::new(),
+            next_local_htlc_id: 0,
+            next_remote_htlc_id: 0,
+            last_sent_was_revoke: false,
+            shutdown: ShutdownState::default(),
+            local_basepoints,
+            secrets,
+            setup,
+        };
+        let keys = ch.remote_tx.keys;
+        ch.remote_tx = ch.build_remote(0, &keys, &ch.log.view(ViewOf::CurrentRemote));
+        ch
+    }
+
+    // ---- queries ------------------------------------------------------------------
+
+    /// The BOLT 2 channel id.
+    pub fn channel_id(&self) -> ChannelId {
+        self.channel_id
+    }
+    /// The agreed setup.
+    pub fn setup(&self) -> &ChannelSetup {
+        &self.setup
+    }
+    /// Our basepoints.
+    pub fn local_basepoints(&self) -> &Basepoints {
+        &self.local_basepoints
+    }
+    /// The funding output's witness script.
+    pub fn funding_script(&self) -> &ScriptBuf {
+        &self.funding_script
+    }
+    /// Our current commitment number.
+    pub fn local_commitment_number(&self) -> CommitmentNumber {
+        CommitmentNumber(self.local_number)
+    }
+    /// The remote's latest commitment number.
+    pub fn remote_commitment_number(&self) -> CommitmentNumber {
+        CommitmentNumber(self.remote_number)
+    }
+    /// Balances and HTLCs of a commitment.
+    pub fn view(&self, of: ViewOf) -> View {
+        self.log.view(of)
+    }
+    /// The update log (for inspection and persistence).
+    pub fn log(&self) -> &UpdateLog {
+        &self.log
+    }
+    /// True while we wait for the remote's revoke_and_ack.
+    pub fn awaiting_revoke(&self) -> bool {
+        self.remote_revocable.is_some()
+    }
+    /// Whether sending commitment_signed now would carry changes.
+    pub fn has_changes_to_sign(&self) -> bool {
+        self.log.remote_has_changes()
+    }
+    /// The secrets revealed by the remote so far.
+    pub fn counterparty_secrets(&self) -> &CounterpartySecrets {
+        &self.counterparty_secrets
+    }
+    /// The remote's latest commitment as we signed it.
+    pub fn remote_commitment(&self) -> &CommitmentTx {
+        &self.remote_tx
+    }
+    /// The shutdown / closing negotiation state.
+    pub fn shutdown_state(&self) -> &ShutdownState {
+        &self.shutdown
+    }
+    /// The capacity in millisatoshis.
+    pub fn capacity(&self) -> Msat {
+        Msat(self.setup.funding_sat * 1000)
+    }
+
+    fn funding_value(&self) -> Amount {
+        Amount::from_sat(self.setup.funding_sat)
+    }
+
+    // ---- building commitments ------------------------------------------------------
+
+    fn commitment_htlcs(view: &View, holder: Side) -> Vec<CommitmentHtlc> {
+        view.htlcs
+            .iter()
+            .map(|h| CommitmentHtlc {
+                id: h.id,
+                offered: h.offerer == holder,
+                amount: h.amount,
+                payment_hash: h.payment_hash,
+                cltv_expiry: h.cltv_expiry,
+            })
+            .collect()
+    }
+
+    fn local_params_for(&self, number: u64, view: &View) -> CommitmentParams {
+        CommitmentParams {
+            funding_outpoint: self.setup.funding_outpoint,
+            funding_pubkeys: (
+                self.local_basepoints.funding_pubkey,
+                self.setup.remote_basepoints.funding_pubkey,
+            ),
+            number: CommitmentNumber(number),
+            obscure_factor: self.obscure,
+            to_self_delay: self.setup.remote_params.to_self_delay,
+            dust_limit_sat: self.setup.local_params.dust_limit_sat,
+            feerate: view.feerate,
+            holder_is_funder: self.setup.is_funder,
+        }
+    }
+
+    fn build_local(&self, number: u64, keys: &CommitmentKeys, view: &View) -> CommitmentTx {
+        build_commitment(
+            &self.local_params_for(number, view),
+            keys,
+            view.local,
+            view.remote,
+            &Self::commitment_htlcs(view, Side::Local),
+        )
+    }
+
+    fn build_remote(&self, number: u64, keys: &CommitmentKeys, view: &View) -> CommitmentTx {
+        let params = CommitmentParams {
+            to_self_delay: self.setup.local_params.to_self_delay,
+            dust_limit_sat: self.setup.remote_params.dust_limit_sat,
+            holder_is_funder: !self.setup.is_funder,
+            ..self.local_params_for(number, view)
+        };
+        build_commitment(
+            &params,
+            keys,
+            view.remote,
+            view.local,
+            &Self::commitment_htlcs(view, Side::Remote),
+        )
+    }
+
+    fn local_keys_for(&self, number: u64) -> CommitmentKeys {
+        CommitmentKeys::derive(
+            &self.secrets.per_commitment_point(CommitmentNumber(number)),
+            &self.local_basepoints,
+            &self.setup.remote_basepoints,
+            self.setup.static_remotekey,
+        )
+    }
+
+    fn remote_keys_for(&self, point: &PublicKey) -> CommitmentKeys {
+        CommitmentKeys::derive(
+            point,
+            &self.setup.remote_basepoints,
+            &self.local_basepoints,
+            self.setup.static_remotekey,
+        )
+    }
+
+    /// Signs the remote's commitment: funding signature and one signature per HTLC
+    /// transaction, in output order.
+    fn sign_remote(&self, c: &CommitmentTx) -> (Signature, Vec<Signature>) {
+        let sig = sign_input(
+            &c.tx,
+            0,
+            &self.funding_script,
+            self.funding_value(),
+            &self.secrets.funding_key,
+        );
+        let htlc_key = derive_privkey(
+            &self.secrets.htlc_basepoint_secret,
+            &c.keys.per_commitment_point,
+        );
+        let htlc_sigs = (0..c.htlcs.len())
+            .map(|i| {
+                let out = &c.htlcs[i];
+                sign_input(
+                    &c.htlc_tx(i),
+                    0,
+                    &out.witness_script,
+                    c.output_value(out.vout),
+                    &htlc_key,
+                )
+            })
+            .collect();
+        (sig, htlc_sigs)
+    }
+
+    fn verify_local(
+        &self,
+        c: &CommitmentTx,
+        sig: &Signature,
+        htlc_sigs: &[Signature],
+    ) -> Result<(), ChannelError> {
+        if !verify_input(
+            &c.tx,
+            0,
+            &self.funding_script,
+            self.funding_value(),
+            sig,
+            &self.setup.remote_basepoints.funding_pubkey,
+        ) {
+            return Err(ChannelError::InvalidCommitmentSignature);
+        }
+        if htlc_sigs.len() != c.htlcs.len() {
+            return Err(ChannelError::WrongHtlcSignatureCount {
+                expected: c.htlcs.len(),
+                got: htlc_sigs.len(),
+            });
+        }
+        for (i, (out, s)) in c.htlcs.iter().zip(htlc_sigs).enumerate() {
+            if !verify_input(
+                &c.htlc_tx(i),
+                0,
+                &out.witness_script,
+                c.output_value(out.vout),
+                s,
+                &c.keys.remote_htlc_key,
+            ) {
+                return Err(ChannelError::InvalidHtlcSignature(i));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- funding ----------------------------------------------------------------------
+
+    /// Our signature of the remote's first commitment (funding_created or funding_signed).
+    pub fn sign_initial_remote_commitment(&self) -> Signature {
+        self.sign_remote(&self.remote_tx).0
+    }
+
+    /// Checks the remote's signature of our first commitment and keeps it.
+    pub fn receive_initial_signature(&mut self, sig: Signature) -> Result<(), ChannelError> {
+        if self.local_sigs.is_some() {
+            return Err(ChannelError::Unexpected(
+                "initial signature already received",
+            ));
+        }
+        let c = self.build_local(0, &self.local_keys, &self.log.view(ViewOf::CurrentLocal));
+        self.verify_local(&c, &sig, &[])?;
+        self.local_sigs = Some((sig, vec![]));
+        Ok(())
+    }
+
+    /// Our channel_ready, carrying the point of our commitment 1.
+    pub fn channel_ready(&self) -> ChannelReady {
+        ChannelReady {
+            channel_id: self.channel_id,
+            second_per_commitment_point: self.secrets.per_commitment_point(CommitmentNumber(1)),
+            short_channel_id: None,
+        }
+    }
+
+    /// Takes the remote's channel_ready (the point of its commitment 1).
+    pub fn receive_channel_ready(&mut self, msg: &ChannelReady) -> Result<(), ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        if self.remote_number != 0 {
+            return Err(ChannelError::Unexpected(
+                "channel_ready after the first commitment",
+            ));
+        }
+        self.remote_next_point = Some(msg.second_per_commitment_point);
+        Ok(())
+    }
+
+    fn check_channel(&self, id: &ChannelId) -> Result<(), ChannelError> {
+        if *id != self.channel_id {
+            return Err(ChannelError::WrongChannel);
+        }
+        Ok(())
+    }
+
+    // ---- affordability ------------------------------------------------------------------
+
+    /// Fee the funder pays on a commitment with this view, at a holder's dust limit.
+    fn fee_at(view: &View, holder: Side, dust_limit_sat: u64, htlcs: &[&Htlc]) -> Msat {
+        let untrimmed = htlcs
+            .iter()
+            .filter(|h| {
+                let c = CommitmentHtlc {
+                    id: h.id,
+                    offered: h.offerer == holder,
+                    amount: h.amount,
+                    payment_hash: h.payment_hash,
+                    cltv_expiry: h.cltv_expiry,
+                };
+                !c.is_trimmed(dust_limit_sat, view.feerate)
+            })
+            .count();
+        Msat(commitment_fee_sat(view.feerate, untrimmed).saturating_mul(1000))
+    }
+
+    /// Checks that `payer`'s balance in `view` covers `spent` plus `reserve_sat` plus,
+    /// if it is the funder, `fee`.
+    fn check_affordable(
+        &self,
+        view: &View,
+        payer: Side,
+        reserve_sat: u64,
+        fee: Msat,
+        spent: Msat,
+    ) -> Result<(), ChannelError> {
+        let is_funder = (payer == Side::Local) == self.setup.is_funder;
+        let needed = spent
+            .0
+            .saturating_add(reserve_sat.saturating_mul(1000))
+            .saturating_add(if is_funder { fee.0 } else { 0 });
+        let available = view.balance(payer);
+        if available.0 < needed {
+            return Err(ChannelError::InsufficientBalance {
+                needed: Msat(needed),
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    // ---- HTLC updates -------------------------------------------------------------------
+
+    fn check_add_common(
+        &self,
+        offerer: Side,
+        amount: Msat,
+        cltv_expiry: u32,
+    ) -> Result<(), ChannelError> {
+        let receiver_params = match offerer {
+            Side::Local => &self.setup.remote_params,
+            Side::Remote => &self.setup.local_params,
+        };
+        if amount.0 == 0 || amount < receiver_params.htlc_minimum {
+            return Err(ChannelError::AmountBelowMinimum(amount));
+        }
+        if amount > self.capacity() {
+            return Err(ChannelError::AmountExceedsCapacity(amount));
+        }
+        if cltv_expiry >= MAX_CLTV_EXPIRY {
+            return Err(ChannelError::InvalidCltvExpiry(cltv_expiry));
+        }
+        if self.shutdown.local_sent() || self.shutdown.remote_received() {
+            return Err(ChannelError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// The view an update's sender checks affordability in. Strict (our own updates):
+    /// the remote's next commitment, which has all our debits but only the remote's
+    /// credits that are already in our commitment, so it is the least we can have in any
+    /// commitment that will hold the update; its fee counts every HTLC either view has.
+    /// Lenient (their updates): every known update applied, so that whatever a correct
+    /// sender sends, we accept; its fee counts only HTLCs the sender certainly knew of.
+    fn affordability_view(&self, strict: bool, offerer: Side) -> (View, Vec<Htlc>) {
+        let everything = self.log.view(ViewOf::Everything);
+        if strict {
+            let view = self.log.view(ViewOf::NextRemote);
+            let mut counted = view.htlcs.clone();
+            for h in &everything.htlcs {
+                if !counted
+                    .iter()
+                    .any(|c| c.offerer == h.offerer && c.id == h.id)
+                {
+                    counted.push(h.clone());
+                }
+            }
+            (view, counted)
+        } else {
+            let counted = everything
+                .htlcs
+                .iter()
+                .filter(|h| h.offerer == offerer || self.log.committed_htlcs.contains(h))
+                .cloned()
+                .collect();
+            (everything, counted)
+        }
+    }
+
+    /// The fee the funder owes on `view`: on our commitment, and when `strict` also on
+    /// the remote's, whichever is more.
+    fn funder_fee(&self, view: &View, htlcs: &[Htlc], strict: bool) -> Msat {
+        let refs: Vec<&Htlc> = htlcs.iter().collect();
+        let on_local = Self::fee_at(
+            view,
+            Side::Local,
+            self.setup.local_params.dust_limit_sat,
+            &refs,
+        );
+        if !strict {
+            return on_local;
+        }
+        on_local.max(Self::fee_at(
+            view,
+            Side::Remote,
+            self.setup.remote_params.dust_limit_sat,
+            &refs,
+        ))
+    }
+
+    /// Checks an add of `htlc` against the receiver's limits and the sender's balance.
+    fn check_add_limits(&self, htlc: &Htlc, strict: bool) -> Result<(), ChannelError> {
+        let offerer = htlc.offerer;
+        let receiver_params = match offerer {
+            Side::Local => &self.setup.remote_params,
+            Side::Remote => &self.setup.local_params,
+        };
+        let (view, mut counted) = self.affordability_view(strict, offerer);
+        counted.push(htlc.clone());
+        let offered: Vec<&Htlc> = counted.iter().filter(|h| h.offerer == offerer).collect();
+        if offered.len() > usize::from(receiver_params.max_accepted_htlcs.min(MAX_HTLCS)) {
+            return Err(ChannelError::TooManyHtlcs);
+        }
+        let in_flight = offered
+            .iter()
+            .try_fold(0u64, |acc, h| acc.checked_add(h.amount.0));
+        if in_flight.is_none_or(|v| v > receiver_params.max_htlc_value_in_flight.0) {
+            return Err(ChannelError::InFlightExceeded);
+        }
+        if view.overdrawn {
+            return Err(ChannelError::CommitmentOverdrawn);
+        }
+        let fee = self.funder_fee(&view, &counted, strict);
+        self.check_affordable(
+            &view,
+            offerer,
+            receiver_params.channel_reserve_sat,
+            fee,
+            htlc.amount,
+        )
+    }
+
+    /// Offers an HTLC: returns the update_add_htlc to send.
+    pub fn send_add_htlc(
+        &mut self,
+        amount: Msat,
+        payment_hash: PaymentHash,
+        cltv_expiry: u32,
+        onion: OnionPacket,
+    ) -> Result<UpdateAddHtlc, ChannelError> {
+        self.check_add_common(Side::Local, amount, cltv_expiry)?;
+        let htlc = Htlc {
+            offerer: Side::Local,
+            id: HtlcId(self.next_local_htlc_id),
+            amount,
+            payment_hash,
+            cltv_expiry,
+            onion,
+        };
+        self.check_add_limits(&htlc, true)?;
+        let msg = UpdateAddHtlc {
+            channel_id: self.channel_id,
+            id: htlc.id.0,
+            amount_msat: amount.0,
+            payment_hash,
+            cltv_expiry,
+            onion_routing_packet: htlc.onion.clone(),
+            blinding_point: None,
+        };
+        self.next_local_htlc_id += 1;
+        self.log.push(Side::Local, UpdateKind::Add(htlc));
+        Ok(msg)
+    }
+
+    /// Takes the remote's update_add_htlc.
+    pub fn receive_add_htlc(&mut self, msg: &UpdateAddHtlc) -> Result<(), ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        if msg.id != self.next_remote_htlc_id {
+            return Err(ChannelError::UnexpectedHtlcId {
+                expected: self.next_remote_htlc_id,
+                got: msg.id,
+            });
+        }
+        let amount = Msat(msg.amount_msat);
+        self.check_add_common(Side::Remote, amount, msg.cltv_expiry)?;
+        let htlc = Htlc {
+            offerer: Side::Remote,
+            id: HtlcId(msg.id),
+            amount,
+            payment_hash: msg.payment_hash,
+            cltv_expiry: msg.cltv_expiry,
+            onion: msg.onion_routing_packet.clone(),
+        };
+        self.check_add_limits(&htlc, false)?;
+        self.next_remote_htlc_id += 1;
+        self.log.push(Side::Remote, UpdateKind::Add(htlc));
+        Ok(())
+    }
+
+    /// Checks that `remover` may remove the HTLC `id` offered by the other side.
+    fn check_removable(&self, remover: Side, id: u64) -> Result<&Htlc, ChannelError> {
+        match self.log.find_htlc(remover.other(), HtlcId(id)) {
+            None => Err(ChannelError::UnknownHtlc(id)),
+            Some((h, HtlcStatus::Committed)) => Ok(h),
+            Some(_) => Err(ChannelError::HtlcNotRemovable(id)),
+        }
+    }
+
+    fn check_preimage(h: &Htlc, preimage: &PaymentPreimage) -> Result<(), ChannelError> {
+        if preimage.payment_hash() != h.payment_hash {
+            return Err(ChannelError::WrongPreimage(h.id.0));
+        }
+        Ok(())
+    }
+
+    /// Settles an HTLC the remote offered: returns the update_fulfill_htlc to send.
+    pub fn send_fulfill(
+        &mut self,
+        id: HtlcId,
+        preimage: PaymentPreimage,
+    ) -> Result<UpdateFulfillHtlc, ChannelError> {
+        Self::check_preimage(self.check_removable(Side::Local, id.0)?, &preimage)?;
+        self.log.push(
+            Side::Local,
+            UpdateKind::Remove(id, Removal::Fulfill(preimage)),
+        );
+        Ok(UpdateFulfillHtlc {
+            channel_id: self.channel_id,
+            id: id.0,
+            payment_preimage: preimage,
+        })
+    }
+
+    /// Takes the remote's update_fulfill_htlc; returns the HTLC it settles.
+    pub fn receive_fulfill(&mut self, msg: &UpdateFulfillHtlc) -> Result<Htlc, ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        let h = self.check_removable(Side::Remote, msg.id)?.clone();
+        Self::check_preimage(&h, &msg.payment_preimage)?;
+        self.log.push(
+            Side::Remote,
+            UpdateKind::Remove(HtlcId(msg.id), Removal::Fulfill(msg.payment_preimage)),
+        );
+        Ok(h)
+    }
+
+    /// Fails an HTLC the remote offered: returns the update_fail_htlc to send.
+    pub fn send_fail(
+        &mut self,
+        id: HtlcId,
+        reason: Vec<u8>,
+    ) -> Result<UpdateFailHtlc, ChannelError> {
+        self.check_removable(Side::Local, id.0)?;
+        self.log.push(
+            Side::Local,
+            UpdateKind::Remove(id, Removal::Fail(reason.clone())),
+        );
+        Ok(UpdateFailHtlc {
+            channel_id: self.channel_id,
+            id: id.0,
+            reason,
+        })
+    }
+
+    /// Takes the remote's update_fail_htlc; returns the HTLC it fails.
+    pub fn receive_fail(&mut self, msg: &UpdateFailHtlc) -> Result<Htlc, ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        let h = self.check_removable(Side::Remote, msg.id)?.clone();
+        self.log.push(
+            Side::Remote,
+            UpdateKind::Remove(HtlcId(msg.id), Removal::Fail(msg.reason.clone())),
+        );
+        Ok(h)
+    }
+
+    /// Takes the remote's update_fail_malformed_htlc; returns the HTLC it fails.
+    pub fn receive_fail_malformed(
+        &mut self,
+        msg: &UpdateFailMalformedHtlc,
+    ) -> Result<Htlc, ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        if msg.failure_code & 0x8000 == 0 {
+            return Err(ChannelError::MissingBadOnion);
+        }
+        let h = self.check_removable(Side::Remote, msg.id)?.clone();
+        self.log.push(
+            Side::Remote,
+            UpdateKind::Remove(
+                HtlcId(msg.id),
+                Removal::FailMalformed {
+                    sha256_of_onion: msg.sha256_of_onion,
+                    failure_code: msg.failure_code,
+                },
+            ),
+        );
+        Ok(h)
+    }
+
+    // ---- fee updates --------------------------------------------------------------------
+
+    fn check_fee(
+        &self,
+        payer: Side,
+        feerate: FeeratePerKw,
+        strict: bool,
+    ) -> Result<(), ChannelError> {
+        let payer_is_funder = (payer == Side::Local) == self.setup.is_funder;
+        if !payer_is_funder || feerate.0 == 0 {
+            return Err(ChannelError::InvalidFeeUpdate);
+        }
+        let (mut view, counted) = self.affordability_view(strict, payer);
+        view.feerate = feerate;
+        let fee = self.funder_fee(&view, &counted, strict);
+        let reserve = if strict {
+            self.setup.remote_params.channel_reserve_sat
+        } else {
+            0
+        };
+        self.check_affordable(&view, payer, reserve, fee, Msat::ZERO)
+    }
+
+    /// Changes the commitment fee rate (funder only): returns the update_fee to send.
+    pub fn send_update_fee(&mut self, feerate: FeeratePerKw) -> Result<UpdateFee, ChannelError> {
+        self.check_fee(Side::Local, feerate, true)?;
+        self.log.push(Side::Local, UpdateKind::Fee(feerate));
+        Ok(UpdateFee {
+            channel_id: self.channel_id,
+            feerate_per_kw: feerate.0,
+        })
+    }
+
+    /// Takes the remote's update_fee.
+    pub fn receive_update_fee(&mut self, msg: &UpdateFee) -> Result<(), ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        let feerate = FeeratePerKw(msg.feerate_per_kw);
+        self.check_fee(Side::Remote, feerate, false)?;
+        self.log.push(Side::Remote, UpdateKind::Fee(feerate));
+        Ok(())
+    }
+
+    // ---- the commitment dance ------------------------------------------------------------
+
+    /// Signs the remote's next commitment with every pending change: returns the
+    /// commitment_signed to send.
+    pub fn send_commitment(&mut self) -> Result<CommitmentSigned, ChannelError> {
+        if self.awaiting_revoke() {
+            return Err(ChannelError::AwaitingRevoke);
+        }
+        let point = self
+            .remote_next_point
+            .ok_or(ChannelError::Unexpected("no next per-commitment point yet"))?;
+        if !self.log.remote_has_changes() {
+            return Err(ChannelError::NoChanges);
+        }
+        let view = self.log.view(ViewOf::NextRemote);
+        if view.overdrawn {
+            return Err(ChannelError::CommitmentOverdrawn);
+        }
+        let keys = self.remote_keys_for(&point);
+        let c = self.build_remote(self.remote_number + 1, &keys, &view);
+        let (signature, htlc_signatures) = self.sign_remote(&c);
+        self.log.on_commitment_sent();
+        self.remote_number += 1;
+        self.remote_revocable = Some(std::mem::replace(&mut self.remote_tx, c));
+        self.remote_next_point = None;
+        self.last_sent_was_revoke = false;
+        Ok(CommitmentSigned {
+            channel_id: self.channel_id,
+            signature,
+            htlc_signatures,
+        })
+    }
+
+    /// Takes the remote's commitment_signed for our next commitment, checks every
+    /// signature, and revokes our previous commitment: returns the revoke_and_ack to send.
+    pub fn receive_commitment(
+        &mut self,
+        msg: &CommitmentSigned,
+    ) -> Result<RevokeAndAck, ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        if self.local_sigs.is_none() {
+            return Err(ChannelError::Unexpected(
+                "commitment_signed before funding signatures",
+            ));
+        }
+        if !self.log.local_has_changes() {
+            return Err(ChannelError::NoChanges);
+        }
+        let next = self.local_number + 1;
+        let view = self.log.view(ViewOf::NextLocal);
+        if view.overdrawn {
+            return Err(ChannelError::CommitmentOverdrawn);
+        }
+        let keys = self.local_keys_for(next);
+        let c = self.build_local(next, &keys, &view);
+        self.verify_local(&c, &msg.signature, &msg.htlc_signatures)?;
+
+        let revoke = self.revoke_message(self.local_number);
+        self.log.on_commitment_received();
+        self.local_number = next;
+        self.local_keys = keys;
+        self.local_sigs = Some((msg.signature, msg.htlc_signatures.clone()));
+        self.last_sent_was_revoke = true;
+        Ok(revoke)
+    }
+
+    /// The revoke_and_ack that revokes our commitment `number`.
+    fn revoke_message(&self, number: u64) -> RevokeAndAck {
+        RevokeAndAck {
+            channel_id: self.channel_id,
+            per_commitment_secret: self.secrets.per_commitment_secret(CommitmentNumber(number)),
+            next_per_commitment_point: self
+                .secrets
+                .per_commitment_point(CommitmentNumber(number + 2)),
+        }
+    }
+
+    /// Takes the remote's revoke_and_ack: checks the secret against the revoked
+    /// commitment's point and stores it. Returns the revoked commitment, which the caller
+    /// keeps (or hands to a watchtower) to punish a broadcast of it.
+    pub fn receive_revoke(
+        &mut self,
+        msg: &RevokeAndAck,
+    ) -> Result<RevokedCommitment, ChannelError> {
+        self.check_channel(&msg.channel_id)?;
+        let revoked = self
+            .remote_revocable
+            .as_ref()
+            .ok_or(ChannelError::Unexpected(
+                "revoke_and_ack without a pending commitment",
+            ))?;
+        let secret = SecretKey::from_slice(&msg.per_commitment_secret)
+            .map_err(|_| ChannelError::InvalidRevocationSecret)?;
+        if PublicKey::from_secret_key(secp(), &secret) != revoked.keys.per_commitment_point {
+            return Err(ChannelError::InvalidRevocationSecret);
+        }
+        let number = self.remote_number - 1;
+        let mut store = self.counterparty_secrets.clone();
+        store.insert(
+            msg.per_commitment_secret,
+            CommitmentNumber(number).secret_index(),
+        )?;
+
+        self.counterparty_secrets = store;
+        self.log.on_revoke_received();
+        self.remote_next_point = Some(msg.next_per_commitment_point);
+        let commitment = self.remote_revocable.take().expect("checked above");
+        Ok(RevokedCommitment {
+            number: CommitmentNumber(number),
+            commitment,
+            per_commitment_secret: msg.per_commitment_secret,
+        })
+    }
+
+    // ---- on chain -----------------------------------------------------------------------
+
+    /// Our current commitment, fully signed, ready to broadcast (force close), with the
+    /// built commitment for resolving its outputs.
+    pub fn signed_local_commitment(&self) -> Option<(Transaction, CommitmentTx)> {
+        let (remote_sig, _) = self.local_sigs.as_ref()?;
+        let c = self.build_local(
+            self.local_number,
+            &self.local_keys,
+            &self.log.view(ViewOf::CurrentLocal),
+        );
+        let local_sig = sign_input(
+            &c.tx,
+            0,
+            &self.funding_script,
+            self.funding_value(),
+            &self.secrets.funding_key,
+        );
+        let mut tx = c.tx.clone();
+        tx.input[0].witness = funding_witness(
+            &self.funding_script,
+            (&self.local_basepoints.funding_pubkey, &local_sig),
+            (&self.setup.remote_basepoints.funding_pubkey, remote_sig),
+        );
+        Some((tx, c))
+    }
+
+    /// Signed HTLC-success / HTLC-timeout transactions for our current commitment.
+    /// HTLC-success needs the preimage, looked up with `preimage_for`.
+    pub fn signed_local_htlc_txs(
+        &self,
+        preimage_for: impl Fn(&PaymentHash) -> Option<PaymentPreimage>,
+    ) -> Vec<Transaction> {
+        let Some((_, remote_htlc_sigs)) = self.local_sigs.as_ref() else {
+            return vec![];
+        };
+        let c = self.build_local(
+            self.local_number,
+            &self.local_keys,
+            &self.log.view(ViewOf::CurrentLocal),
+        );
+        let htlc_key = derive_privkey(
+            &self.secrets.htlc_basepoint_secret,
+            &c.keys.per_commitment_point,
+        );
+        let mut txs = Vec::new();
+        for (i, (out, remote_sig)) in c.htlcs.iter().zip(remote_htlc_sigs).enumerate() {
+            let preimage = if out.htlc.offered {
+                None
+            } else {
+                match preimage_for(&out.htlc.payment_hash) {
+                    Some(p) => Some(p),
+                    None => continue,
+                }
+            };
+            let mut tx = c.htlc_tx(i);
+            let local_sig = sign_input(
+                &tx,
+                0,
+                &out.witness_script,
+                c.output_value(out.vout),
+                &htlc_key,
+            );
+            tx.input[0].witness = crate::sign::htlc_tx_witness(
+                &out.witness_script,
+                remote_sig,
+                &local_sig,
+                preimage.as_ref().map(|p| &p.0),
+            );
+            txs.push(tx);
+        }
+        txs
+    }
+
+    /// The secret key of our delayed outputs on our commitment `number` (to sweep
+    /// to_local after the CSV delay).
+    pub fn local_delayed_key(&self, number: CommitmentNumber) -> SecretKey {
+        derive_privkey(
+            &self.secrets.delayed_payment_basepoint_secret,
+            &self.secrets.per_commitment_point(number),
+        )
+    }
+
+    /// The justice transaction against a revoked remote commitment: to_local and every
+    /// HTLC output go to `destination`.
+    pub fn justice_tx(
+        &self,
+        revoked: &RevokedCommitment,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Result<Transaction, ChannelError> {
+        let secret = SecretKey::from_slice(&revoked.per_commitment_secret)
+            .map_err(|_| ChannelError::InvalidRevocationSecret)?;
+        if point_from_secret(&revoked.per_commitment_secret)
+            != revoked.commitment.keys.per_commitment_point
+        {
+            return Err(ChannelError::InvalidRevocationSecret);
+        }
+        let key = derive_revocation_privkey(&self.secrets.revocation_basepoint_secret, &secret);
+        Ok(build_justice_tx(
+            &revoked_outputs(&revoked.commitment),
+            &key,
+            destination,
+            feerate,
+        )?)
+    }
+}
+
+/// The outputs of a (revoked) commitment that its revocation key can take.
+pub fn revoked_outputs(c: &CommitmentTx) -> Vec<RevokedOutput> {
+    let txid = c.txid();
+    let mut outs = Vec::with_capacity(c.htlcs.len() + 1);
+    if let Some((vout, ws)) = &c.to_local {
+        outs.push(RevokedOutput {
+            outpoint: OutPoint::new(txid, *vout),
+            value: c.output_value(*vout),
+            witness_script: ws.clone(),
+            kind: RevokedOutputKind::DelayedToLocal,
+        });
+    }
+    for h in &c.htlcs {
+        outs.push(RevokedOutput {
+            outpoint: OutPoint::new(txid, h.vout),
+            value: c.output_value(h.vout),
+            witness_script: h.witness_script.clone(),
+            kind: RevokedOutputKind::Htlc,
+        });
+    }
+    outs
+}
