@@ -537,8 +537,11 @@ impl Channel {
     // ---- funding ----------------------------------------------------------------------
 
     /// Our signature of the remote's first commitment (funding_created or funding_signed).
-    pub fn sign_initial_remote_commitment(&self) -> Signature {
-        self.sign_remote(&self.remote_tx).0
+    pub fn sign_initial_remote_commitment(&self) -> Result<Signature, ChannelError> {
+        if self.remote_number != 0 {
+            return Err(ChannelError::Unexpected("funding already signed"));
+        }
+        Ok(self.sign_remote(&self.remote_tx).0)
     }
 
     /// Checks the remote's signature of our first commitment and keeps it.

@@ -79,10 +79,10 @@ impl Pair {
         };
         let mut alice = Channel::new(setup(&bob_secrets, true), alice_secrets.clone());
         let mut bob = Channel::new(setup(&alice_secrets, false), bob_secrets.clone());
-        bob.receive_initial_signature(alice.sign_initial_remote_commitment())
+        bob.receive_initial_signature(alice.sign_initial_remote_commitment().unwrap())
             .expect("funding_created signature");
         alice
-            .receive_initial_signature(bob.sign_initial_remote_commitment())
+            .receive_initial_signature(bob.sign_initial_remote_commitment().unwrap())
             .expect("funding_signed signature");
         alice.receive_channel_ready(&bob.channel_ready()).unwrap();
         bob.receive_channel_ready(&alice.channel_ready()).unwrap();

@@ -1,0 +1,501 @@
+//! Whole channel lives between two in-memory parties: payments, cooperative close, force
+//! close with HTLCs, breach and justice, reconnection — every on-chain transaction checked
+//! by Bitcoin Core's script interpreter.
+
+mod common;
+
+use bitcoin::{OutPoint, ScriptBuf, TxOut};
+use channel::msgs::*;
+use channel::state::{revoked_outputs, ChannelError, HtlcStatus, ViewOf};
+use channel::sweep::build_delayed_sweep;
+use channel::*;
+use common::*;
+
+fn p2wsh(tag: u8) -> ScriptBuf {
+    ScriptBuf::new_p2wsh(&ScriptBuf::from_bytes(vec![0x51, tag]).wscript_hash())
+}
+
+/// One payment: add, dance, fulfill, dance.
+fn pay(p: &mut Pair, from_bob: bool, amount: Msat) {
+    let hash = p.add(from_bob, amount, 500).expect("add");
+    p.settle();
+    let receiver = p.party(!from_bob);
+    let (id, _) = receiver
+        .log()
+        .committed_htlcs
+        .iter()
+        .find(|h| h.payment_hash == hash)
+        .map(|h| (h.id, h.payment_hash))
+        .expect("committed");
+    assert!(matches!(
+        receiver.log().find_htlc(Side::Remote, id),
+        Some((_, HtlcStatus::Committed))
+    ));
+    let preimage = p.preimage(&hash).unwrap();
+    let m = p
+        .party(!from_bob)
+        .send_fulfill(id, preimage)
+        .expect("fulfill");
+    p.send(!from_bob, Message::UpdateFulfillHtlc(m));
+    p.settle();
+}
+
+fn shutdown_both(p: &mut Pair) {
+    let a = p.alice.send_shutdown(p2wsh(1)).unwrap();
+    p.bob.receive_shutdown(&a).unwrap();
+    let b = p.bob.send_shutdown(p2wsh(2)).unwrap();
+    p.alice.receive_shutdown(&b).unwrap();
+    assert!(p.alice.ready_to_negotiate_close() && p.bob.ready_to_negotiate_close());
+}
+
+#[test]
+fn payments_both_ways_then_cooperative_close() {
+    let mut p = Pair::open(Msat(0), FeeratePerKw(1000));
+    for _ in 0..10 {
+        pay(&mut p, false, Msat(30_000_000));
+    }
+    for _ in 0..5 {
+        pay(&mut p, true, Msat(3_000_000));
+    }
+    let a = p.alice.view(ViewOf::CurrentLocal);
+    assert_eq!(
+        (a.local, a.remote),
+        (Msat(9_715_000_000), Msat(285_000_000))
+    );
+    assert!(a.htlcs.is_empty());
+
+    // No new HTLC once shutdown is sent.
+    shutdown_both(&mut p);
+    assert_eq!(
+        p.add(false, Msat(1_000_000), 500).err(),
+        Some(ChannelError::ShuttingDown)
+    );
+
+    let first = p
+        .alice
+        .start_closing(
+            500,
+            FeeRange {
+                min_fee_satoshis: 300,
+                max_fee_satoshis: 1000,
+            },
+        )
+        .unwrap()
+        .expect("funder proposes");
+    assert_eq!(
+        p.bob
+            .start_closing(
+                0,
+                FeeRange {
+                    min_fee_satoshis: 200,
+                    max_fee_satoshis: 800
+                }
+            )
+            .unwrap(),
+        None
+    );
+    let bob_out = p.bob.receive_closing_signed(&first).unwrap();
+    let reply = bob_out.reply.expect("bob echoes the fee");
+    assert_eq!(reply.fee_satoshis, 500);
+    let alice_out = p.alice.receive_closing_signed(&reply).unwrap();
+    assert_eq!(alice_out.reply, None);
+    let tx = alice_out.closing_tx.expect("alice done");
+    assert_eq!(Some(tx.clone()), bob_out.closing_tx);
+
+    let spent = [(funding_outpoint(), funding_txout(&p.alice))];
+    consensus_verify(&tx, &spent).expect("closing tx valid");
+    let paid = |s: ScriptBuf| {
+        tx.output
+            .iter()
+            .find(|o| o.script_pubkey == s)
+            .map(|o| o.value.to_sat())
+    };
+    assert_eq!(paid(p2wsh(1)), Some(9_715_000 - 500), "funder pays the fee");
+    assert_eq!(paid(p2wsh(2)), Some(285_000));
+    assert_eq!(
+        tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>() + 500,
+        FUNDING_SAT
+    );
+}
+
+#[test]
+fn closing_fee_negotiation_converges_in_the_overlap() {
+    let mut p = Pair::open(Msat(1_000_000_000), FeeratePerKw(1000));
+    shutdown_both(&mut p);
+    let first = p
+        .alice
+        .start_closing(
+            1500,
+            FeeRange {
+                min_fee_satoshis: 1000,
+                max_fee_satoshis: 2000,
+            },
+        )
+        .unwrap()
+        .unwrap();
+    p.bob
+        .start_closing(
+            0,
+            FeeRange {
+                min_fee_satoshis: 200,
+                max_fee_satoshis: 1200,
+            },
+        )
+        .unwrap();
+    let counter = p.bob.receive_closing_signed(&first).unwrap();
+    assert_eq!(counter.closing_tx, None);
+    let counter = counter.reply.unwrap();
+    assert_eq!(
+        counter.fee_satoshis, 1200,
+        "bob counters at the top of the overlap"
+    );
+    let agreed = p.alice.receive_closing_signed(&counter).unwrap();
+    let echo = agreed.reply.unwrap();
+    assert_eq!(echo.fee_satoshis, 1200);
+    let done = p.bob.receive_closing_signed(&echo).unwrap();
+    assert_eq!(done.closing_tx, agreed.closing_tx);
+    consensus_verify(
+        &done.closing_tx.unwrap(),
+        &[(funding_outpoint(), funding_txout(&p.alice))],
+    )
+    .unwrap();
+
+    // Disjoint ranges are refused.
+    let mut q = Pair::open(Msat(1_000_000_000), FeeratePerKw(1000));
+    shutdown_both(&mut q);
+    let first = q
+        .alice
+        .start_closing(
+            5000,
+            FeeRange {
+                min_fee_satoshis: 4000,
+                max_fee_satoshis: 6000,
+            },
+        )
+        .unwrap()
+        .unwrap();
+    q.bob
+        .start_closing(
+            0,
+            FeeRange {
+                min_fee_satoshis: 100,
+                max_fee_satoshis: 300,
+            },
+        )
+        .unwrap();
+    let before = q.bob.clone();
+    assert!(q.bob.receive_closing_signed(&first).is_err());
+    assert!(q.bob == before);
+}
+
+#[test]
+fn force_close_with_htlcs_in_flight_resolves_on_chain() {
+    let mut p = Pair::open(Msat(2_000_000_000), FeeratePerKw(2000));
+    p.add(false, Msat(50_000_000), 600).unwrap();
+    p.add(true, Msat(20_000_000), 610).unwrap();
+    p.settle();
+
+    let (commit, built) = p.alice.signed_local_commitment().unwrap();
+    let spent = [(funding_outpoint(), funding_txout(&p.alice))];
+    consensus_verify(&commit, &spent).expect("commitment valid");
+    assert_eq!(built.htlcs.len(), 2);
+
+    // Second stage: HTLC-timeout for Alice's offer, HTLC-success (with the preimage) for
+    // Bob's.
+    let preimages = p.preimages.clone();
+    let htlc_txs = p
+        .alice
+        .signed_local_htlc_txs(|h| preimages.iter().copied().find(|x| x.payment_hash() == *h));
+    assert_eq!(htlc_txs.len(), 2);
+    let commit_outs: Vec<(OutPoint, TxOut)> = commit
+        .output
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (OutPoint::new(commit.compute_txid(), i as u32), o.clone()))
+        .collect();
+    for tx in &htlc_txs {
+        consensus_verify(tx, &commit_outs).expect("HTLC tx valid");
+    }
+    // Without the preimage only the timeout can be built.
+    assert_eq!(p.alice.signed_local_htlc_txs(|_| None).len(), 1);
+
+    // Alice's to_local after the CSV delay, and the output of her HTLC-timeout likewise.
+    let delay = p.alice.setup().remote_params.to_self_delay;
+    let key = p.alice.local_delayed_key(p.alice.local_commitment_number());
+    let (vout, ws) = built.to_local.clone().expect("to_local");
+    let out = OutPoint::new(commit.compute_txid(), vout);
+    let value = commit.output[vout as usize].value;
+    let sweep =
+        build_delayed_sweep(out, value, &ws, delay, &key, p2wsh(9), FeeratePerKw(1000)).unwrap();
+    consensus_verify(&sweep, &[(out, commit.output[vout as usize].clone())]).expect("sweep valid");
+    // One block early is refused by the script (CSV).
+    let early = build_delayed_sweep(
+        out,
+        value,
+        &ws,
+        delay - 1,
+        &key,
+        p2wsh(9),
+        FeeratePerKw(1000),
+    )
+    .unwrap();
+    assert!(consensus_verify(&early, &[(out, commit.output[vout as usize].clone())]).is_err());
+
+    let timeout = htlc_txs
+        .iter()
+        .find(|t| t.lock_time.to_consensus_u32() == 600)
+        .unwrap();
+    let t_out = OutPoint::new(timeout.compute_txid(), 0);
+    let second = build_delayed_sweep(
+        t_out,
+        timeout.output[0].value,
+        &ws_of_htlc_output(&p, &built),
+        delay,
+        &key,
+        p2wsh(9),
+        FeeratePerKw(1000),
+    )
+    .unwrap();
+    consensus_verify(&second, &[(t_out, timeout.output[0].clone())])
+        .expect("second-stage sweep valid");
+
+    // Bob's commitment is valid too.
+    let (bob_commit, _) = p.bob.signed_local_commitment().unwrap();
+    consensus_verify(&bob_commit, &spent).unwrap();
+}
+
+fn ws_of_htlc_output(p: &Pair, built: &channel::commitment::CommitmentTx) -> ScriptBuf {
+    channel::script::to_local_script(
+        &built.keys.revocation_key,
+        p.alice.setup().remote_params.to_self_delay,
+        &built.keys.local_delayed_key,
+    )
+}
+
+#[test]
+fn breach_justice_takes_to_local_and_every_htlc() {
+    let mut p = Pair::open(Msat(2_000_000_000), FeeratePerKw(1500));
+    p.add(false, Msat(40_000_000), 700).unwrap();
+    p.add(false, Msat(7_000_000), 701).unwrap();
+    p.add(true, Msat(30_000_000), 702).unwrap();
+    p.settle();
+    // Alice's commitment with the three HTLCs; the next payment makes her revoke it.
+    let (old_commit, old_built) = p.alice.signed_local_commitment().unwrap();
+    assert_eq!(old_built.htlcs.len(), 3);
+    pay(&mut p, false, Msat(1_000_000));
+
+    // Bob holds the revocation of that commitment.
+    let revoked = p.revoked[1]
+        .iter()
+        .find(|r| r.commitment.txid() == old_commit.compute_txid())
+        .expect("bob received the revocation of alice's old commitment")
+        .clone();
+    let dest = p2wsh(7);
+    let justice = p
+        .bob
+        .justice_tx(&revoked, dest.clone(), FeeratePerKw(2000))
+        .unwrap();
+    let outs = revoked_outputs(&revoked.commitment);
+    assert_eq!(outs.len(), 4, "to_local and three HTLC outputs");
+    assert_eq!(justice.input.len(), 4);
+    let spent: Vec<(OutPoint, TxOut)> = outs
+        .iter()
+        .map(|o| {
+            (
+                o.outpoint,
+                old_commit.output[o.outpoint.vout as usize].clone(),
+            )
+        })
+        .collect();
+    consensus_verify(&justice, &spent).expect("justice tx valid");
+    let taken: u64 = spent.iter().map(|(_, o)| o.value.to_sat()).sum();
+    let fee = FeeratePerKw(2000).fee_for_weight(justice.weight().to_wu());
+    assert_eq!(justice.output[0].script_pubkey, dest);
+    // The weight estimate assumed 73-byte signatures; real ones are at most that.
+    assert!(justice.output[0].value.to_sat() <= taken - fee + 8);
+    assert!(justice.output[0].value.to_sat() >= taken - fee - 8 * 4);
+
+    // Alice's current commitment is not revoked: a forged secret gets nothing.
+    let mut forged = revoked.clone();
+    forged.per_commitment_secret = [5; 32];
+    assert_eq!(
+        p.bob.justice_tx(&forged, dest, FeeratePerKw(2000)).err(),
+        Some(ChannelError::InvalidRevocationSecret)
+    );
+}
+
+#[test]
+fn lost_messages_are_retransmitted_after_reestablish() {
+    let mut p = Pair::open(Msat(2_000_000_000), FeeratePerKw(1000));
+    // Alice's add and commitment_signed are lost.
+    p.add(false, Msat(5_000_000), 500).unwrap();
+    let m = p.alice.send_commitment().unwrap();
+    p.send(false, Message::CommitmentSigned(m));
+    p.reconnect().unwrap();
+    assert_eq!(p.queues[1].len(), 2, "add and commitment_signed again");
+    p.settle();
+    assert_eq!(p.bob.view(ViewOf::CurrentLocal).htlcs.len(), 1);
+
+    // Bob's revoke_and_ack is lost.
+    p.add(true, Msat(3_000_000), 500).unwrap();
+    let m = p.bob.send_commitment().unwrap();
+    p.send(true, Message::CommitmentSigned(m));
+    p.deliver(false).unwrap().unwrap(); // add
+    p.deliver(false).unwrap().unwrap(); // commitment_signed; alice queues revoke
+    p.queues[1].clear();
+    p.reconnect().unwrap();
+    assert!(matches!(
+        p.queues[1].front(),
+        Some((Message::RevokeAndAck(_), _))
+    ));
+    p.settle();
+    let a = p.alice.view(ViewOf::CurrentLocal);
+    let b = p.bob.view(ViewOf::CurrentLocal);
+    assert_eq!((a.local, a.remote, a.htlcs.len()), (b.remote, b.local, 2));
+
+    // A peer that claims a wrong secret of ours is refused.
+    let mut bad = p.bob.reestablish_message();
+    bad.your_last_per_commitment_secret = [1; 32];
+    assert!(matches!(
+        p.alice.handle_reestablish(&bad),
+        Err(ChannelError::Reestablish(_))
+    ));
+    // A peer that claims to be ahead of us is refused.
+    let mut ahead = p.bob.reestablish_message();
+    ahead.next_revocation_number += 5;
+    assert!(matches!(
+        p.alice.handle_reestablish(&ahead),
+        Err(ChannelError::Reestablish(_))
+    ));
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let mut p = Pair::open(Msat(2_000_000_000), FeeratePerKw(1000));
+    let hash = p.add(false, Msat(5_000_000), 500).unwrap();
+    p.settle();
+    let cid = p.bob.channel_id();
+    let htlc = |id, amount_msat, cltv_expiry| UpdateAddHtlc {
+        channel_id: cid,
+        id,
+        amount_msat,
+        payment_hash: PaymentHash([3; 32]),
+        cltv_expiry,
+        onion_routing_packet: OnionPacket::default(),
+        blinding_point: None,
+    };
+    let check = |r: Result<(), ChannelError>,
+                 before: &channel::state::Channel,
+                 after: &channel::state::Channel,
+                 want: &str| {
+        let e = r.expect_err(want);
+        assert!(format!("{e:?}").contains(want), "{e:?} is not {want}");
+        assert!(before == after, "{want}: state unchanged");
+    };
+
+    let before = p.bob.clone();
+    let r = p.bob.receive_add_htlc(&htlc(0, 1_000_000, 500));
+    check(r, &before, &p.bob, "UnexpectedHtlcId");
+    let r = p.bob.receive_add_htlc(&htlc(1, 999, 500));
+    check(r, &before, &p.bob, "AmountBelowMinimum");
+    let r = p.bob.receive_add_htlc(&htlc(1, u64::MAX, 500));
+    check(r, &before, &p.bob, "AmountExceedsCapacity");
+    let r = p.bob.receive_add_htlc(&htlc(1, 9_000_000_000, 500));
+    check(r, &before, &p.bob, "InFlightExceeded");
+    let r = p.bob.receive_add_htlc(&htlc(1, 1_000_000, 500_000_000));
+    check(r, &before, &p.bob, "InvalidCltvExpiry");
+    let r = p.bob.receive_update_fee(&UpdateFee {
+        channel_id: cid,
+        feerate_per_kw: 0,
+    });
+    check(r, &before, &p.bob, "InvalidFeeUpdate");
+    let r = p
+        .bob
+        .receive_fulfill(&UpdateFulfillHtlc {
+            channel_id: cid,
+            id: 0,
+            payment_preimage: PaymentPreimage([0; 32]),
+        })
+        .map(|_| ());
+    check(r, &before, &p.bob, "UnknownHtlc");
+    let r = p
+        .alice
+        .receive_fulfill(&UpdateFulfillHtlc {
+            channel_id: cid,
+            id: 0,
+            payment_preimage: PaymentPreimage([0; 32]),
+        })
+        .map(|_| ());
+    let alice_before = p.alice.clone();
+    check(r, &alice_before, &p.alice, "WrongPreimage");
+    let r = p
+        .alice
+        .receive_fail_malformed(&UpdateFailMalformedHtlc {
+            channel_id: cid,
+            id: 0,
+            sha256_of_onion: [0; 32],
+            failure_code: 0x4000,
+        })
+        .map(|_| ());
+    check(r, &alice_before, &p.alice, "MissingBadOnion");
+
+    // The receiver checks the sender can pay: Bob has 2,000,000 sat and must keep
+    // 100,000 sat of reserve.
+    let r = p.alice.receive_add_htlc(&UpdateAddHtlc {
+        id: 0,
+        ..htlc(0, 1_950_000_000, 500)
+    });
+    check(r, &alice_before, &p.alice, "InsufficientBalance");
+
+    // A commitment_signed with a valid signature but the wrong HTLC signature count, and
+    // one with a signature of the wrong commitment.
+    let m = p.alice.send_fail(HtlcId(0), vec![]).err();
+    assert!(m.is_some(), "alice cannot fail her own offer");
+    let preimage = p.preimage(&hash).unwrap();
+    let f = p.bob.send_fulfill(HtlcId(0), preimage).unwrap();
+    p.alice.receive_fulfill(&f).unwrap();
+    let good = p.bob.send_commitment().unwrap();
+    let alice_before = p.alice.clone();
+    let mut extra = good.clone();
+    extra.htlc_signatures.push(good.signature);
+    check(
+        p.alice.receive_commitment(&extra).map(|_| ()),
+        &alice_before,
+        &p.alice,
+        "WrongHtlcSignatureCount",
+    );
+    let mut wrong = good.clone();
+    wrong.signature = bitcoin::secp256k1::ecdsa::Signature::from_compact(&[7; 64]).unwrap();
+    check(
+        p.alice.receive_commitment(&wrong).map(|_| ()),
+        &alice_before,
+        &p.alice,
+        "InvalidCommitmentSignature",
+    );
+    let raa = p.alice.receive_commitment(&good).unwrap();
+
+    // A revocation secret for the wrong commitment, then a replay of the right one.
+    let bob_before = p.bob.clone();
+    let mut wrong_secret = raa.clone();
+    wrong_secret.per_commitment_secret = p.alice_secrets.per_commitment_secret(CommitmentNumber(7));
+    check(
+        p.bob.receive_revoke(&wrong_secret).map(|_| ()),
+        &bob_before,
+        &p.bob,
+        "InvalidRevocationSecret",
+    );
+    p.bob.receive_revoke(&raa).unwrap();
+    let bob_before = p.bob.clone();
+    check(
+        p.bob.receive_revoke(&raa).map(|_| ()),
+        &bob_before,
+        &p.bob,
+        "Unexpected",
+    );
+    // A message for another channel.
+    let r = p.bob.receive_update_fee(&UpdateFee {
+        channel_id: ChannelId([9; 32]),
+        feerate_per_kw: 300,
+    });
+    check(r, &bob_before, &p.bob, "WrongChannel");
+}
