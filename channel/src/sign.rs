@@ -5,6 +5,18 @@ use bitcoin::ecdsa;
 use bitcoin::secp256k1::{ecdsa::Signature, Message, PublicKey, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{Amount, Script, ScriptBuf, Transaction, Witness};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static SIGNS: AtomicU64 = AtomicU64::new(0);
+static VERIFIES: AtomicU64 = AtomicU64::new(0);
+
+/// ECDSA signatures made and verified by this process so far (for benchmarks).
+pub fn ecdsa_op_counts() -> (u64, u64) {
+    (
+        SIGNS.load(Ordering::Relaxed),
+        VERIFIES.load(Ordering::Relaxed),
+    )
+}
 
 /// The BIP 143 SIGHASH_ALL digest of input `input` spending a P2WSH output.
 pub fn sighash(tx: &Transaction, input: usize, witness_script: &Script, value: Amount) -> Message {
@@ -22,6 +34,7 @@ pub fn sign_input(
     value: Amount,
     key: &SecretKey,
 ) -> Signature {
+    SIGNS.fetch_add(1, Ordering::Relaxed);
     secp().sign_ecdsa(&sighash(tx, input, witness_script, value), key)
 }
 
@@ -34,6 +47,7 @@ pub fn verify_input(
     sig: &Signature,
     key: &PublicKey,
 ) -> bool {
+    VERIFIES.fetch_add(1, Ordering::Relaxed);
     secp()
         .verify_ecdsa(&sighash(tx, input, witness_script, value), sig, key)
         .is_ok()

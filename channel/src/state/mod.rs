@@ -18,8 +18,9 @@ use crate::commitment::{
     CommitmentTx,
 };
 use crate::keys::{
-    derive_privkey, derive_revocation_privkey, point_from_secret, secp, Basepoints, ChannelSecrets,
-    CommitmentKeys,
+    derive_privkey, derive_revocation_privkey, derive_revocation_pubkey_with_basepoint_secret,
+    derive_revocation_pubkey_with_commitment_secret, point_from_secret, secp, Basepoints,
+    ChannelSecrets, CommitmentKeys,
 };
 use crate::msgs::{
     ChannelReady, CommitmentSigned, OnionPacket, RevokeAndAck, UpdateAddHtlc, UpdateFailHtlc,
@@ -206,6 +207,8 @@ pub struct Channel {
     local_number: u64,
     local_keys: CommitmentKeys,
     local_sigs: Option<(Signature, Vec<Signature>)>,
+    /// Point of our commitment `local_number + 1`, computed once when it is revealed.
+    next_local_point: PublicKey,
     remote_number: u64,
     remote_tx: CommitmentTx,
     remote_revocable: Option<CommitmentTx>,
@@ -239,6 +242,7 @@ impl PartialEq for Channel {
             && self.local_number == other.local_number
             && self.local_keys == other.local_keys
             && self.local_sigs == other.local_sigs
+            && self.next_local_point == other.next_local_point
             && self.remote_number == other.remote_number
             && self.remote_tx == other.remote_tx
             && self.remote_revocable == other.remote_revocable
@@ -293,6 +297,7 @@ impl Channel {
                 setup.static_remotekey,
             ),
             local_sigs: None,
+            next_local_point: secrets.per_commitment_point(CommitmentNumber(1)),
             remote_number: 0,
             remote_tx: CommitmentTx {
                 tx: Transaction {
@@ -451,20 +456,40 @@ impl Channel {
     }
 
     fn local_keys_for(&self, number: u64) -> CommitmentKeys {
-        CommitmentKeys::derive(
-            &self.secrets.per_commitment_point(CommitmentNumber(number)),
+        let secret =
+            SecretKey::from_slice(&self.secrets.per_commitment_secret(CommitmentNumber(number)))
+                .expect("per-commitment secret is a valid key");
+        let point = if number == self.local_number + 1 {
+            self.next_local_point
+        } else {
+            secret.public_key(secp())
+        };
+        let revocation_key = derive_revocation_pubkey_with_commitment_secret(
+            &self.setup.remote_basepoints.revocation_basepoint,
+            &secret,
+            &point,
+        );
+        CommitmentKeys::derive_with_revocation_key(
+            &point,
             &self.local_basepoints,
             &self.setup.remote_basepoints,
             self.setup.static_remotekey,
+            revocation_key,
         )
     }
 
     fn remote_keys_for(&self, point: &PublicKey) -> CommitmentKeys {
-        CommitmentKeys::derive(
+        let revocation_key = derive_revocation_pubkey_with_basepoint_secret(
+            &self.secrets.revocation_basepoint_secret,
+            &self.local_basepoints.revocation_basepoint,
+            point,
+        );
+        CommitmentKeys::derive_with_revocation_key(
             point,
             &self.setup.remote_basepoints,
             &self.local_basepoints,
             self.setup.static_remotekey,
+            revocation_key,
         )
     }
 
@@ -996,6 +1021,7 @@ impl Channel {
         self.verify_local(&c, &msg.signature, &msg.htlc_signatures)?;
 
         let revoke = self.revoke_message(self.local_number);
+        self.next_local_point = revoke.next_per_commitment_point;
         self.log.on_commitment_received();
         self.local_number = next;
         self.local_keys = keys;
