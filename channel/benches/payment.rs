@@ -3,7 +3,6 @@
 //! and the ECDSA signs and verifies per payment, then runs criterion.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use channel::msgs::OnionPacket;
