@@ -10,6 +10,7 @@ pub mod close;
 pub mod commitment;
 pub mod keys;
 pub mod msgs;
+pub mod noise;
 pub mod script;
 pub mod secrets;
 pub mod sign;
