@@ -8,6 +8,7 @@
 
 mod close;
 mod log;
+pub mod open;
 mod reestablish;
 
 pub use close::{ClosingOutcome, ShutdownState};

@@ -233,3 +233,11 @@ pub fn funding_txout(ch: &Channel) -> TxOut {
         script_pubkey: ScriptBuf::new_p2wsh(&ch.funding_script().wscript_hash()),
     }
 }
+
+/// A funding output of `sat` satoshis for `ch`, for the interpreter.
+pub fn funding_txout_of(ch: &Channel, sat: u64) -> TxOut {
+    TxOut {
+        value: Amount::from_sat(sat),
+        script_pubkey: ScriptBuf::new_p2wsh(&ch.funding_script().wscript_hash()),
+    }
+}

@@ -1,0 +1,150 @@
+//! open_channel / accept_channel checks and the funding signatures that follow them.
+
+mod common;
+
+use bitcoin::OutPoint;
+use channel::keys::ChannelSecrets;
+use channel::msgs::{AcceptChannel, OpenChannel};
+use channel::state::open::*;
+use channel::state::Channel;
+use channel::*;
+
+fn open_msg(s: &ChannelSecrets) -> OpenChannel {
+    let b = s.basepoints();
+    OpenChannel {
+        chain_hash: [6; 32],
+        temporary_channel_id: ChannelId([1; 32]),
+        funding_satoshis: 1_000_000,
+        push_msat: 10_000_000,
+        dust_limit_satoshis: 546,
+        max_htlc_value_in_flight_msat: 500_000_000,
+        channel_reserve_satoshis: 10_000,
+        htlc_minimum_msat: 1000,
+        feerate_per_kw: 1000,
+        to_self_delay: 144,
+        max_accepted_htlcs: 30,
+        funding_pubkey: b.funding_pubkey,
+        revocation_basepoint: b.revocation_basepoint,
+        payment_basepoint: b.payment_basepoint,
+        delayed_payment_basepoint: b.delayed_payment_basepoint,
+        htlc_basepoint: b.htlc_basepoint,
+        first_per_commitment_point: s.per_commitment_point(CommitmentNumber(0)),
+        channel_flags: 0,
+        upfront_shutdown_script: None,
+        channel_type: None,
+    }
+}
+
+fn accept_msg(s: &ChannelSecrets) -> AcceptChannel {
+    let b = s.basepoints();
+    AcceptChannel {
+        temporary_channel_id: ChannelId([1; 32]),
+        dust_limit_satoshis: 546,
+        max_htlc_value_in_flight_msat: 500_000_000,
+        channel_reserve_satoshis: 10_000,
+        htlc_minimum_msat: 1000,
+        minimum_depth: 3,
+        to_self_delay: 144,
+        max_accepted_htlcs: 30,
+        funding_pubkey: b.funding_pubkey,
+        revocation_basepoint: b.revocation_basepoint,
+        payment_basepoint: b.payment_basepoint,
+        delayed_payment_basepoint: b.delayed_payment_basepoint,
+        htlc_basepoint: b.htlc_basepoint,
+        first_per_commitment_point: s.per_commitment_point(CommitmentNumber(0)),
+        upfront_shutdown_script: None,
+        channel_type: None,
+    }
+}
+
+#[test]
+fn open_accept_funding_signatures() {
+    let funder = ChannelSecrets::from_seed(&[10; 32]);
+    let fundee = ChannelSecrets::from_seed(&[11; 32]);
+    let open = open_msg(&funder);
+    let accept = accept_msg(&fundee);
+    let policy = OpenPolicy::default();
+    check_open_channel(&open, &params_from_accept(&accept), &policy).unwrap();
+    check_accept_channel(&open, &accept, &policy).unwrap();
+
+    let outpoint = OutPoint::new(
+        <bitcoin::Txid as bitcoin::hashes::Hash>::from_byte_array([5; 32]),
+        0,
+    );
+    let mut a = Channel::new(setup_from_messages(&open, &accept, outpoint, true), funder);
+    let mut b = Channel::new(setup_from_messages(&open, &accept, outpoint, false), fundee);
+    assert_eq!(a.channel_id(), b.channel_id());
+    // funding_created then funding_signed.
+    b.receive_initial_signature(a.sign_initial_remote_commitment().unwrap())
+        .unwrap();
+    a.receive_initial_signature(b.sign_initial_remote_commitment().unwrap())
+        .unwrap();
+    let (tx_a, _) = a.signed_local_commitment().unwrap();
+    let funding = [(outpoint, common::funding_txout_of(&a, 1_000_000))];
+    common::consensus_verify(&tx_a, &funding).unwrap();
+    // The fundee starts with the pushed amount.
+    assert_eq!(
+        b.view(channel::state::ViewOf::CurrentLocal).local,
+        Msat(10_000_000)
+    );
+    // A second funding signature is refused.
+    let sig = b.sign_initial_remote_commitment().unwrap();
+    assert!(a.receive_initial_signature(sig).is_err());
+}
+
+#[test]
+fn unreasonable_opens_are_refused() {
+    let funder = ChannelSecrets::from_seed(&[10; 32]);
+    let fundee = ChannelSecrets::from_seed(&[11; 32]);
+    let ours = params_from_accept(&accept_msg(&fundee));
+    let policy = OpenPolicy::default();
+    let cases: Vec<(Box<dyn Fn(&mut OpenChannel)>, OpenError)> = vec![
+        (
+            Box::new(|m| m.funding_satoshis = 1000),
+            OpenError::FundingAmount(1000),
+        ),
+        (
+            Box::new(|m| m.push_msat = 1_000_000_001),
+            OpenError::PushTooLarge,
+        ),
+        (
+            Box::new(|m| m.to_self_delay = 5000),
+            OpenError::ToSelfDelay(5000),
+        ),
+        (
+            Box::new(|m| m.max_accepted_htlcs = 484),
+            OpenError::MaxAcceptedHtlcs(484),
+        ),
+        (
+            Box::new(|m| m.dust_limit_satoshis = 100),
+            OpenError::DustLimitTooLow(100),
+        ),
+        (
+            Box::new(|m| m.channel_reserve_satoshis = 500),
+            OpenError::ReserveBelowDust,
+        ),
+        (Box::new(|m| m.feerate_per_kw = 1), OpenError::Feerate(1)),
+        (
+            Box::new(|m| m.channel_reserve_satoshis = 995_000),
+            OpenError::ReserveTooLarge,
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut m = open_msg(&funder);
+        mutate(&mut m);
+        assert_eq!(check_open_channel(&m, &ours, &policy), Err(want));
+    }
+    let open = open_msg(&funder);
+    let mut accept = accept_msg(&fundee);
+    accept.minimum_depth = 1000;
+    assert_eq!(
+        check_accept_channel(&open, &accept, &policy),
+        Err(OpenError::MinimumDepth(1000))
+    );
+    let mut accept = accept_msg(&fundee);
+    accept.temporary_channel_id = ChannelId([2; 32]);
+    assert_eq!(
+        check_accept_channel(&open, &accept, &policy),
+        Err(OpenError::TemporaryChannelId)
+    );
+}
