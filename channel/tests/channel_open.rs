@@ -98,7 +98,8 @@ fn unreasonable_opens_are_refused() {
     let fundee = ChannelSecrets::from_seed(&[11; 32]);
     let ours = params_from_accept(&accept_msg(&fundee));
     let policy = OpenPolicy::default();
-    let cases: Vec<(Box<dyn Fn(&mut OpenChannel)>, OpenError)> = vec![
+    type Case = (Box<dyn Fn(&mut OpenChannel)>, OpenError);
+    let cases: Vec<Case> = vec![
         (
             Box::new(|m| m.funding_satoshis = 1000),
             OpenError::FundingAmount(1000),
