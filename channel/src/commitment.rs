@@ -37,7 +37,7 @@ pub fn obscure_factor(
 }
 
 /// An HTLC as seen from the holder of a commitment transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitmentHtlc {
     /// The id given by the node that offered it.
     pub id: HtlcId,
@@ -91,7 +91,7 @@ pub struct CommitmentParams {
 }
 
 /// One HTLC output of a built commitment transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HtlcOutput {
     /// The HTLC.
     pub htlc: CommitmentHtlc,
@@ -102,7 +102,7 @@ pub struct HtlcOutput {
 }
 
 /// A built, unsigned commitment transaction and what is needed to spend its outputs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitmentTx {
     /// The transaction, without witness.
     pub tx: Transaction,

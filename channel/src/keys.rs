@@ -131,7 +131,7 @@ pub fn derive_revocation_privkey(
 }
 
 /// The public basepoints one side announces in open_channel / accept_channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Basepoints {
     /// Key in the 2-of-2 funding output.
     pub funding_pubkey: PublicKey,
@@ -220,7 +220,7 @@ pub fn point_from_secret(secret: &[u8; 32]) -> PublicKey {
 ///
 /// "Local" and "remote" are relative to the commitment's holder (the party who can
 /// broadcast it), as in BOLT 3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommitmentKeys {
     /// The holder's per-commitment point for this commitment.
     pub per_commitment_point: PublicKey,

@@ -17,6 +17,23 @@ impl std::fmt::Debug for OnionPacket {
     }
 }
 
+/// Stored as hex: 1366 bytes as a JSON array of numbers would be four times larger.
+impl serde::Serialize for OnionPacket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use bitcoin::hex::DisplayHex;
+        s.serialize_str(&self.0.to_lower_hex_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OnionPacket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use bitcoin::hex::FromHex;
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        let bytes = <[u8; ONION_PACKET_LEN]>::from_hex(&s).map_err(serde::de::Error::custom)?;
+        Ok(OnionPacket(Box::new(bytes)))
+    }
+}
+
 impl Default for OnionPacket {
     fn default() -> Self {
         OnionPacket(Box::new([0u8; ONION_PACKET_LEN]))
@@ -47,7 +64,7 @@ macro_rules! bytes32_field {
 bytes32_field!(ChannelId, PaymentHash, PaymentPreimage);
 
 /// closing_signed's `fee_range` TLV: the fees the sender accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FeeRange {
     /// Lowest acceptable fee.
     pub min_fee_satoshis: u64,

@@ -75,6 +75,47 @@ pub struct CounterpartySecrets {
     next_index: u64,
 }
 
+/// Stored as the list of filled slots (serde has no 49-element arrays).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSecrets {
+    slots: Vec<(usize, [u8; 32], u64)>,
+    next_index: u64,
+}
+
+impl serde::Serialize for CounterpartySecrets {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let slots = self
+            .known
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.map(|(secret, index)| (i, secret, index)))
+            .collect();
+        StoredSecrets {
+            slots,
+            next_index: self.next_index,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CounterpartySecrets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let stored = StoredSecrets::deserialize(d)?;
+        let mut store = CounterpartySecrets {
+            known: [None; 49],
+            next_index: stored.next_index,
+        };
+        for (i, secret, index) in stored.slots {
+            let slot = store
+                .known
+                .get_mut(i)
+                .ok_or_else(|| serde::de::Error::custom("slot out of range"))?;
+            *slot = Some((secret, index));
+        }
+        Ok(store)
+    }
+}
+
 impl Default for CounterpartySecrets {
     fn default() -> Self {
         CounterpartySecrets {

@@ -5,7 +5,19 @@ use bitcoin::hashes::{sha256, Hash};
 use std::fmt;
 
 /// An amount in millisatoshis (BOLT 2 `amount_msat`, balances).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Msat(pub u64);
 
 impl Msat {
@@ -41,7 +53,19 @@ impl fmt::Display for Msat {
 
 /// A 32-byte channel id (BOLT 2: funding txid XOR funding output index, or the
 /// temporary id chosen by the funder before the funding transaction exists).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct ChannelId(pub [u8; 32]);
 
 impl ChannelId {
@@ -65,11 +89,23 @@ impl fmt::Display for ChannelId {
 }
 
 /// The SHA-256 of a payment preimage, which an HTLC locks funds to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct PaymentHash(pub [u8; 32]);
 
 /// The secret whose SHA-256 is the payment hash; revealing it settles an HTLC.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PaymentPreimage(pub [u8; 32]);
 
 impl PaymentPreimage {
@@ -87,11 +123,35 @@ impl fmt::Debug for PaymentPreimage {
 }
 
 /// BOLT 2 HTLC id: assigned by the offering node, starting at 0, incremented per add.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct HtlcId(pub u64);
 
 /// A commitment number as BOLT 3 counts it: 0 for the first commitment, up to 2^48 - 1.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct CommitmentNumber(pub u64);
 
 impl CommitmentNumber {
@@ -116,7 +176,19 @@ impl CommitmentNumber {
 }
 
 /// A fee rate in satoshis per 1000 weight units (BOLT 2 `feerate_per_kw`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct FeeratePerKw(pub u32);
 
 impl FeeratePerKw {
@@ -127,7 +199,7 @@ impl FeeratePerKw {
 }
 
 /// Which side of the channel a thing belongs to, from this node's point of view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Side {
     /// This node.
     Local,

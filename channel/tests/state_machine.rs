@@ -8,7 +8,7 @@ use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{OutPoint, ScriptBuf};
 use channel::keys::point_from_secret;
 use channel::msgs::*;
-use channel::state::{Channel, ChannelError, HtlcStatus, ViewOf};
+use channel::state::{Channel, ChannelError, ChannelState, HtlcStatus, ViewOf};
 use channel::*;
 use common::*;
 use proptest::prelude::*;
@@ -23,6 +23,7 @@ enum Action {
     Deliver { bob: bool, count: u8 },
     Reconnect,
     Settle,
+    Restart { bob: bool },
     Attack { bob: bool, kind: u8 },
 }
 
@@ -37,6 +38,7 @@ fn action() -> impl Strategy<Value = Action> {
         8 => (any::<bool>(), 1u8..4).prop_map(|(bob, count)| Action::Deliver { bob, count }),
         1 => Just(Action::Reconnect),
         2 => Just(Action::Settle),
+        1 => any::<bool>().prop_map(|bob| Action::Restart { bob }),
         2 => (any::<bool>(), 0u8..6).prop_map(|(bob, kind)| Action::Attack { bob, kind }),
     ]
 }
@@ -221,6 +223,18 @@ proptest! {
                     last = [None, None];
                 }
                 Action::Settle => p.settle(),
+                Action::Restart { bob } => {
+                    // The node stops and comes back from its stored state and its seed.
+                    let secrets = if bob { p.bob_secrets.clone() } else { p.alice_secrets.clone() };
+                    let wrong = if bob { p.alice_secrets.clone() } else { p.bob_secrets.clone() };
+                    let ch = p.party(bob);
+                    let stored = serde_json::to_vec(ch.state()).expect("serialize");
+                    let state: ChannelState = serde_json::from_slice(&stored).expect("deserialize");
+                    prop_assert!(Channel::restore(state.clone(), wrong).is_err());
+                    let restored = Channel::restore(state, secrets).expect("restore");
+                    prop_assert!(restored == *ch);
+                    *ch = restored;
+                }
                 Action::Attack { bob, kind } => attack(&mut p, bob, kind, &last[usize::from(bob)]),
             }
             check_invariants(&p);

@@ -8,7 +8,7 @@ use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{ScriptBuf, Transaction};
 
 /// Where the channel is in closing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShutdownState {
     local_script: Option<ScriptBuf>,
     remote_script: Option<ScriptBuf>,
@@ -56,18 +56,18 @@ impl Channel {
     /// Starts a cooperative close: returns the shutdown to send. Our own updates must all
     /// be signed first (BOLT 2).
     pub fn send_shutdown(&mut self, script: ScriptBuf) -> Result<Shutdown, ChannelError> {
-        if self.shutdown.local_sent() {
+        if self.s.shutdown.local_sent() {
             return Err(ChannelError::Unexpected("shutdown already sent"));
         }
         if !is_valid_shutdown_script(&script) {
             return Err(ChannelError::InvalidShutdownScript);
         }
-        if self.log.remote_has_changes() {
+        if self.s.log.remote_has_changes() {
             return Err(ChannelError::Unexpected("unsigned updates pending"));
         }
-        self.shutdown.local_script = Some(script.clone());
+        self.s.shutdown.local_script = Some(script.clone());
         Ok(Shutdown {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             scriptpubkey: script.into_bytes(),
         })
     }
@@ -79,35 +79,36 @@ impl Channel {
         if !is_valid_shutdown_script(&script) {
             return Err(ChannelError::InvalidShutdownScript);
         }
-        match &self.shutdown.remote_script {
+        match &self.s.shutdown.remote_script {
             Some(s) if *s != script => {
                 return Err(ChannelError::Unexpected("shutdown script changed"))
             }
             _ => {}
         }
-        self.shutdown.remote_script = Some(script);
+        self.s.shutdown.remote_script = Some(script);
         Ok(())
     }
 
     /// Both shutdowns exchanged and no HTLC or update left: fee negotiation may begin.
     pub fn ready_to_negotiate_close(&self) -> bool {
-        self.shutdown.local_sent()
-            && self.shutdown.remote_received()
-            && self.log.updates.is_empty()
-            && self.log.committed_htlcs.is_empty()
+        self.s.shutdown.local_sent()
+            && self.s.shutdown.remote_received()
+            && self.s.log.updates.is_empty()
+            && self.s.log.committed_htlcs.is_empty()
             && !self.awaiting_revoke()
     }
 
     /// The unsigned closing transaction with the funder paying `fee_sat`.
     fn closing_tx(&self, fee_sat: u64) -> Result<Transaction, ChannelError> {
-        let (Some(local_script), Some(remote_script)) =
-            (&self.shutdown.local_script, &self.shutdown.remote_script)
-        else {
+        let (Some(local_script), Some(remote_script)) = (
+            &self.s.shutdown.local_script,
+            &self.s.shutdown.remote_script,
+        ) else {
             return Err(ChannelError::Unexpected("shutdown not exchanged"));
         };
-        let view = self.log.view(ViewOf::CurrentLocal);
+        let view = self.s.log.view(ViewOf::CurrentLocal);
         let (mut local, mut remote) = (view.local.to_sat(), view.remote.to_sat());
-        let funder = if self.setup.is_funder {
+        let funder = if self.s.setup.is_funder {
             &mut local
         } else {
             &mut remote
@@ -117,12 +118,13 @@ impl Channel {
             .ok_or(ChannelError::ClosingFee("fee above the funder's balance"))?;
         // Both sides must build the same transaction: trim at the larger dust limit.
         let dust = self
+            .s
             .setup
             .local_params
             .dust_limit_sat
-            .max(self.setup.remote_params.dust_limit_sat);
+            .max(self.s.setup.remote_params.dust_limit_sat);
         Ok(build_closing_tx(
-            self.setup.funding_outpoint,
+            self.s.setup.funding_outpoint,
             [
                 (local_script.clone(), local),
                 (remote_script.clone(), remote),
@@ -135,7 +137,7 @@ impl Channel {
         sign_input(
             tx,
             0,
-            &self.funding_script,
+            &self.s.funding_script,
             self.funding_value(),
             &self.secrets.funding_key,
         )
@@ -143,21 +145,21 @@ impl Channel {
 
     fn closing_signed(&self, fee_sat: u64, tx: &Transaction) -> ClosingSigned {
         ClosingSigned {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             fee_satoshis: fee_sat,
             signature: self.sign_closing(tx),
-            fee_range: self.shutdown.fee_range,
+            fee_range: self.s.shutdown.fee_range,
         }
     }
 
     fn complete_closing(&mut self, mut tx: Transaction, remote_sig: &Signature) -> Transaction {
         let local_sig = self.sign_closing(&tx);
         tx.input[0].witness = funding_witness(
-            &self.funding_script,
+            &self.s.funding_script,
             (&self.local_basepoints.funding_pubkey, &local_sig),
-            (&self.setup.remote_basepoints.funding_pubkey, remote_sig),
+            (&self.s.setup.remote_basepoints.funding_pubkey, remote_sig),
         );
-        self.shutdown.closing_tx = Some(tx.clone());
+        self.s.shutdown.closing_tx = Some(tx.clone());
         tx
     }
 
@@ -176,13 +178,13 @@ impl Channel {
         if range.min_fee_satoshis > range.max_fee_satoshis {
             return Err(ChannelError::ClosingFee("empty fee range"));
         }
-        self.shutdown.fee_range = Some(range);
-        if !self.setup.is_funder {
+        self.s.shutdown.fee_range = Some(range);
+        if !self.s.setup.is_funder {
             return Ok(None);
         }
         let fee = proposed_fee_sat.clamp(range.min_fee_satoshis, range.max_fee_satoshis);
         let tx = self.closing_tx(fee)?;
-        self.shutdown.last_sent_fee = Some(fee);
+        self.s.shutdown.last_sent_fee = Some(fee);
         Ok(Some(self.closing_signed(fee, &tx)))
     }
 
@@ -192,25 +194,25 @@ impl Channel {
         msg: &ClosingSigned,
     ) -> Result<ClosingOutcome, ChannelError> {
         self.check_channel(&msg.channel_id)?;
-        let ours = self.shutdown.fee_range.ok_or(ChannelError::Unexpected(
+        let ours = self.s.shutdown.fee_range.ok_or(ChannelError::Unexpected(
             "closing_signed before start_closing",
         ))?;
-        if self.shutdown.closing_tx.is_some() {
+        if self.s.shutdown.closing_tx.is_some() {
             return Err(ChannelError::Unexpected("closing already agreed"));
         }
         let tx = self.closing_tx(msg.fee_satoshis)?;
         if !verify_input(
             &tx,
             0,
-            &self.funding_script,
+            &self.s.funding_script,
             self.funding_value(),
             &msg.signature,
-            &self.setup.remote_basepoints.funding_pubkey,
+            &self.s.setup.remote_basepoints.funding_pubkey,
         ) {
             return Err(ChannelError::InvalidCommitmentSignature);
         }
         let fee = msg.fee_satoshis;
-        if self.shutdown.last_sent_fee == Some(fee) {
+        if self.s.shutdown.last_sent_fee == Some(fee) {
             let signed = self.complete_closing(tx, &msg.signature);
             return Ok(ClosingOutcome {
                 reply: None,
@@ -231,7 +233,7 @@ impl Channel {
         if (ours.min_fee_satoshis..=ours.max_fee_satoshis).contains(&fee) {
             // Agree: echo the fee with our signature.
             let reply = self.closing_signed(fee, &tx);
-            self.shutdown.last_sent_fee = Some(fee);
+            self.s.shutdown.last_sent_fee = Some(fee);
             let signed = self.complete_closing(tx, &msg.signature);
             return Ok(ClosingOutcome {
                 reply: Some(reply),
@@ -240,7 +242,7 @@ impl Channel {
         }
         let counter = fee.clamp(acceptable.0, acceptable.1);
         let counter_tx = self.closing_tx(counter)?;
-        self.shutdown.last_sent_fee = Some(counter);
+        self.s.shutdown.last_sent_fee = Some(counter);
         Ok(ClosingOutcome {
             reply: Some(self.closing_signed(counter, &counter_tx)),
             closing_tx: None,

@@ -12,7 +12,7 @@ use crate::msgs::OnionPacket;
 use crate::types::{FeeratePerKw, HtlcId, Msat, PaymentHash, PaymentPreimage, Side};
 
 /// An HTLC as both sides know it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Htlc {
     /// Who offered (pays) it.
     pub offerer: Side,
@@ -29,7 +29,7 @@ pub struct Htlc {
 }
 
 /// How an HTLC is removed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Removal {
     /// Settled with the preimage: the receiver gets the value.
     Fulfill(PaymentPreimage),
@@ -45,7 +45,7 @@ pub enum Removal {
 }
 
 /// One update_* message's effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UpdateKind {
     /// update_add_htlc.
     Add(Htlc),
@@ -57,7 +57,7 @@ pub enum UpdateKind {
 }
 
 /// An update and how far it has been committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Update {
     /// Who sent it.
     pub sender: Side,
@@ -90,7 +90,7 @@ impl Update {
 }
 
 /// Which commitment a view is of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ViewOf {
     /// Our current commitment.
     CurrentLocal,
@@ -105,7 +105,7 @@ pub enum ViewOf {
 }
 
 /// Balances and HTLCs of one commitment, from our side.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct View {
     /// Our balance before fees.
     pub local: Msat,
@@ -137,7 +137,7 @@ impl View {
 }
 
 /// Both sides' updates that are not yet folded into the base state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpdateLog {
     /// Our balance after every folded update.
     pub base_local: Msat,
@@ -367,7 +367,7 @@ impl UpdateLog {
 }
 
 /// Where an HTLC is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HtlcStatus {
     /// Its add is not yet irrevocably in both commitments.
     Pending,

@@ -41,7 +41,7 @@ pub const MAX_HTLCS: u16 = 483;
 pub const MAX_CLTV_EXPIRY: u32 = 500_000_000;
 
 /// The limits one side announces in open_channel / accept_channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelParams {
     /// Outputs below this are left off the announcer's commitment.
     pub dust_limit_sat: u64,
@@ -58,7 +58,7 @@ pub struct ChannelParams {
 }
 
 /// Everything agreed in open_channel / accept_channel / funding_created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelSetup {
     /// The funding output.
     pub funding_outpoint: OutPoint,
@@ -185,7 +185,7 @@ pub enum ChannelError {
 
 /// A remote commitment the remote has just revoked, with what is needed to punish a
 /// broadcast of it (justice transaction, watchtower appointment).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RevokedCommitment {
     /// Its commitment number.
     pub number: CommitmentNumber,
@@ -195,11 +195,11 @@ pub struct RevokedCommitment {
     pub per_commitment_secret: [u8; 32],
 }
 
-/// One channel's state, from this node's side.
-#[derive(Clone)]
-pub struct Channel {
+/// Everything about one channel that must survive a restart, without its secrets (which
+/// the node derives again from its seed). Persist it before sending what a method returns.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelState {
     setup: ChannelSetup,
-    secrets: ChannelSecrets,
     local_basepoints: Basepoints,
     channel_id: ChannelId,
     obscure: u64,
@@ -222,39 +222,36 @@ pub struct Channel {
     shutdown: ShutdownState,
 }
 
+/// One channel, from this node's side: its state and its secrets.
+#[derive(Clone)]
+pub struct Channel {
+    secrets: ChannelSecrets,
+    local_basepoints: Basepoints,
+    s: ChannelState,
+}
+
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel")
-            .field("channel_id", &self.channel_id)
-            .field("local_number", &self.local_number)
-            .field("remote_number", &self.remote_number)
-            .field("log", &self.log)
+            .field("channel_id", &self.s.channel_id)
+            .field("local_number", &self.s.local_number)
+            .field("remote_number", &self.s.remote_number)
+            .field("log", &self.s.log)
             .finish_non_exhaustive()
     }
 }
 
 impl PartialEq for Channel {
-    /// Two channel values are equal when every piece of state is (secrets included).
+    /// Equal when the whole state and the secrets' seed are.
     fn eq(&self, other: &Self) -> bool {
-        self.setup == other.setup
-            && self.secrets.commitment_seed == other.secrets.commitment_seed
-            && self.channel_id == other.channel_id
-            && self.log == other.log
-            && self.local_number == other.local_number
-            && self.local_keys == other.local_keys
-            && self.local_sigs == other.local_sigs
-            && self.next_local_point == other.next_local_point
-            && self.remote_number == other.remote_number
-            && self.remote_tx == other.remote_tx
-            && self.remote_revocable == other.remote_revocable
-            && self.remote_next_point == other.remote_next_point
-            && self.counterparty_secrets == other.counterparty_secrets
-            && self.next_local_htlc_id == other.next_local_htlc_id
-            && self.next_remote_htlc_id == other.next_remote_htlc_id
-            && self.last_sent_was_revoke == other.last_sent_was_revoke
-            && self.shutdown == other.shutdown
+        self.s == other.s && self.secrets.commitment_seed == other.secrets.commitment_seed
     }
 }
+
+/// A stored state that does not belong to the secrets it was restored with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("channel state does not match the node's keys")]
+pub struct WrongSecrets;
 
 impl Channel {
     /// A channel whose funding output is known, before the first commitment signatures
@@ -279,7 +276,7 @@ impl Channel {
             (setup.push, Msat(capacity.0 - setup.push.0))
         };
         let local_point = secrets.per_commitment_point(CommitmentNumber(0));
-        let mut ch = Channel {
+        let state = ChannelState {
             channel_id: ChannelId::from_funding_outpoint(
                 &setup.funding_outpoint.txid,
                 setup.funding_outpoint.vout as u16,
@@ -328,23 +325,45 @@ impl Channel {
             last_sent_was_revoke: false,
             shutdown: ShutdownState::default(),
             local_basepoints,
-            secrets,
             setup,
         };
-        let keys = ch.remote_tx.keys;
-        ch.remote_tx = ch.build_remote(0, &keys, &ch.log.view(ViewOf::CurrentRemote));
+        let mut ch = Channel {
+            secrets,
+            local_basepoints,
+            s: state,
+        };
+        let keys = ch.s.remote_tx.keys;
+        ch.s.remote_tx = ch.build_remote(0, &keys, &ch.s.log.view(ViewOf::CurrentRemote));
         ch
+    }
+
+    /// The channel's state, to persist.
+    pub fn state(&self) -> &ChannelState {
+        &self.s
+    }
+
+    /// A channel restored from its stored state and the secrets the node derives for it.
+    pub fn restore(state: ChannelState, secrets: ChannelSecrets) -> Result<Channel, WrongSecrets> {
+        let local_basepoints = secrets.basepoints();
+        if local_basepoints != state.local_basepoints {
+            return Err(WrongSecrets);
+        }
+        Ok(Channel {
+            secrets,
+            local_basepoints,
+            s: state,
+        })
     }
 
     // ---- queries ------------------------------------------------------------------
 
     /// The BOLT 2 channel id.
     pub fn channel_id(&self) -> ChannelId {
-        self.channel_id
+        self.s.channel_id
     }
     /// The agreed setup.
     pub fn setup(&self) -> &ChannelSetup {
-        &self.setup
+        &self.s.setup
     }
     /// Our basepoints.
     pub fn local_basepoints(&self) -> &Basepoints {
@@ -352,51 +371,51 @@ impl Channel {
     }
     /// The funding output's witness script.
     pub fn funding_script(&self) -> &ScriptBuf {
-        &self.funding_script
+        &self.s.funding_script
     }
     /// Our current commitment number.
     pub fn local_commitment_number(&self) -> CommitmentNumber {
-        CommitmentNumber(self.local_number)
+        CommitmentNumber(self.s.local_number)
     }
     /// The remote's latest commitment number.
     pub fn remote_commitment_number(&self) -> CommitmentNumber {
-        CommitmentNumber(self.remote_number)
+        CommitmentNumber(self.s.remote_number)
     }
     /// Balances and HTLCs of a commitment.
     pub fn view(&self, of: ViewOf) -> View {
-        self.log.view(of)
+        self.s.log.view(of)
     }
     /// The update log (for inspection and persistence).
     pub fn log(&self) -> &UpdateLog {
-        &self.log
+        &self.s.log
     }
     /// True while we wait for the remote's revoke_and_ack.
     pub fn awaiting_revoke(&self) -> bool {
-        self.remote_revocable.is_some()
+        self.s.remote_revocable.is_some()
     }
     /// Whether sending commitment_signed now would carry changes.
     pub fn has_changes_to_sign(&self) -> bool {
-        self.log.remote_has_changes()
+        self.s.log.remote_has_changes()
     }
     /// The secrets revealed by the remote so far.
     pub fn counterparty_secrets(&self) -> &CounterpartySecrets {
-        &self.counterparty_secrets
+        &self.s.counterparty_secrets
     }
     /// The remote's latest commitment as we signed it.
     pub fn remote_commitment(&self) -> &CommitmentTx {
-        &self.remote_tx
+        &self.s.remote_tx
     }
     /// The shutdown / closing negotiation state.
     pub fn shutdown_state(&self) -> &ShutdownState {
-        &self.shutdown
+        &self.s.shutdown
     }
     /// The capacity in millisatoshis.
     pub fn capacity(&self) -> Msat {
-        Msat(self.setup.funding_sat * 1000)
+        Msat(self.s.setup.funding_sat * 1000)
     }
 
     fn funding_value(&self) -> Amount {
-        Amount::from_sat(self.setup.funding_sat)
+        Amount::from_sat(self.s.setup.funding_sat)
     }
 
     // ---- building commitments ------------------------------------------------------
@@ -416,17 +435,17 @@ impl Channel {
 
     fn local_params_for(&self, number: u64, view: &View) -> CommitmentParams {
         CommitmentParams {
-            funding_outpoint: self.setup.funding_outpoint,
+            funding_outpoint: self.s.setup.funding_outpoint,
             funding_pubkeys: (
                 self.local_basepoints.funding_pubkey,
-                self.setup.remote_basepoints.funding_pubkey,
+                self.s.setup.remote_basepoints.funding_pubkey,
             ),
             number: CommitmentNumber(number),
-            obscure_factor: self.obscure,
-            to_self_delay: self.setup.remote_params.to_self_delay,
-            dust_limit_sat: self.setup.local_params.dust_limit_sat,
+            obscure_factor: self.s.obscure,
+            to_self_delay: self.s.setup.remote_params.to_self_delay,
+            dust_limit_sat: self.s.setup.local_params.dust_limit_sat,
             feerate: view.feerate,
-            holder_is_funder: self.setup.is_funder,
+            holder_is_funder: self.s.setup.is_funder,
         }
     }
 
@@ -442,9 +461,9 @@ impl Channel {
 
     fn build_remote(&self, number: u64, keys: &CommitmentKeys, view: &View) -> CommitmentTx {
         let params = CommitmentParams {
-            to_self_delay: self.setup.local_params.to_self_delay,
-            dust_limit_sat: self.setup.remote_params.dust_limit_sat,
-            holder_is_funder: !self.setup.is_funder,
+            to_self_delay: self.s.setup.local_params.to_self_delay,
+            dust_limit_sat: self.s.setup.remote_params.dust_limit_sat,
+            holder_is_funder: !self.s.setup.is_funder,
             ..self.local_params_for(number, view)
         };
         build_commitment(
@@ -460,21 +479,21 @@ impl Channel {
         let secret =
             SecretKey::from_slice(&self.secrets.per_commitment_secret(CommitmentNumber(number)))
                 .expect("per-commitment secret is a valid key");
-        let point = if number == self.local_number + 1 {
-            self.next_local_point
+        let point = if number == self.s.local_number + 1 {
+            self.s.next_local_point
         } else {
             secret.public_key(secp())
         };
         let revocation_key = derive_revocation_pubkey_with_commitment_secret(
-            &self.setup.remote_basepoints.revocation_basepoint,
+            &self.s.setup.remote_basepoints.revocation_basepoint,
             &secret,
             &point,
         );
         CommitmentKeys::derive_with_revocation_key(
             &point,
             &self.local_basepoints,
-            &self.setup.remote_basepoints,
-            self.setup.static_remotekey,
+            &self.s.setup.remote_basepoints,
+            self.s.setup.static_remotekey,
             revocation_key,
         )
     }
@@ -487,9 +506,9 @@ impl Channel {
         );
         CommitmentKeys::derive_with_revocation_key(
             point,
-            &self.setup.remote_basepoints,
+            &self.s.setup.remote_basepoints,
             &self.local_basepoints,
-            self.setup.static_remotekey,
+            self.s.setup.static_remotekey,
             revocation_key,
         )
     }
@@ -500,7 +519,7 @@ impl Channel {
         let sig = sign_input(
             &c.tx,
             0,
-            &self.funding_script,
+            &self.s.funding_script,
             self.funding_value(),
             &self.secrets.funding_key,
         );
@@ -532,10 +551,10 @@ impl Channel {
         if !verify_input(
             &c.tx,
             0,
-            &self.funding_script,
+            &self.s.funding_script,
             self.funding_value(),
             sig,
-            &self.setup.remote_basepoints.funding_pubkey,
+            &self.s.setup.remote_basepoints.funding_pubkey,
         ) {
             return Err(ChannelError::InvalidCommitmentSignature);
         }
@@ -564,29 +583,33 @@ impl Channel {
 
     /// Our signature of the remote's first commitment (funding_created or funding_signed).
     pub fn sign_initial_remote_commitment(&self) -> Result<Signature, ChannelError> {
-        if self.remote_number != 0 {
+        if self.s.remote_number != 0 {
             return Err(ChannelError::Unexpected("funding already signed"));
         }
-        Ok(self.sign_remote(&self.remote_tx).0)
+        Ok(self.sign_remote(&self.s.remote_tx).0)
     }
 
     /// Checks the remote's signature of our first commitment and keeps it.
     pub fn receive_initial_signature(&mut self, sig: Signature) -> Result<(), ChannelError> {
-        if self.local_sigs.is_some() {
+        if self.s.local_sigs.is_some() {
             return Err(ChannelError::Unexpected(
                 "initial signature already received",
             ));
         }
-        let c = self.build_local(0, &self.local_keys, &self.log.view(ViewOf::CurrentLocal));
+        let c = self.build_local(
+            0,
+            &self.s.local_keys,
+            &self.s.log.view(ViewOf::CurrentLocal),
+        );
         self.verify_local(&c, &sig, &[])?;
-        self.local_sigs = Some((sig, vec![]));
+        self.s.local_sigs = Some((sig, vec![]));
         Ok(())
     }
 
     /// Our channel_ready, carrying the point of our commitment 1.
     pub fn channel_ready(&self) -> ChannelReady {
         ChannelReady {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             second_per_commitment_point: self.secrets.per_commitment_point(CommitmentNumber(1)),
             short_channel_id: None,
         }
@@ -595,17 +618,17 @@ impl Channel {
     /// Takes the remote's channel_ready (the point of its commitment 1).
     pub fn receive_channel_ready(&mut self, msg: &ChannelReady) -> Result<(), ChannelError> {
         self.check_channel(&msg.channel_id)?;
-        if self.remote_number != 0 {
+        if self.s.remote_number != 0 {
             return Err(ChannelError::Unexpected(
                 "channel_ready after the first commitment",
             ));
         }
-        self.remote_next_point = Some(msg.second_per_commitment_point);
+        self.s.remote_next_point = Some(msg.second_per_commitment_point);
         Ok(())
     }
 
     fn check_channel(&self, id: &ChannelId) -> Result<(), ChannelError> {
-        if *id != self.channel_id {
+        if *id != self.s.channel_id {
             return Err(ChannelError::WrongChannel);
         }
         Ok(())
@@ -641,7 +664,7 @@ impl Channel {
         fee: Msat,
         spent: Msat,
     ) -> Result<(), ChannelError> {
-        let is_funder = (payer == Side::Local) == self.setup.is_funder;
+        let is_funder = (payer == Side::Local) == self.s.setup.is_funder;
         let needed = spent
             .0
             .saturating_add(reserve_sat.saturating_mul(1000))
@@ -665,8 +688,8 @@ impl Channel {
         cltv_expiry: u32,
     ) -> Result<(), ChannelError> {
         let receiver_params = match offerer {
-            Side::Local => &self.setup.remote_params,
-            Side::Remote => &self.setup.local_params,
+            Side::Local => &self.s.setup.remote_params,
+            Side::Remote => &self.s.setup.local_params,
         };
         if amount.0 == 0 || amount < receiver_params.htlc_minimum {
             return Err(ChannelError::AmountBelowMinimum(amount));
@@ -677,7 +700,7 @@ impl Channel {
         if cltv_expiry >= MAX_CLTV_EXPIRY {
             return Err(ChannelError::InvalidCltvExpiry(cltv_expiry));
         }
-        if self.shutdown.local_sent() || self.shutdown.remote_received() {
+        if self.s.shutdown.local_sent() || self.s.shutdown.remote_received() {
             return Err(ChannelError::ShuttingDown);
         }
         Ok(())
@@ -690,9 +713,9 @@ impl Channel {
     /// Lenient (their updates): every known update applied, so that whatever a correct
     /// sender sends, we accept; its fee counts only HTLCs the sender certainly knew of.
     fn affordability_view(&self, strict: bool, offerer: Side) -> (View, Vec<Htlc>) {
-        let everything = self.log.view(ViewOf::Everything);
+        let everything = self.s.log.view(ViewOf::Everything);
         if strict {
-            let view = self.log.view(ViewOf::NextRemote);
+            let view = self.s.log.view(ViewOf::NextRemote);
             let mut counted = view.htlcs.clone();
             for h in &everything.htlcs {
                 if !counted
@@ -707,7 +730,7 @@ impl Channel {
             let counted = everything
                 .htlcs
                 .iter()
-                .filter(|h| h.offerer == offerer || self.log.committed_htlcs.contains(h))
+                .filter(|h| h.offerer == offerer || self.s.log.committed_htlcs.contains(h))
                 .cloned()
                 .collect();
             (everything, counted)
@@ -721,7 +744,7 @@ impl Channel {
         let on_local = Self::fee_at(
             view,
             Side::Local,
-            self.setup.local_params.dust_limit_sat,
+            self.s.setup.local_params.dust_limit_sat,
             &refs,
         );
         if !strict {
@@ -730,7 +753,7 @@ impl Channel {
         on_local.max(Self::fee_at(
             view,
             Side::Remote,
-            self.setup.remote_params.dust_limit_sat,
+            self.s.setup.remote_params.dust_limit_sat,
             &refs,
         ))
     }
@@ -739,8 +762,8 @@ impl Channel {
     fn check_add_limits(&self, htlc: &Htlc, strict: bool) -> Result<(), ChannelError> {
         let offerer = htlc.offerer;
         let receiver_params = match offerer {
-            Side::Local => &self.setup.remote_params,
-            Side::Remote => &self.setup.local_params,
+            Side::Local => &self.s.setup.remote_params,
+            Side::Remote => &self.s.setup.local_params,
         };
         let (view, mut counted) = self.affordability_view(strict, offerer);
         counted.push(htlc.clone());
@@ -778,7 +801,7 @@ impl Channel {
         self.check_add_common(Side::Local, amount, cltv_expiry)?;
         let htlc = Htlc {
             offerer: Side::Local,
-            id: HtlcId(self.next_local_htlc_id),
+            id: HtlcId(self.s.next_local_htlc_id),
             amount,
             payment_hash,
             cltv_expiry,
@@ -786,7 +809,7 @@ impl Channel {
         };
         self.check_add_limits(&htlc, true)?;
         let msg = UpdateAddHtlc {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             id: htlc.id.0,
             amount_msat: amount.0,
             payment_hash,
@@ -794,17 +817,17 @@ impl Channel {
             onion_routing_packet: htlc.onion.clone(),
             blinding_point: None,
         };
-        self.next_local_htlc_id += 1;
-        self.log.push(Side::Local, UpdateKind::Add(htlc));
+        self.s.next_local_htlc_id += 1;
+        self.s.log.push(Side::Local, UpdateKind::Add(htlc));
         Ok(msg)
     }
 
     /// Takes the remote's update_add_htlc.
     pub fn receive_add_htlc(&mut self, msg: &UpdateAddHtlc) -> Result<(), ChannelError> {
         self.check_channel(&msg.channel_id)?;
-        if msg.id != self.next_remote_htlc_id {
+        if msg.id != self.s.next_remote_htlc_id {
             return Err(ChannelError::UnexpectedHtlcId {
-                expected: self.next_remote_htlc_id,
+                expected: self.s.next_remote_htlc_id,
                 got: msg.id,
             });
         }
@@ -819,14 +842,14 @@ impl Channel {
             onion: msg.onion_routing_packet.clone(),
         };
         self.check_add_limits(&htlc, false)?;
-        self.next_remote_htlc_id += 1;
-        self.log.push(Side::Remote, UpdateKind::Add(htlc));
+        self.s.next_remote_htlc_id += 1;
+        self.s.log.push(Side::Remote, UpdateKind::Add(htlc));
         Ok(())
     }
 
     /// Checks that `remover` may remove the HTLC `id` offered by the other side.
     fn check_removable(&self, remover: Side, id: u64) -> Result<&Htlc, ChannelError> {
-        match self.log.find_htlc(remover.other(), HtlcId(id)) {
+        match self.s.log.find_htlc(remover.other(), HtlcId(id)) {
             None => Err(ChannelError::UnknownHtlc(id)),
             Some((h, HtlcStatus::Committed)) => Ok(h),
             Some(_) => Err(ChannelError::HtlcNotRemovable(id)),
@@ -847,12 +870,12 @@ impl Channel {
         preimage: PaymentPreimage,
     ) -> Result<UpdateFulfillHtlc, ChannelError> {
         Self::check_preimage(self.check_removable(Side::Local, id.0)?, &preimage)?;
-        self.log.push(
+        self.s.log.push(
             Side::Local,
             UpdateKind::Remove(id, Removal::Fulfill(preimage)),
         );
         Ok(UpdateFulfillHtlc {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             id: id.0,
             payment_preimage: preimage,
         })
@@ -863,7 +886,7 @@ impl Channel {
         self.check_channel(&msg.channel_id)?;
         let h = self.check_removable(Side::Remote, msg.id)?.clone();
         Self::check_preimage(&h, &msg.payment_preimage)?;
-        self.log.push(
+        self.s.log.push(
             Side::Remote,
             UpdateKind::Remove(HtlcId(msg.id), Removal::Fulfill(msg.payment_preimage)),
         );
@@ -877,12 +900,12 @@ impl Channel {
         reason: Vec<u8>,
     ) -> Result<UpdateFailHtlc, ChannelError> {
         self.check_removable(Side::Local, id.0)?;
-        self.log.push(
+        self.s.log.push(
             Side::Local,
             UpdateKind::Remove(id, Removal::Fail(reason.clone())),
         );
         Ok(UpdateFailHtlc {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             id: id.0,
             reason,
         })
@@ -892,7 +915,7 @@ impl Channel {
     pub fn receive_fail(&mut self, msg: &UpdateFailHtlc) -> Result<Htlc, ChannelError> {
         self.check_channel(&msg.channel_id)?;
         let h = self.check_removable(Side::Remote, msg.id)?.clone();
-        self.log.push(
+        self.s.log.push(
             Side::Remote,
             UpdateKind::Remove(HtlcId(msg.id), Removal::Fail(msg.reason.clone())),
         );
@@ -909,7 +932,7 @@ impl Channel {
             return Err(ChannelError::MissingBadOnion);
         }
         let h = self.check_removable(Side::Remote, msg.id)?.clone();
-        self.log.push(
+        self.s.log.push(
             Side::Remote,
             UpdateKind::Remove(
                 HtlcId(msg.id),
@@ -930,7 +953,7 @@ impl Channel {
         feerate: FeeratePerKw,
         strict: bool,
     ) -> Result<(), ChannelError> {
-        let payer_is_funder = (payer == Side::Local) == self.setup.is_funder;
+        let payer_is_funder = (payer == Side::Local) == self.s.setup.is_funder;
         if !payer_is_funder || feerate.0 == 0 {
             return Err(ChannelError::InvalidFeeUpdate);
         }
@@ -938,7 +961,7 @@ impl Channel {
         view.feerate = feerate;
         let fee = self.funder_fee(&view, &counted, strict);
         let reserve = if strict {
-            self.setup.remote_params.channel_reserve_sat
+            self.s.setup.remote_params.channel_reserve_sat
         } else {
             0
         };
@@ -948,9 +971,9 @@ impl Channel {
     /// Changes the commitment fee rate (funder only): returns the update_fee to send.
     pub fn send_update_fee(&mut self, feerate: FeeratePerKw) -> Result<UpdateFee, ChannelError> {
         self.check_fee(Side::Local, feerate, true)?;
-        self.log.push(Side::Local, UpdateKind::Fee(feerate));
+        self.s.log.push(Side::Local, UpdateKind::Fee(feerate));
         Ok(UpdateFee {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             feerate_per_kw: feerate.0,
         })
     }
@@ -960,7 +983,7 @@ impl Channel {
         self.check_channel(&msg.channel_id)?;
         let feerate = FeeratePerKw(msg.feerate_per_kw);
         self.check_fee(Side::Remote, feerate, false)?;
-        self.log.push(Side::Remote, UpdateKind::Fee(feerate));
+        self.s.log.push(Side::Remote, UpdateKind::Fee(feerate));
         Ok(())
     }
 
@@ -973,25 +996,26 @@ impl Channel {
             return Err(ChannelError::AwaitingRevoke);
         }
         let point = self
+            .s
             .remote_next_point
             .ok_or(ChannelError::Unexpected("no next per-commitment point yet"))?;
-        if !self.log.remote_has_changes() {
+        if !self.s.log.remote_has_changes() {
             return Err(ChannelError::NoChanges);
         }
-        let view = self.log.view(ViewOf::NextRemote);
+        let view = self.s.log.view(ViewOf::NextRemote);
         if view.overdrawn {
             return Err(ChannelError::CommitmentOverdrawn);
         }
         let keys = self.remote_keys_for(&point);
-        let c = self.build_remote(self.remote_number + 1, &keys, &view);
+        let c = self.build_remote(self.s.remote_number + 1, &keys, &view);
         let (signature, htlc_signatures) = self.sign_remote(&c);
-        self.log.on_commitment_sent();
-        self.remote_number += 1;
-        self.remote_revocable = Some(std::mem::replace(&mut self.remote_tx, c));
-        self.remote_next_point = None;
-        self.last_sent_was_revoke = false;
+        self.s.log.on_commitment_sent();
+        self.s.remote_number += 1;
+        self.s.remote_revocable = Some(std::mem::replace(&mut self.s.remote_tx, c));
+        self.s.remote_next_point = None;
+        self.s.last_sent_was_revoke = false;
         Ok(CommitmentSigned {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             signature,
             htlc_signatures,
         })
@@ -1004,16 +1028,16 @@ impl Channel {
         msg: &CommitmentSigned,
     ) -> Result<RevokeAndAck, ChannelError> {
         self.check_channel(&msg.channel_id)?;
-        if self.local_sigs.is_none() {
+        if self.s.local_sigs.is_none() {
             return Err(ChannelError::Unexpected(
                 "commitment_signed before funding signatures",
             ));
         }
-        if !self.log.local_has_changes() {
+        if !self.s.log.local_has_changes() {
             return Err(ChannelError::NoChanges);
         }
-        let next = self.local_number + 1;
-        let view = self.log.view(ViewOf::NextLocal);
+        let next = self.s.local_number + 1;
+        let view = self.s.log.view(ViewOf::NextLocal);
         if view.overdrawn {
             return Err(ChannelError::CommitmentOverdrawn);
         }
@@ -1021,20 +1045,20 @@ impl Channel {
         let c = self.build_local(next, &keys, &view);
         self.verify_local(&c, &msg.signature, &msg.htlc_signatures)?;
 
-        let revoke = self.revoke_message(self.local_number);
-        self.next_local_point = revoke.next_per_commitment_point;
-        self.log.on_commitment_received();
-        self.local_number = next;
-        self.local_keys = keys;
-        self.local_sigs = Some((msg.signature, msg.htlc_signatures.clone()));
-        self.last_sent_was_revoke = true;
+        let revoke = self.revoke_message(self.s.local_number);
+        self.s.next_local_point = revoke.next_per_commitment_point;
+        self.s.log.on_commitment_received();
+        self.s.local_number = next;
+        self.s.local_keys = keys;
+        self.s.local_sigs = Some((msg.signature, msg.htlc_signatures.clone()));
+        self.s.last_sent_was_revoke = true;
         Ok(revoke)
     }
 
     /// The revoke_and_ack that revokes our commitment `number`.
     fn revoke_message(&self, number: u64) -> RevokeAndAck {
         RevokeAndAck {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             per_commitment_secret: self.secrets.per_commitment_secret(CommitmentNumber(number)),
             next_per_commitment_point: self
                 .secrets
@@ -1051,6 +1075,7 @@ impl Channel {
     ) -> Result<RevokedCommitment, ChannelError> {
         self.check_channel(&msg.channel_id)?;
         let revoked = self
+            .s
             .remote_revocable
             .as_ref()
             .ok_or(ChannelError::Unexpected(
@@ -1061,17 +1086,17 @@ impl Channel {
         if PublicKey::from_secret_key(secp(), &secret) != revoked.keys.per_commitment_point {
             return Err(ChannelError::InvalidRevocationSecret);
         }
-        let number = self.remote_number - 1;
-        let mut store = self.counterparty_secrets.clone();
+        let number = self.s.remote_number - 1;
+        let mut store = self.s.counterparty_secrets.clone();
         store.insert(
             msg.per_commitment_secret,
             CommitmentNumber(number).secret_index(),
         )?;
 
-        self.counterparty_secrets = store;
-        self.log.on_revoke_received();
-        self.remote_next_point = Some(msg.next_per_commitment_point);
-        let commitment = self.remote_revocable.take().expect("checked above");
+        self.s.counterparty_secrets = store;
+        self.s.log.on_revoke_received();
+        self.s.remote_next_point = Some(msg.next_per_commitment_point);
+        let commitment = self.s.remote_revocable.take().expect("checked above");
         Ok(RevokedCommitment {
             number: CommitmentNumber(number),
             commitment,
@@ -1084,24 +1109,24 @@ impl Channel {
     /// Our current commitment, fully signed, ready to broadcast (force close), with the
     /// built commitment for resolving its outputs.
     pub fn signed_local_commitment(&self) -> Option<(Transaction, CommitmentTx)> {
-        let (remote_sig, _) = self.local_sigs.as_ref()?;
+        let (remote_sig, _) = self.s.local_sigs.as_ref()?;
         let c = self.build_local(
-            self.local_number,
-            &self.local_keys,
-            &self.log.view(ViewOf::CurrentLocal),
+            self.s.local_number,
+            &self.s.local_keys,
+            &self.s.log.view(ViewOf::CurrentLocal),
         );
         let local_sig = sign_input(
             &c.tx,
             0,
-            &self.funding_script,
+            &self.s.funding_script,
             self.funding_value(),
             &self.secrets.funding_key,
         );
         let mut tx = c.tx.clone();
         tx.input[0].witness = funding_witness(
-            &self.funding_script,
+            &self.s.funding_script,
             (&self.local_basepoints.funding_pubkey, &local_sig),
-            (&self.setup.remote_basepoints.funding_pubkey, remote_sig),
+            (&self.s.setup.remote_basepoints.funding_pubkey, remote_sig),
         );
         Some((tx, c))
     }
@@ -1112,13 +1137,13 @@ impl Channel {
         &self,
         preimage_for: impl Fn(&PaymentHash) -> Option<PaymentPreimage>,
     ) -> Vec<Transaction> {
-        let Some((_, remote_htlc_sigs)) = self.local_sigs.as_ref() else {
+        let Some((_, remote_htlc_sigs)) = self.s.local_sigs.as_ref() else {
             return vec![];
         };
         let c = self.build_local(
-            self.local_number,
-            &self.local_keys,
-            &self.log.view(ViewOf::CurrentLocal),
+            self.s.local_number,
+            &self.s.local_keys,
+            &self.s.log.view(ViewOf::CurrentLocal),
         );
         let htlc_key = derive_privkey(
             &self.secrets.htlc_basepoint_secret,

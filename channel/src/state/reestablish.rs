@@ -13,19 +13,20 @@ impl Channel {
     /// our own forgotten updates, which the caller may propose again.
     pub fn on_disconnect(&mut self) -> Vec<UpdateKind> {
         let before_remote_adds = self.count_adds(Side::Remote);
-        let dropped = self.log.drop_uncommitted();
+        let dropped = self.s.log.drop_uncommitted();
         let dropped_local_adds = dropped
             .iter()
             .filter(|k| matches!(k, UpdateKind::Add(_)))
             .count() as u64;
         let dropped_remote_adds = (before_remote_adds - self.count_adds(Side::Remote)) as u64;
-        self.next_local_htlc_id -= dropped_local_adds;
-        self.next_remote_htlc_id -= dropped_remote_adds;
+        self.s.next_local_htlc_id -= dropped_local_adds;
+        self.s.next_remote_htlc_id -= dropped_remote_adds;
         dropped
     }
 
     fn count_adds(&self, sender: Side) -> usize {
-        self.log
+        self.s
+            .log
             .updates
             .iter()
             .filter(|u| u.sender == sender && matches!(u.kind, UpdateKind::Add(_)))
@@ -35,23 +36,24 @@ impl Channel {
     /// Our channel_reestablish.
     pub fn reestablish_message(&self) -> ChannelReestablish {
         let next_revocation_number = if self.awaiting_revoke() {
-            self.remote_number - 1
+            self.s.remote_number - 1
         } else {
-            self.remote_number
+            self.s.remote_number
         };
         let your_last_per_commitment_secret = match next_revocation_number.checked_sub(1) {
             Some(n) => self
+                .s
                 .counterparty_secrets
                 .get(CommitmentNumber(n).secret_index())
                 .unwrap_or([0; 32]),
             None => [0; 32],
         };
         ChannelReestablish {
-            channel_id: self.channel_id,
-            next_commitment_number: self.local_number + 1,
+            channel_id: self.s.channel_id,
+            next_commitment_number: self.s.local_number + 1,
             next_revocation_number,
             your_last_per_commitment_secret,
-            my_current_per_commitment_point: self.local_keys.per_commitment_point,
+            my_current_per_commitment_point: self.s.local_keys.per_commitment_point,
         }
     }
 
@@ -63,9 +65,10 @@ impl Channel {
     ) -> Result<Vec<Message>, ChannelError> {
         self.check_channel(&msg.channel_id)?;
         // Did they get our last revoke_and_ack?
-        let resend_revoke = if msg.next_revocation_number == self.local_number {
+        let resend_revoke = if msg.next_revocation_number == self.s.local_number {
             false
-        } else if self.local_number >= 1 && msg.next_revocation_number == self.local_number - 1 {
+        } else if self.s.local_number >= 1 && msg.next_revocation_number == self.s.local_number - 1
+        {
             true
         } else {
             return Err(ChannelError::Reestablish(
@@ -83,9 +86,9 @@ impl Channel {
             }
         }
         // Did they get our last commitment_signed?
-        let resend_commitment = if msg.next_commitment_number == self.remote_number + 1 {
+        let resend_commitment = if msg.next_commitment_number == self.s.remote_number + 1 {
             false
-        } else if self.awaiting_revoke() && msg.next_commitment_number == self.remote_number {
+        } else if self.awaiting_revoke() && msg.next_commitment_number == self.s.remote_number {
             true
         } else {
             return Err(ChannelError::Reestablish(
@@ -95,13 +98,13 @@ impl Channel {
 
         let mut out = Vec::new();
         let revoke = resend_revoke
-            .then(|| Message::RevokeAndAck(self.revoke_message(self.local_number - 1)));
+            .then(|| Message::RevokeAndAck(self.revoke_message(self.s.local_number - 1)));
         let commitment = if resend_commitment {
             self.retransmit_commitment()
         } else {
             vec![]
         };
-        if self.last_sent_was_revoke {
+        if self.s.last_sent_was_revoke {
             out.extend(commitment);
             out.extend(revoke);
         } else {
@@ -116,12 +119,13 @@ impl Channel {
     fn retransmit_commitment(&self) -> Vec<Message> {
         let mut out = Vec::new();
         for u in self
+            .s
             .log
             .updates
             .iter()
             .filter(|u| u.sender == Side::Local && u.in_remote && !u.locked_remote)
         {
-            let channel_id = self.channel_id;
+            let channel_id = self.s.channel_id;
             out.push(match &u.kind {
                 UpdateKind::Add(h) => Message::UpdateAddHtlc(UpdateAddHtlc {
                     channel_id,
@@ -164,9 +168,9 @@ impl Channel {
                 }),
             });
         }
-        let (signature, htlc_signatures) = self.sign_remote(&self.remote_tx);
+        let (signature, htlc_signatures) = self.sign_remote(&self.s.remote_tx);
         out.push(Message::CommitmentSigned(crate::msgs::CommitmentSigned {
-            channel_id: self.channel_id,
+            channel_id: self.s.channel_id,
             signature,
             htlc_signatures,
         }));
