@@ -296,6 +296,55 @@ pub struct Transport {
     recv: CipherState,
 }
 
+/// The sending half of a [`Transport`], for a writer task.
+#[derive(Clone)]
+pub struct Encryptor(CipherState);
+
+/// The receiving half of a [`Transport`], for a reader task.
+#[derive(Clone)]
+pub struct Decryptor(CipherState);
+
+impl Encryptor {
+    /// See [`Transport::encrypt`].
+    pub fn encrypt(&mut self, msg: &[u8]) -> Result<Vec<u8>, TransportError> {
+        encrypt_frame(&mut self.0, msg)
+    }
+}
+
+impl Decryptor {
+    /// See [`Transport::decrypt_length`].
+    pub fn decrypt_length(&mut self, header: &[u8]) -> Result<u16, TransportError> {
+        decrypt_length(&mut self.0, header)
+    }
+    /// See [`Transport::decrypt_body`].
+    pub fn decrypt_body(&mut self, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+        decrypt_body(&mut self.0, body)
+    }
+}
+
+fn encrypt_frame(c: &mut CipherState, msg: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let len = u16::try_from(msg.len()).map_err(|_| TransportError::TooLong)?;
+    let n = c.next_nonce();
+    let mut out = encrypt(&c.k, n, &[], &len.to_be_bytes());
+    let n = c.next_nonce();
+    out.extend(encrypt(&c.k, n, &[], msg));
+    Ok(out)
+}
+
+fn decrypt_length(c: &mut CipherState, header: &[u8]) -> Result<u16, TransportError> {
+    if header.len() != HEADER_LEN {
+        return Err(TransportError::BadLength);
+    }
+    let n = c.next_nonce();
+    let len = decrypt(&c.k, n, &[], header).ok_or(TransportError::BadMac)?;
+    Ok(u16::from_be_bytes([len[0], len[1]]))
+}
+
+fn decrypt_body(c: &mut CipherState, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+    let n = c.next_nonce();
+    decrypt(&c.k, n, &[], body).ok_or(TransportError::BadMac)
+}
+
 impl Transport {
     fn new(ck: [u8; 32], sk: [u8; 32], rk: [u8; 32]) -> Self {
         Transport {
@@ -306,28 +355,22 @@ impl Transport {
 
     /// Encrypts one message: encrypted 2-byte length + MAC, then encrypted body + MAC.
     pub fn encrypt(&mut self, msg: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let len = u16::try_from(msg.len()).map_err(|_| TransportError::TooLong)?;
-        let n = self.send.next_nonce();
-        let mut out = encrypt(&self.send.k, n, &[], &len.to_be_bytes());
-        let n = self.send.next_nonce();
-        out.extend(encrypt(&self.send.k, n, &[], msg));
-        Ok(out)
+        encrypt_frame(&mut self.send, msg)
     }
 
     /// Decrypts an 18-byte header into the body length that follows (plus its MAC).
     pub fn decrypt_length(&mut self, header: &[u8]) -> Result<u16, TransportError> {
-        if header.len() != HEADER_LEN {
-            return Err(TransportError::BadLength);
-        }
-        let n = self.recv.next_nonce();
-        let len = decrypt(&self.recv.k, n, &[], header).ok_or(TransportError::BadMac)?;
-        Ok(u16::from_be_bytes([len[0], len[1]]))
+        decrypt_length(&mut self.recv, header)
     }
 
     /// Decrypts a body of `length + 16` bytes.
     pub fn decrypt_body(&mut self, body: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let n = self.recv.next_nonce();
-        decrypt(&self.recv.k, n, &[], body).ok_or(TransportError::BadMac)
+        decrypt_body(&mut self.recv, body)
+    }
+
+    /// Splits into independent sending and receiving halves.
+    pub fn split(self) -> (Encryptor, Decryptor) {
+        (Encryptor(self.send), Decryptor(self.recv))
     }
 }
 

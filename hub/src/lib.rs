@@ -1,0 +1,5 @@
+//! The node: storage, peer link, channel manager. Same code for the hub and for a
+//! merchant's or user's light node; the role decides what is enabled.
+
+pub mod peer;
+pub mod store;

@@ -1,0 +1,278 @@
+//! Durable storage through sqlx: SQLite (a file, WAL, synchronous=FULL) by default,
+//! PostgreSQL for a `postgres://` URL. Schema migrations live in `migrations/<dialect>/`
+//! and run at start-up.
+//!
+//! Writes go through [`GroupCommit`]: the writes of many channels that arrive together
+//! share one database transaction, and each caller learns that its writes are durable
+//! before it sends anything that depends on them.
+
+mod group;
+
+pub use group::GroupCommit;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::time::Duration;
+
+/// Which database the store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is neither `sqlite:` nor `postgres:`.
+    #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
+    UnsupportedUrl,
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The group-commit writer has stopped.
+    #[error("storage writer stopped")]
+    WriterStopped,
+}
+
+/// One row to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Insert or replace a channel's state.
+    Channel(StoredChannel),
+    /// A remote commitment the counterparty revoked.
+    Revoked {
+        /// The channel.
+        channel_id: [u8; 32],
+        /// The revoked commitment's number.
+        commitment_number: u64,
+        /// Its txid (serialized order).
+        txid: [u8; 32],
+        /// The serialized revoked commitment.
+        data: Vec<u8>,
+    },
+    /// A node-wide value.
+    Meta {
+        /// Its key.
+        key: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
+}
+
+/// A channel row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChannel {
+    /// BOLT 2 channel id.
+    pub channel_id: [u8; 32],
+    /// The peer's node id (33-byte public key).
+    pub peer_id: Vec<u8>,
+    /// Index of the channel's keys under the node seed.
+    pub channel_index: u64,
+    /// Life-cycle status ("open", "closing", "closed", ...).
+    pub status: String,
+    /// The serialized `channel::state::ChannelState`.
+    pub state: Vec<u8>,
+    /// Unix seconds of the last write.
+    pub updated_at: u64,
+}
+
+/// The database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+fn to_i64(v: u64) -> i64 {
+    // Values stored here (indices, commitment numbers < 2^48, seconds) fit in i64.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn from_i64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn array32(v: Vec<u8>) -> Result<[u8; 32], sqlx::Error> {
+    v.try_into()
+        .map_err(|_| sqlx::Error::Decode("expected 32 bytes".into()))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies the migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        if dialect == Dialect::Sqlite {
+            // One connection: SQLite has one writer anyway, and this keeps the pragmas
+            // (WAL, full fsync) on the connection that writes.
+            options = options.max_connections(1).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(8);
+        }
+        let url = if dialect == Dialect::Sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+        } else {
+            url.to_string()
+        };
+        let pool = options.connect(&url).await?;
+        match dialect {
+            Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
+            Dialect::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, dialect })
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Writes everything in one transaction: all or nothing, durable when this returns.
+    pub async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            match w {
+                Write::Channel(c) => {
+                    sqlx::query(
+                        "INSERT INTO channels (channel_id, peer_id, channel_index, status, state, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (channel_id) DO UPDATE SET status = excluded.status, \
+                         state = excluded.state, updated_at = excluded.updated_at",
+                    )
+                    .bind(c.channel_id.to_vec())
+                    .bind(c.peer_id.clone())
+                    .bind(to_i64(c.channel_index))
+                    .bind(c.status.clone())
+                    .bind(c.state.clone())
+                    .bind(to_i64(c.updated_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::Revoked {
+                    channel_id,
+                    commitment_number,
+                    txid,
+                    data,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO revoked_commitments (channel_id, commitment_number, txid, data) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (channel_id, commitment_number) DO NOTHING",
+                    )
+                    .bind(channel_id.to_vec())
+                    .bind(to_i64(*commitment_number))
+                    .bind(txid.to_vec())
+                    .bind(data.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::Meta { key, value } => {
+                    sqlx::query(
+                        "INSERT INTO node_meta (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(key.clone())
+                    .bind(value.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn channel_from_row(row: &AnyRow) -> Result<StoredChannel, sqlx::Error> {
+        Ok(StoredChannel {
+            channel_id: array32(row.try_get("channel_id")?)?,
+            peer_id: row.try_get("peer_id")?,
+            channel_index: from_i64(row.try_get("channel_index")?),
+            status: row.try_get("status")?,
+            state: row.try_get("state")?,
+            updated_at: from_i64(row.try_get("updated_at")?),
+        })
+    }
+
+    /// Every stored channel.
+    pub async fn channels(&self) -> Result<Vec<StoredChannel>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel_id, peer_id, channel_index, status, state, updated_at FROM channels ORDER BY channel_index",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(Self::channel_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// One channel.
+    pub async fn channel(
+        &self,
+        channel_id: &[u8; 32],
+    ) -> Result<Option<StoredChannel>, StoreError> {
+        let row = sqlx::query(
+            "SELECT channel_id, peer_id, channel_index, status, state, updated_at FROM channels WHERE channel_id = $1",
+        )
+        .bind(channel_id.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(Self::channel_from_row).transpose()?)
+    }
+
+    /// The revoked commitment with this txid, if a counterparty ever revoked it:
+    /// `(channel_id, commitment_number, data)`.
+    pub async fn revoked_by_txid(
+        &self,
+        txid: &[u8; 32],
+    ) -> Result<Option<([u8; 32], u64, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT channel_id, commitment_number, data FROM revoked_commitments WHERE txid = $1",
+        )
+        .bind(txid.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((
+                    array32(r.try_get("channel_id")?)?,
+                    from_i64(r.try_get("commitment_number")?),
+                    r.try_get("data")?,
+                ))
+            })
+            .transpose()?)
+    }
+
+    /// A node-wide value.
+    pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT value FROM node_meta WHERE key = $1")
+            .bind(key.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,182 @@
+//! Storage on a real SQLite file and, when `HUB_TEST_POSTGRES_URL` names a server (CI sets
+//! it), on a throw-away PostgreSQL database.
+
+use hub::store::{GroupCommit, Store, StoredChannel, Write};
+use sqlx::Connection;
+
+/// A database for one test: an SQLite file in a temp dir, or a fresh PostgreSQL database
+/// dropped at the end.
+struct TestDb {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        TestDb {
+            url,
+            _dir: Some(dir),
+            pg: None,
+        }
+    }
+
+    async fn postgres() -> Option<TestDb> {
+        let admin = std::env::var("HUB_TEST_POSTGRES_URL").ok()?;
+        let name = format!("hub_test_{}_{}", std::process::id(), rand_suffix());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("postgres reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin.clone());
+        Some(TestDb {
+            url: format!("{base}/{name}"),
+            _dir: None,
+            pg: Some((admin, name)),
+        })
+    }
+
+    async fn drop_db(self) {
+        if let Some((admin, name)) = &self.pg {
+            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn channel(i: u8, status: &str, state: &[u8]) -> StoredChannel {
+    StoredChannel {
+        channel_id: [i; 32],
+        peer_id: vec![2; 33],
+        channel_index: u64::from(i),
+        status: status.into(),
+        state: state.to_vec(),
+        updated_at: 1_700_000_000,
+    }
+}
+
+async fn exercise(url: &str) {
+    let store = Store::open(url).await.expect("open");
+    store
+        .write(&[
+            Write::Channel(channel(1, "open", b"state-1")),
+            Write::Revoked {
+                channel_id: [1; 32],
+                commitment_number: 7,
+                txid: [9; 32],
+                data: b"revoked-7".to_vec(),
+            },
+            Write::Meta {
+                key: "next_channel_index".into(),
+                value: vec![2],
+            },
+        ])
+        .await
+        .unwrap();
+    // Upsert replaces the state.
+    store
+        .write(&[Write::Channel(channel(1, "closing", b"state-2"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.channel(&[1; 32]).await.unwrap().unwrap().state,
+        b"state-2"
+    );
+    assert_eq!(
+        store.revoked_by_txid(&[9; 32]).await.unwrap(),
+        Some(([1; 32], 7, b"revoked-7".to_vec()))
+    );
+    assert_eq!(store.revoked_by_txid(&[8; 32]).await.unwrap(), None);
+
+    // A batch with one bad row (a peer id that is not a 33-byte key) is refused whole.
+    let batch = [
+        Write::Channel(channel(3, "open", b"state-3")),
+        Write::Channel(StoredChannel {
+            peer_id: vec![1, 2, 3],
+            ..channel(4, "open", b"x")
+        }),
+    ];
+    assert!(store.write(&batch).await.is_err());
+    assert_eq!(
+        store.channel(&[3; 32]).await.unwrap(),
+        None,
+        "all or nothing"
+    );
+
+    // Group commit: 200 concurrent writers share far fewer transactions, and all land.
+    let group = GroupCommit::start(store.clone());
+    let before = group.transactions();
+    let mut tasks = Vec::new();
+    for i in 10..210u16 {
+        let g = group.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = [(i % 256) as u8; 32];
+            let mut c = channel(0, "open", &i.to_be_bytes());
+            c.channel_id = id;
+            c.channel_index = u64::from(i);
+            g.commit(vec![Write::Channel(c)]).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("durable");
+    }
+    let used = group.transactions() - before;
+    assert!(
+        used < 200,
+        "group commit batched 200 writes into {used} transactions"
+    );
+    store.close().await;
+
+    // Everything is there after reopening.
+    let store = Store::open(url).await.unwrap();
+    let all = store.channels().await.unwrap();
+    assert!(all.len() >= 201, "{} channels", all.len());
+    assert_eq!(
+        store.meta("next_channel_index").await.unwrap(),
+        Some(vec![2])
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let db = TestDb::sqlite();
+    exercise(&db.url).await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let Some(db) = TestDb::postgres().await else {
+        eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL store test skipped");
+        return;
+    };
+    exercise(&db.url).await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    assert!(matches!(
+        Store::open("mysql://x").await,
+        Err(hub::store::StoreError::UnsupportedUrl)
+    ));
+}
