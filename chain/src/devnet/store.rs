@@ -1,0 +1,160 @@
+//! On-disk persistence of the devnet: an append-only block file and the set of blocks
+//! invalidated with `invalidateblock`. On start the blocks are replayed through full
+//! validation (like `-reindex-chainstate`), so the UTXO set never needs its own file.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bitcoin::consensus::{deserialize, serialize};
+use bitcoin::{Block, BlockHash};
+
+/// Failure reading or writing the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The block file holds bytes that are not a block (truncated or corrupted).
+    #[error("{path}: corrupt record at offset {offset}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+    },
+}
+
+/// The data directory: `blocks.dat` (records of `u32` little-endian length + consensus
+/// encoded block) and `invalidated.txt` (one block hash per line).
+#[derive(Debug)]
+pub struct BlockStore {
+    dir: PathBuf,
+    blocks: BufWriter<File>,
+}
+
+const BLOCKS_FILE: &str = "blocks.dat";
+const INVALIDATED_FILE: &str = "invalidated.txt";
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl BlockStore {
+    /// Opens (creating if needed) the data directory and returns the store together with
+    /// the blocks and invalidated hashes it already holds, in the order they were written.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Block>, BTreeSet<BlockHash>), StoreError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(BLOCKS_FILE);
+        let blocks = read_blocks(&path)?;
+        let inv_path = dir.join(INVALIDATED_FILE);
+        let invalidated = match fs::read_to_string(&inv_path) {
+            Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: inv_path,
+                    source: e,
+                })
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                blocks: BufWriter::new(file),
+            },
+            blocks,
+            invalidated,
+        ))
+    }
+
+    /// Appends a block and flushes it to the OS.
+    pub fn append_block(&mut self, block: &Block) -> Result<(), StoreError> {
+        let path = self.dir.join(BLOCKS_FILE);
+        let bytes = serialize(block);
+        let len = u32::try_from(bytes.len()).map_err(|_| StoreError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+        })?;
+        self.blocks
+            .write_all(&len.to_le_bytes())
+            .map_err(io_err(&path))?;
+        self.blocks.write_all(&bytes).map_err(io_err(&path))?;
+        self.blocks.flush().map_err(io_err(&path))
+    }
+
+    /// Replaces the set of manually invalidated blocks (write to a temp file, then rename).
+    pub fn write_invalidated(&mut self, set: &BTreeSet<BlockHash>) -> Result<(), StoreError> {
+        let path = self.dir.join(INVALIDATED_FILE);
+        let tmp = self.dir.join("invalidated.txt.tmp");
+        let text: String = set.iter().map(|h| format!("{h}\n")).collect();
+        fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Bytes used by the block file (`size_on_disk`).
+    pub fn size_on_disk(&self) -> u64 {
+        fs::metadata(self.dir.join(BLOCKS_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+}
+
+fn read_blocks(path: &Path) -> Result<Vec<Block>, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let mut reader = BufReader::new(file);
+    let mut blocks = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let mut len = [0u8; 4];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        let mut buf = vec![0u8; len];
+        reader
+            .read_exact(&mut buf)
+            .map_err(|_| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                offset,
+            })?;
+        let block: Block = deserialize(&buf).map_err(|_| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+        })?;
+        blocks.push(block);
+        offset += 4 + len as u64;
+    }
+    Ok(blocks)
+}
