@@ -154,7 +154,7 @@ fn lock_into(
     witness_script: &ScriptBuf,
 ) -> anyhow::Result<(OutPoint, Amount)> {
     let tx = p2wpkh_spend(
-        &key,
+        key,
         coin,
         COINBASE,
         ScriptBuf::new_p2wsh(&witness_script.wscript_hash()),
