@@ -273,8 +273,9 @@ impl Wallet {
                 };
                 for tx in &block.txdata {
                     for input in &tx.input {
+                        // Locks stay: if a reorg brings the coin back, our spending tx is
+                        // back in the mempool and the coin is still reserved.
                         if let Some(u) = self.utxos.remove(&input.previous_output) {
-                            self.locked.remove(&input.previous_output);
                             delta.spent.push(u);
                         }
                     }
@@ -521,5 +522,59 @@ impl Wallet {
             input.witness = w;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    #[test]
+    fn seed_file_is_created_0600_and_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seed");
+        let seed = load_or_create_seed(&path).expect("create");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(load_or_create_seed(&path).expect("reload"), seed);
+        let w = Wallet::from_seed(&seed, Network::Regtest).expect("wallet");
+        assert!(!format!("{w:?}").contains(&hex::encode(&seed)));
+    }
+
+    #[test]
+    fn bip84_test_vector_first_receive_address() {
+        // BIP84's test mnemonic "abandon … about" seed; account m/84'/0'/0' first address.
+        let seed = hex::decode(
+            "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc19a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4",
+        )
+        .expect("hex");
+        let mut w = Wallet::from_seed(&seed, Network::Bitcoin).expect("wallet");
+        assert_eq!(
+            w.new_address().expect("address").to_string(),
+            "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+        );
+    }
+
+    #[test]
+    fn funding_requires_p2wsh_and_funds() {
+        let mut w = Wallet::from_seed(&[1u8; 32], Network::Regtest).expect("wallet");
+        let p2wpkh = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([0; 20]));
+        assert!(matches!(
+            w.build_funding_tx(p2wpkh, Amount::from_sat(10_000), FALLBACK_FEE_RATE),
+            Err(WalletError::NotP2wsh)
+        ));
+        let p2wsh = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([0; 32]));
+        assert!(matches!(
+            w.build_funding_tx(p2wsh, Amount::from_sat(10_000), FALLBACK_FEE_RATE),
+            Err(WalletError::InsufficientFunds { .. })
+        ));
     }
 }
