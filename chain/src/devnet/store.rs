@@ -56,7 +56,7 @@ impl BlockStore {
     pub fn open(dir: &Path) -> Result<(Self, Vec<Block>, BTreeSet<BlockHash>), StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(BLOCKS_FILE);
-        let blocks = read_blocks(&path)?;
+        let (blocks, valid_len) = read_blocks(&path)?;
         let inv_path = dir.join(INVALIDATED_FILE);
         let invalidated = match fs::read_to_string(&inv_path) {
             Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
@@ -73,6 +73,12 @@ impl BlockStore {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        // A crash in the middle of an append leaves a partial last record: cut it off so
+        // the next block is written where it can be read back.
+        if file.metadata().map_err(io_err(&path))?.len() > valid_len {
+            tracing::warn!(path = %path.display(), valid_len, "truncating a partial block record");
+            file.set_len(valid_len).map_err(io_err(&path))?;
+        }
         Ok((
             Self {
                 dir: dir.to_path_buf(),
@@ -115,10 +121,11 @@ impl BlockStore {
     }
 }
 
-fn read_blocks(path: &Path) -> Result<Vec<Block>, StoreError> {
+/// Reads every complete record; returns the blocks and the length of the readable part.
+fn read_blocks(path: &Path) -> Result<(Vec<Block>, u64), StoreError> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => {
             return Err(StoreError::Io {
                 path: path.to_path_buf(),
@@ -143,12 +150,17 @@ fn read_blocks(path: &Path) -> Result<Vec<Block>, StoreError> {
         }
         let len = u32::from_le_bytes(len) as usize;
         let mut buf = vec![0u8; len];
-        reader
-            .read_exact(&mut buf)
-            .map_err(|_| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                offset,
-            })?;
+        match reader.read_exact(&mut buf) {
+            Ok(()) => {}
+            // A record cut short by a crash: everything before it is good.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
         let block: Block = deserialize(&buf).map_err(|_| StoreError::Corrupt {
             path: path.to_path_buf(),
             offset,
@@ -156,5 +168,49 @@ fn read_blocks(path: &Path) -> Result<Vec<Block>, StoreError> {
         blocks.push(block);
         offset += 4 + len as u64;
     }
-    Ok(blocks)
+    Ok((blocks, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::blockdata::constants::genesis_block;
+    use bitcoin::Network;
+
+    #[test]
+    fn a_partial_last_record_is_cut_off_and_appends_continue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let block = genesis_block(Network::Regtest);
+        {
+            let (mut store, blocks, _) = BlockStore::open(dir.path()).expect("open");
+            assert!(blocks.is_empty());
+            store.append_block(&block).expect("append");
+        }
+        // Simulate a crash mid-append: a length prefix with half a body.
+        let path = dir.path().join(BLOCKS_FILE);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open file");
+        f.write_all(&100u32.to_le_bytes())
+            .and_then(|_| f.write_all(&[1, 2, 3]))
+            .expect("write");
+        drop(f);
+        let (mut store, blocks, _) = BlockStore::open(dir.path()).expect("reopen");
+        assert_eq!(blocks, vec![block.clone()]);
+        store.append_block(&block).expect("append");
+        drop(store);
+        let (_, blocks, _) = BlockStore::open(dir.path()).expect("reopen");
+        assert_eq!(blocks.len(), 2);
+    }
+
+    #[test]
+    fn garbage_in_a_complete_record_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(BLOCKS_FILE), [3u8, 0, 0, 0, 9, 9, 9]).expect("write");
+        assert!(matches!(
+            BlockStore::open(dir.path()),
+            Err(StoreError::Corrupt { offset: 0, .. })
+        ));
+    }
 }
