@@ -15,7 +15,7 @@ use chain::devnet::Devnet;
 use chain::poller::{ChainEvent, ChainPoller};
 use chain::rpc::client::{RpcClient, RpcCredentials};
 use chain::rpc::server::{serve, RpcAuth};
-use chain::source::{ChainControl, ChainError, TxStatus};
+use chain::source::{ChainControl, ChainError, ChainSource, TxStatus};
 use common::{p2wpkh_spend, Key};
 
 const FEE: Amount = Amount::from_sat(1_000);
@@ -161,7 +161,9 @@ async fn suite<C: ChainControl + 'static>(chain: Arc<C>) -> anyhow::Result<()> {
     );
 
     // Reorgs through invalidateblock/reconsiderblock; the event stream follows.
-    let mut poller = ChainPoller::from_tip(chain.clone()).await?;
+    // The hub holds the source as a trait object; the poller works on that too.
+    let dyn_source: Arc<dyn ChainSource> = chain.clone();
+    let mut poller = ChainPoller::from_tip(dyn_source).await?;
     let out1 = OutPoint {
         txid: txid1,
         vout: 0,

@@ -297,6 +297,25 @@ async fn bad_requests_get_core_errors_never_a_crash() -> anyhow::Result<()> {
         }
     }
 
+    // An OP_RETURN output with value is refused unless maxburnamount allows it.
+    let burn = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn::default()],
+        output: vec![bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(1),
+            script_pubkey: bitcoin::ScriptBuf::new_op_return([1u8; 4]),
+        }],
+    };
+    let body = json!({"jsonrpc": "1.0", "id": 1, "method": "sendrawtransaction", "params": [bitcoin::consensus::encode::serialize_hex(&burn)]});
+    let (status, reply) = post(&url, &body.to_string()).await?;
+    assert_eq!(status, 500);
+    assert_eq!(reply["error"]["code"], json!(-25));
+    assert_eq!(
+        reply["error"]["message"],
+        json!("Unspendable output exceeds maximum configured by user (maxburnamount)")
+    );
+
     // Named parameters and batches work like in Core.
     let (status, reply) = post(
         &url,

@@ -5,7 +5,10 @@
 use bitcoin::{Amount, FeeRate, Transaction, Txid, Weight, Wtxid};
 
 use super::chainstate::ChainState;
-use super::params::{DUST_RELAY_FEE, MAX_STANDARD_TX_WEIGHT, MIN_STANDARD_TX_NONWITNESS_SIZE};
+use super::params::{
+    DUST_RELAY_FEE, MAX_STANDARD_TX_SIGOPS_COST, MAX_STANDARD_TX_WEIGHT,
+    MIN_STANDARD_TX_NONWITNESS_SIZE,
+};
 use super::utxo::Coin;
 use super::validation::{
     calculate_sequence_locks, check_transaction, check_tx_inputs, is_final_tx, sequence_locks_met,
@@ -125,6 +128,19 @@ impl ChainState {
                     "max-fee-exceeded",
                 ));
             }
+        }
+        let sigops = tx.total_sigop_cost(|op| {
+            tx.input
+                .iter()
+                .position(|i| &i.previous_output == op)
+                .map(|k| coins[k].output.clone())
+        });
+        if sigops > MAX_STANDARD_TX_SIGOPS_COST {
+            return Err(TxReject::with_debug(
+                RejectKind::Policy,
+                "bad-txns-too-many-sigops",
+                sigops.to_string(),
+            ));
         }
         verify_scripts(tx, &coins, "mandatory")?;
         Ok(Accepted {

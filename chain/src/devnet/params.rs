@@ -19,6 +19,8 @@ pub const MAX_BLOCK_WEIGHT: Weight = Weight::from_wu(4_000_000);
 pub const MAX_BLOCK_SIGOPS_COST: usize = 80_000;
 /// Policy: largest standard transaction weight (`MAX_STANDARD_TX_WEIGHT`).
 pub const MAX_STANDARD_TX_WEIGHT: Weight = Weight::from_wu(400_000);
+/// Policy: most signature operations (cost) in one relayed transaction.
+pub const MAX_STANDARD_TX_SIGOPS_COST: usize = 16_000;
 /// Policy: smallest non-witness size of a relayed transaction (`MIN_STANDARD_TX_NONWITNESS_SIZE`).
 pub const MIN_STANDARD_TX_NONWITNESS_SIZE: usize = 65;
 /// Bitcoin Core v30+'s default `-minrelaytxfee`: 100 sat/kvB (0.1 sat/vB).

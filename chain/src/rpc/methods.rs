@@ -132,6 +132,21 @@ pub fn dispatch(devnet: &Devnet, method: &str, params: &Value) -> Result<Option<
                 )
             })?;
             let max = max_fee_rate(p.opt_f64(1)?)?;
+            let max_burn = match p.opt_f64(2)? {
+                Some(v) => Amount::from_btc(v)
+                    .map_err(|_| RpcError::new(codes::TYPE_ERROR, "Invalid amount"))?,
+                None => Amount::ZERO,
+            };
+            if tx
+                .output
+                .iter()
+                .any(|o| o.script_pubkey.is_op_return() && o.value > max_burn)
+            {
+                return Err(RpcError::new(
+                    codes::VERIFY_ERROR,
+                    "Unspendable output exceeds maximum configured by user (maxburnamount)",
+                ));
+            }
             json!(devnet
                 .send_raw_transaction(tx, Some(max))
                 .map_err(devnet_err)?

@@ -1,0 +1,68 @@
+//! The `devnet` binary: serves JSON-RPC on loopback and, killed and started again on the
+//! same data directory, comes back with the same chain.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use chain::rpc::client::{RpcClient, RpcCredentials};
+use chain::source::{ChainControl, ChainSource};
+
+/// Kills the child process when dropped, so a failing test leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(datadir: &std::path::Path) -> anyhow::Result<(Running, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devnet"))
+        .args([
+            "--datadir",
+            &datadir.display().to_string(),
+            "--rpcbind",
+            "127.0.0.1:0",
+            "--rpcuser",
+            "u",
+        ])
+        .env("DEVNET_RPC_PASSWORD", "p")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawning devnet")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let running = Running(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("devnet JSON-RPC on ")
+        .context("startup line")?
+        .to_string();
+    Ok((running, url))
+}
+
+#[tokio::test]
+async fn killed_and_restarted_devnet_process_keeps_its_chain() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let creds = || RpcCredentials::UserPass("u".into(), "p".into());
+    let address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".parse()?;
+
+    let (process, url) = start(dir.path())?;
+    let client = RpcClient::new(url, creds())?;
+    let mined = client.generate_to_address(5, &address).await?;
+    let tip = client.tip().await?;
+    assert_eq!((tip.hash, tip.height), (mined[4], 5));
+    drop(process); // SIGKILL: no clean shutdown.
+
+    let (_process, url) = start(dir.path())?;
+    let client = RpcClient::new(url, creds())?;
+    assert_eq!(client.tip().await?, tip);
+    assert_eq!(client.block_hash(1).await?, Some(mined[0]));
+    client.generate_to_address(1, &address).await?;
+    assert_eq!(client.tip().await?.height, 6);
+    Ok(())
+}
