@@ -7,7 +7,7 @@ mod common;
 use bitcoin::blockdata::opcodes::all::{OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP};
 use bitcoin::script::Builder;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, Witness};
-use chain::devnet::{Devnet, DevnetError, RejectKind};
+use chain::devnet::{Devnet, DevnetConfig, DevnetError, RejectKind};
 use common::{p2wpkh_spend, spend_tx, Key};
 
 const COINBASE: Amount = Amount::from_sat(50 * 100_000_000);
@@ -84,13 +84,16 @@ fn double_spend_missing_inputs_low_fee_and_bad_signature_are_rejected() -> anyho
         "{msg}"
     );
 
-    // First spend accepted; a conflicting one is refused while the first is unconfirmed.
+    // First spend accepted; a conflicting one paying no more is refused (full-RBF rules).
     let first = p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE);
     devnet.send_raw_transaction(first.clone(), None)?;
     let second = p2wpkh_spend(&key, coin, COINBASE, Key::new(4).p2wpkh(), FEE);
     let (kind, msg) = rejection(devnet.send_raw_transaction(second.clone(), None));
-    assert_eq!(kind, RejectKind::MempoolConflict);
-    assert!(msg.starts_with("txn-mempool-conflict"), "{msg}");
+    assert_eq!(kind, RejectKind::ReplacementRejected);
+    assert!(
+        msg.starts_with("insufficient fee, rejecting replacement"),
+        "{msg}"
+    );
 
     // Once the first is mined the coin is gone.
     devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
@@ -378,5 +381,67 @@ fn invalidate_and_reconsider_return_transactions_to_the_mempool() -> anyhow::Res
     devnet.reconsider_block(&mined[0])?;
     assert_eq!(devnet.tip(), (mined[0], 102));
     assert!(devnet.read(|s| s.mempool().is_empty()), "confirmed again");
+    Ok(())
+}
+
+#[test]
+fn without_rbf_every_conflict_is_txn_mempool_conflict() -> anyhow::Result<()> {
+    let devnet = Devnet::with_config(DevnetConfig {
+        full_rbf: false,
+        ..DevnetConfig::default()
+    })?;
+    let key = Key::new(12);
+    let coin = mine_to(&devnet, &key, 101)?;
+    devnet.send_raw_transaction(p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE), None)?;
+    // Even a much higher fee does not replace.
+    let richer = p2wpkh_spend(&key, coin, COINBASE, Key::new(13).p2wpkh(), FEE * 100);
+    let (kind, msg) = rejection(devnet.send_raw_transaction(richer, None));
+    assert_eq!(kind, RejectKind::MempoolConflict);
+    assert!(
+        msg.starts_with("txn-mempool-conflict, conflicts with "),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_higher_fee_conflict_replaces_the_original_and_its_descendants() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(14);
+    let coin = mine_to(&devnet, &key, 101)?;
+    let original = p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE);
+    let original_txid = devnet.send_raw_transaction(original, None)?;
+    let child = p2wpkh_spend(
+        &key,
+        OutPoint {
+            txid: original_txid,
+            vout: 0,
+        },
+        COINBASE - FEE,
+        key.p2wpkh(),
+        FEE,
+    );
+    let child_txid = devnet.send_raw_transaction(child, None)?;
+
+    // Higher fee rate but less than original + child: rule 3.
+    let cheap = p2wpkh_spend(
+        &key,
+        coin,
+        COINBASE,
+        Key::new(15).p2wpkh(),
+        FEE + Amount::from_sat(500),
+    );
+    let (kind, msg) = rejection(devnet.send_raw_transaction(cheap, None));
+    assert_eq!(kind, RejectKind::ReplacementRejected);
+    assert!(msg.contains("less fees than conflicting txs"), "{msg}");
+
+    // Enough to pay for both and the relay of itself: replaces both.
+    let bump = p2wpkh_spend(&key, coin, COINBASE, Key::new(15).p2wpkh(), FEE * 3);
+    let bump_txid = devnet.send_raw_transaction(bump, None)?;
+    devnet.read(|s| {
+        assert!(s.mempool().get(&bump_txid).is_some());
+        assert!(s.mempool().get(&original_txid).is_none());
+        assert!(s.mempool().get(&child_txid).is_none(), "descendant evicted");
+    });
     Ok(())
 }

@@ -31,6 +31,9 @@ struct Args {
     /// Minimum relay fee rate in sat/kvB (Bitcoin Core's default is 100).
     #[arg(long, default_value_t = 100)]
     minrelaytxfee_sat_per_kvb: u64,
+    /// Refuse every mempool conflict (`txn-mempool-conflict`) instead of full-RBF.
+    #[arg(long)]
+    no_rbf: bool,
 }
 
 #[tokio::main]
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let config = DevnetConfig {
         data_dir: Some(args.datadir.clone()),
         min_relay_fee: bitcoin::FeeRate::from_sat_per_kwu(args.minrelaytxfee_sat_per_kvb / 4),
+        full_rbf: !args.no_rbf,
     };
     let devnet = Devnet::with_config(config)
         .with_context(|| format!("opening {}", args.datadir.display()))?;

@@ -26,6 +26,8 @@ pub struct Accepted {
     pub fee: Amount,
     /// Virtual size (vbytes).
     pub vsize: u64,
+    /// Mempool transactions it replaces (conflicts and their descendants).
+    pub replaced: Vec<Txid>,
 }
 
 fn policy(reason: &str) -> TxReject {
@@ -43,6 +45,9 @@ impl ChainState {
     ) -> Result<Accepted, TxReject> {
         let accepted = self.check_for_mempool(&tx, max_fee_rate)?;
         if !test_only {
+            for txid in &accepted.replaced {
+                self.mempool.remove_recursive(txid);
+            }
             let now = self.now();
             let height = self.height();
             self.mempool.insert(tx, accepted.fee, now, height);
@@ -72,18 +77,15 @@ impl ChainState {
                 "txn-already-in-mempool",
             ));
         }
-        // No replacement: any conflict with the mempool is refused (Core's behaviour with
-        // -mempoolfullrbf=0 and non-signalling transactions).
-        if let Some(conflict) = tx
-            .input
-            .iter()
-            .find_map(|i| self.mempool.spender(&i.previous_output))
-        {
-            return Err(TxReject::with_debug(
-                RejectKind::MempoolConflict,
-                "txn-mempool-conflict",
-                format!("conflicts with {conflict}"),
-            ));
+        let conflicts = self.direct_conflicts(tx);
+        if !self.full_rbf {
+            if let Some(conflict) = conflicts.first() {
+                return Err(TxReject::with_debug(
+                    RejectKind::MempoolConflict,
+                    "txn-mempool-conflict",
+                    format!("conflicts with {conflict}"),
+                ));
+            }
         }
         let mut coins = Vec::with_capacity(tx.input.len());
         for input in &tx.input {
@@ -142,12 +144,18 @@ impl ChainState {
                 sigops.to_string(),
             ));
         }
+        let replaced = if conflicts.is_empty() {
+            Vec::new()
+        } else {
+            self.check_replacement(tx, &conflicts, fee, vsize)?
+        };
         verify_scripts(tx, &coins, "mandatory")?;
         Ok(Accepted {
             txid,
             wtxid: tx.compute_wtxid(),
             fee,
             vsize,
+            replaced,
         })
     }
 }

@@ -78,6 +78,8 @@ pub struct ChainState {
     pub(super) spend_index: HashMap<OutPoint, Txid>,
     pub(super) mempool: Mempool,
     pub(super) min_relay_fee: FeeRate,
+    /// Whether conflicting transactions may replace mempool ones (Core v28+: always).
+    pub(super) full_rbf: bool,
     pub(super) mock_time: Option<u64>,
     pub(super) invalidated: BTreeSet<BlockHash>,
     pub(super) store: Option<BlockStore>,
@@ -107,6 +109,7 @@ impl ChainState {
             spend_index: HashMap::new(),
             mempool: Mempool::default(),
             min_relay_fee,
+            full_rbf: true,
             mock_time: None,
             invalidated: BTreeSet::new(),
             store,

@@ -15,6 +15,7 @@ pub mod chainstate;
 pub mod mempool;
 pub mod mining;
 pub mod params;
+pub mod rbf;
 pub mod source;
 pub mod store;
 pub mod utxo;
@@ -68,6 +69,9 @@ pub struct DevnetConfig {
     pub data_dir: Option<PathBuf>,
     /// The minimum relay fee rate (`-minrelaytxfee`); Core's default is 100 sat/kvB.
     pub min_relay_fee: FeeRate,
+    /// Replace-by-fee for any conflicting transaction (Core v28+ default `true`); with
+    /// `false` every conflict is refused with `txn-mempool-conflict`.
+    pub full_rbf: bool,
 }
 
 impl Default for DevnetConfig {
@@ -75,6 +79,7 @@ impl Default for DevnetConfig {
         Self {
             data_dir: None,
             min_relay_fee: DEFAULT_MIN_RELAY_FEE,
+            full_rbf: true,
         }
     }
 }
@@ -103,14 +108,12 @@ impl Devnet {
 
     /// Starts a devnet from a [`DevnetConfig`].
     pub fn with_config(config: DevnetConfig) -> Result<Self, DevnetError> {
+        let mut state = ChainState::new(config.min_relay_fee, None);
+        state.full_rbf = config.full_rbf;
         let Some(dir) = config.data_dir else {
-            return Ok(Self::from_state(ChainState::new(
-                config.min_relay_fee,
-                None,
-            )));
+            return Ok(Self::from_state(state));
         };
         let (store, blocks, invalidated) = store::BlockStore::open(&dir)?;
-        let mut state = ChainState::new(config.min_relay_fee, None);
         let count = blocks.len();
         for block in blocks {
             let hash = block.block_hash();

@@ -19,6 +19,10 @@ pub const MAX_BLOCK_WEIGHT: Weight = Weight::from_wu(4_000_000);
 pub const MAX_BLOCK_SIGOPS_COST: usize = 80_000;
 /// Policy: largest standard transaction weight (`MAX_STANDARD_TX_WEIGHT`).
 pub const MAX_STANDARD_TX_WEIGHT: Weight = Weight::from_wu(400_000);
+/// Policy: the extra fee rate a replacement must pay for its own size (Core v30+: 100 sat/kvB).
+pub const INCREMENTAL_RELAY_FEE: FeeRate = FeeRate::from_sat_per_kwu(25);
+/// Policy: most transactions one replacement may evict (BIP125 rule 5).
+pub const MAX_REPLACEMENT_CANDIDATES: usize = 100;
 /// Policy: most signature operations (cost) in one relayed transaction.
 pub const MAX_STANDARD_TX_SIGOPS_COST: usize = 16_000;
 /// Policy: smallest non-witness size of a relayed transaction (`MIN_STANDARD_TX_NONWITNESS_SIZE`).

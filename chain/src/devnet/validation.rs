@@ -23,8 +23,10 @@ pub enum RejectKind {
     AlreadyInChain,
     /// The same transaction is already in the mempool.
     AlreadyInMempool,
-    /// Conflicts with a mempool transaction (spends the same output).
+    /// Conflicts with a mempool transaction (spends the same output) and replacement is off.
     MempoolConflict,
+    /// Conflicts with mempool transactions and does not meet the replacement (RBF) rules.
+    ReplacementRejected,
     /// Its fee rate is above `sendrawtransaction`'s `maxfeerate`.
     MaxFeeExceeded,
     /// A time lock (absolute or relative) is not yet satisfied.

@@ -514,7 +514,7 @@ fn mempool_json(s: &ChainState, verbose: bool) -> Value {
                 "fees": {"base": btc(e.fee), "modified": btc(e.fee)},
                 "depends": depends,
                 "spentby": spentby,
-                "bip125-replaceable": false,
+                "bip125-replaceable": e.tx.is_explicitly_rbf(),
                 "unbroadcast": false,
             }),
         );
