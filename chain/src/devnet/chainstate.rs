@@ -2,7 +2,7 @@
 //! chain, connecting and disconnecting blocks against the UTXO set (reorganisations of
 //! any depth), and `invalidateblock` / `reconsiderblock`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,19 +50,6 @@ pub struct BlockEntry {
     pub status: BlockStatus,
     /// Whether it has been connected to the UTXO set at least once (scripts checked).
     pub fully_validated: bool,
-}
-
-/// A chain tip as `getchaintips` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainTip {
-    /// Height of the tip.
-    pub height: u32,
-    /// Hash of the tip.
-    pub hash: BlockHash,
-    /// Blocks between the tip and the active chain.
-    pub branch_len: u32,
-    /// `active`, `valid-fork`, `valid-headers` or `invalid`.
-    pub status: &'static str,
 }
 
 /// The devnet's whole chain state. Owned by [`super::Devnet`] behind a mutex.
@@ -246,7 +233,7 @@ impl ChainState {
         Some(e.hash)
     }
 
-    fn find_fork(&self, a: &BlockHash, b: &BlockHash) -> BlockHash {
+    pub(super) fn find_fork(&self, a: &BlockHash, b: &BlockHash) -> BlockHash {
         let (mut a, mut b) = (&self.index[a], &self.index[b]);
         while a.height > b.height {
             a = &self.index[&a.block.header.prev_blockhash];
@@ -385,7 +372,7 @@ impl ChainState {
 
     /// Re-validates the mempool against the new tip after a reorg: first the transactions
     /// of the disconnected blocks (oldest first), then the previous mempool.
-    fn rebuild_mempool(&mut self, from_blocks: Vec<Transaction>) {
+    pub(super) fn rebuild_mempool(&mut self, from_blocks: Vec<Transaction>) {
         let previous = self.mempool.drain_ordered();
         for tx in from_blocks.into_iter().chain(previous) {
             let txid = tx.compute_txid();
@@ -395,7 +382,7 @@ impl ChainState {
         }
     }
 
-    fn mark_failed(&mut self, hash: &BlockHash, status: BlockStatus) {
+    pub(super) fn mark_failed(&mut self, hash: &BlockHash, status: BlockStatus) {
         let Some(height) = self.index.get(hash).map(|e| e.height) else {
             return;
         };
@@ -537,7 +524,7 @@ impl ChainState {
         }
     }
 
-    fn disconnect_tip(&mut self) -> Arc<Block> {
+    pub(super) fn disconnect_tip(&mut self) -> Arc<Block> {
         let hash = self.tip().hash;
         let block = self.index[&hash].block.clone();
         let undo = self.undo.remove(&hash).unwrap_or_default();
@@ -550,123 +537,5 @@ impl ChainState {
         }
         self.active.pop();
         block
-    }
-
-    /// `invalidateblock`: marks `hash` and its descendants invalid and moves the tip off
-    /// them; the mempool gets the disconnected transactions back.
-    pub fn invalidate_block(&mut self, hash: &BlockHash) -> Result<(), DevnetError> {
-        let entry = self
-            .index
-            .get(hash)
-            .ok_or(DevnetError::BlockNotFound(*hash))?;
-        if entry.height == 0 {
-            return Err(DevnetError::GenesisInvalidation);
-        }
-        self.mark_failed(hash, BlockStatus::Failed("invalidated".into()));
-        let mut disconnected = Vec::new();
-        while self.is_active(hash) {
-            disconnected.push(self.disconnect_tip());
-        }
-        disconnected.reverse();
-        let txs: Vec<Transaction> = disconnected
-            .iter()
-            .flat_map(|b| b.txdata.iter().skip(1).cloned())
-            .collect();
-        self.activate_best_chain();
-        self.rebuild_mempool(txs);
-        self.invalidated.insert(*hash);
-        self.persist_invalidated()
-    }
-
-    /// `reconsiderblock`: clears the failure marks of `hash`, its descendants and its
-    /// ancestors, and re-activates the most-work chain.
-    pub fn reconsider_block(&mut self, hash: &BlockHash) -> Result<(), DevnetError> {
-        let height = self
-            .index
-            .get(hash)
-            .ok_or(DevnetError::BlockNotFound(*hash))?
-            .height;
-        let mut reset: HashSet<BlockHash> = self
-            .index
-            .values()
-            .filter(|e| e.height >= height && self.ancestor(&e.hash, height) == Some(*hash))
-            .map(|e| e.hash)
-            .collect();
-        let mut cur = self.index.get(hash);
-        while let Some(e) = cur {
-            reset.insert(e.hash);
-            cur = if e.height == 0 {
-                None
-            } else {
-                self.index.get(&e.block.header.prev_blockhash)
-            };
-        }
-        for h in &reset {
-            if let Some(e) = self.index.get_mut(h) {
-                e.status = BlockStatus::Valid;
-            }
-            self.invalidated.remove(h);
-        }
-        self.activate_best_chain();
-        self.persist_invalidated()
-    }
-
-    fn persist_invalidated(&mut self) -> Result<(), DevnetError> {
-        if let Some(store) = self.store.as_mut() {
-            store.write_invalidated(&self.invalidated)?;
-        }
-        Ok(())
-    }
-
-    /// `getchaintips`: every block without children, with its branch length and status.
-    pub fn chain_tips(&self) -> Vec<ChainTip> {
-        let parents: HashSet<BlockHash> = self
-            .index
-            .values()
-            .map(|e| e.block.header.prev_blockhash)
-            .collect();
-        let tip = self.tip().hash;
-        let mut tips: Vec<ChainTip> = self
-            .index
-            .values()
-            .filter(|e| !parents.contains(&e.hash) || e.hash == tip)
-            .map(|e| {
-                let fork = self.find_fork(&e.hash, &tip);
-                let branch_len = e.height - self.index[&fork].height;
-                let status = if e.hash == tip {
-                    "active"
-                } else if e.status != BlockStatus::Valid {
-                    "invalid"
-                } else if self.is_fully_validated_branch(&e.hash, &fork) {
-                    "valid-fork"
-                } else {
-                    "valid-headers"
-                };
-                ChainTip {
-                    height: e.height,
-                    hash: e.hash,
-                    branch_len,
-                    status,
-                }
-            })
-            .collect();
-        tips.sort_by(|a, b| {
-            b.height
-                .cmp(&a.height)
-                .then(a.branch_len.cmp(&b.branch_len))
-        });
-        tips
-    }
-
-    fn is_fully_validated_branch(&self, from: &BlockHash, fork: &BlockHash) -> bool {
-        let mut cur = *from;
-        while cur != *fork {
-            let e = &self.index[&cur];
-            if !e.fully_validated {
-                return false;
-            }
-            cur = e.block.header.prev_blockhash;
-        }
-        true
     }
 }

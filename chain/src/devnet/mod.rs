@@ -12,6 +12,7 @@
 pub mod accept;
 pub mod block;
 pub mod chainstate;
+pub mod invalidation;
 pub mod mempool;
 pub mod mining;
 pub mod params;
@@ -30,7 +31,8 @@ use tokio::sync::watch;
 
 pub use accept::Accepted;
 pub use block::BlockReject;
-pub use chainstate::{BlockStatus, ChainState, ChainTip};
+pub use chainstate::{BlockStatus, ChainState};
+pub use invalidation::ChainTip;
 pub use store::StoreError;
 pub use validation::{RejectKind, TxReject};
 
