@@ -445,3 +445,60 @@ fn a_higher_fee_conflict_replaces_the_original_and_its_descendants() -> anyhow::
     });
     Ok(())
 }
+
+#[test]
+fn blocks_take_packages_by_fee_rate_so_a_child_pays_for_its_parent() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(16);
+    let hashes = devnet.generate_to_script(102, &key.p2wpkh())?;
+    let coinbase = |i: usize| -> anyhow::Result<OutPoint> {
+        let b = devnet
+            .block(&hashes[i])
+            .ok_or_else(|| anyhow::anyhow!("block"))?;
+        Ok(OutPoint {
+            txid: b.txdata[0].compute_txid(),
+            vout: 0,
+        })
+    };
+    // Arrival order: a cheap parent, an unrelated medium-fee tx, then a rich child.
+    let parent = p2wpkh_spend(
+        &key,
+        coinbase(0)?,
+        COINBASE,
+        key.p2wpkh(),
+        Amount::from_sat(100),
+    );
+    let parent_txid = devnet.send_raw_transaction(parent, None)?;
+    let unrelated = p2wpkh_spend(
+        &key,
+        coinbase(1)?,
+        COINBASE,
+        key.p2wpkh(),
+        Amount::from_sat(1_000),
+    );
+    let unrelated_txid = devnet.send_raw_transaction(unrelated, None)?;
+    let child = p2wpkh_spend(
+        &key,
+        OutPoint {
+            txid: parent_txid,
+            vout: 0,
+        },
+        COINBASE - Amount::from_sat(100),
+        key.p2wpkh(),
+        Amount::from_sat(20_000),
+    );
+    let child_txid = devnet.send_raw_transaction(child, None)?;
+    let mined = devnet.generate_to_script(1, &key.p2wpkh())?;
+    let block = devnet
+        .block(&mined[0])
+        .ok_or_else(|| anyhow::anyhow!("block"))?;
+    let order: Vec<_> = block.txdata[1..].iter().map(|t| t.compute_txid()).collect();
+    assert_eq!(order, vec![parent_txid, child_txid, unrelated_txid]);
+    // The coinbase collects every fee.
+    let paid: Amount = block.txdata[0].output.iter().map(|o| o.value).sum();
+    assert_eq!(
+        paid,
+        chain::devnet::params::block_subsidy(103) + Amount::from_sat(21_100)
+    );
+    Ok(())
+}
