@@ -11,6 +11,12 @@ use tokio::sync::mpsc;
 
 use crate::source::{BlockRef, ChainError, ChainSource};
 
+/// Most blocks one [`ChainPoller::poll`] connects (catching up takes several polls).
+pub const MAX_BATCH: u32 = 500;
+/// Blocks of history the poller remembers; deeper reorgs are still handled by asking
+/// the source for older headers.
+const MAX_VIEW: usize = 2016;
+
 /// A change to the active chain as seen by a [`ChainPoller`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainEvent {
@@ -74,58 +80,118 @@ impl<S: ChainSource + ?Sized + 'static> ChainPoller<S> {
             .copied()
     }
 
-    /// Checks the source once and returns the events needed to catch up with its tip.
+    /// Checks the source once and returns the events needed to catch up with its tip (at
+    /// most [`MAX_BATCH`] new blocks per call). The poller's view changes only when the
+    /// call succeeds, so an error loses no event: the next call starts over.
     pub async fn poll(&mut self) -> Result<Vec<ChainEvent>, ChainError> {
         let tip = self.source.tip().await?;
-        if tip.hash == self.best().hash {
+        let best = self.best();
+        if tip.hash == best.hash {
             return Ok(Vec::new());
         }
-        // Walk back from the new tip until we meet our view.
+        if tip.height > best.height && self.source.block_hash(best.height).await? == Some(best.hash)
+        {
+            return self.connect_forward(tip.height).await;
+        }
+        self.reorg_to(tip).await
+    }
+
+    /// The common case: our tip is still on the active chain; fetch by height.
+    async fn connect_forward(&mut self, tip_height: u32) -> Result<Vec<ChainEvent>, ChainError> {
+        let best = self.best();
+        let mut last = best.hash;
+        let mut events = Vec::new();
+        for height in best.height + 1..=tip_height.min(best.height + MAX_BATCH) {
+            let Some(hash) = self.source.block_hash(height).await? else {
+                break;
+            };
+            let block = self.fetch(&hash).await?;
+            if block.header.prev_blockhash != last {
+                // The chain changed under us; the next poll walks back to the fork.
+                break;
+            }
+            last = hash;
+            events.push(ChainEvent::BlockConnected {
+                block_ref: BlockRef { hash, height },
+                block: Arc::new(block),
+            });
+        }
+        self.commit(0, &events);
+        Ok(events)
+    }
+
+    /// A reorganisation: walk back from the new tip by `previousblockhash` until we meet
+    /// our view (extending the view downwards if the fork is below it), disconnect our
+    /// blocks above the fork, newest first, then connect the new branch, oldest first.
+    async fn reorg_to(&mut self, tip: BlockRef) -> Result<Vec<ChainEvent>, ChainError> {
         let mut branch = Vec::new();
         let (mut hash, mut height) = (tip.hash, tip.height);
         loop {
+            if height < self.base {
+                // The fork is below our view: learn our base's parent and keep looking.
+                let header = self.header(&self.view[0]).await?;
+                self.view.insert(0, header.header.prev_blockhash);
+                self.base -= 1;
+                continue;
+            }
             if self.view_hash(height) == Some(hash) {
                 break;
             }
-            if height < self.base {
-                // Reorg deeper than our view: treat its base as replaced too.
-                break;
-            }
             branch.push(BlockRef { hash, height });
-            let header =
-                self.source.header(&hash).await?.ok_or_else(|| {
-                    ChainError::InvalidResponse(format!("header {hash} vanished"))
-                })?;
-            hash = header.header.prev_blockhash;
+            hash = self.header(&hash).await?.header.prev_blockhash;
             height = height.checked_sub(1).ok_or_else(|| {
                 ChainError::InvalidResponse("chain does not share our genesis block".into())
             })?;
         }
-        let mut events = Vec::new();
-        let keep = (height + 1).saturating_sub(self.base) as usize;
-        while self.view.len() > keep.max(1) {
-            let top = self.best();
-            self.view.pop();
-            events.push(ChainEvent::BlockDisconnected { block_ref: top });
-        }
-        if keep == 0 {
-            // The base block itself was reorged out; restart the view below the branch.
-            let top = self.best();
-            events.push(ChainEvent::BlockDisconnected { block_ref: top });
-            self.view = vec![hash];
-            self.base = height;
-        }
-        for block_ref in branch.into_iter().rev() {
-            let block = self.source.block(&block_ref.hash).await?.ok_or_else(|| {
-                ChainError::InvalidResponse(format!("block {} vanished", block_ref.hash))
-            })?;
-            self.view.push(block_ref.hash);
+        let fork_height = height;
+        let mut events: Vec<ChainEvent> = (fork_height + 1..=self.best().height)
+            .rev()
+            .filter_map(|h| {
+                self.view_hash(h).map(|hash| ChainEvent::BlockDisconnected {
+                    block_ref: BlockRef { hash, height: h },
+                })
+            })
+            .collect();
+        let disconnects = events.len();
+        for block_ref in branch.into_iter().rev().take(MAX_BATCH as usize) {
+            let block = self.fetch(&block_ref.hash).await?;
             events.push(ChainEvent::BlockConnected {
                 block_ref,
                 block: Arc::new(block),
             });
         }
+        self.commit(disconnects, &events);
         Ok(events)
+    }
+
+    async fn header(&self, hash: &BlockHash) -> Result<crate::source::HeaderInfo, ChainError> {
+        self.source
+            .header(hash)
+            .await?
+            .ok_or_else(|| ChainError::InvalidResponse(format!("header {hash} vanished")))
+    }
+
+    async fn fetch(&self, hash: &BlockHash) -> Result<Block, ChainError> {
+        self.source
+            .block(hash)
+            .await?
+            .ok_or_else(|| ChainError::InvalidResponse(format!("block {hash} vanished")))
+    }
+
+    /// Applies returned events to the view: pop `disconnects` blocks, push the connects,
+    /// and forget history beyond [`MAX_VIEW`] blocks (it is re-learnt if ever needed).
+    fn commit(&mut self, disconnects: usize, events: &[ChainEvent]) {
+        self.view.truncate(self.view.len() - disconnects);
+        for e in events {
+            if let ChainEvent::BlockConnected { block_ref, .. } = e {
+                self.view.push(block_ref.hash);
+            }
+        }
+        if self.view.len() > MAX_VIEW {
+            let drop = self.view.len() - MAX_VIEW;
+            self.view.drain(..drop);
+            self.base += drop as u32;
+        }
     }
 
     /// Runs the poller in a task, sending events on a channel. Errors are logged and the
@@ -151,5 +217,104 @@ impl<S: ChainSource + ?Sized + 'static> ChainPoller<S> {
             }
         });
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devnet::Devnet;
+    use bitcoin::ScriptBuf;
+
+    async fn next(rx: &mut mpsc::Receiver<ChainEvent>) -> ChainEvent {
+        // Generous bound so a broken poller fails the test instead of hanging it.
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(e)) => e,
+            other => panic!("no event: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn spawned_poller_streams_connects_and_disconnects(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let devnet = Arc::new(Devnet::in_memory());
+        let mut rx = ChainPoller::from_tip(devnet.clone())
+            .await?
+            .spawn(Duration::from_millis(5));
+        let script = ScriptBuf::new_op_return([1u8; 1]);
+        let mined = devnet.generate_to_script(2, &script)?;
+        for (i, hash) in mined.iter().enumerate() {
+            match next(&mut rx).await {
+                ChainEvent::BlockConnected { block_ref, block } => {
+                    assert_eq!((block_ref.hash, block_ref.height), (*hash, i as u32 + 1));
+                    assert_eq!(block.block_hash(), *hash);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        devnet.invalidate_block(&mined[1])?;
+        assert_eq!(
+            next(&mut rx).await,
+            ChainEvent::BlockDisconnected {
+                block_ref: BlockRef {
+                    hash: mined[1],
+                    height: 2
+                }
+            }
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reorg_below_the_start_block_restarts_the_view(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let devnet = Arc::new(Devnet::in_memory());
+        let script = ScriptBuf::new_op_return([2u8; 1]);
+        let old = devnet.generate_to_script(2, &script)?;
+        let mut poller = ChainPoller::from_tip(devnet.clone()).await?;
+        devnet.invalidate_block(&old[0])?;
+        let new = devnet.generate_to_script(3, &ScriptBuf::new_op_return([3u8; 1]))?;
+        let events = poller.poll().await?;
+        let summary: Vec<(bool, BlockHash)> = events
+            .iter()
+            .map(|e| match e {
+                ChainEvent::BlockConnected { block_ref, .. } => (true, block_ref.hash),
+                ChainEvent::BlockDisconnected { block_ref } => (false, block_ref.hash),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (false, old[1]),
+                (false, old[0]),
+                (true, new[0]),
+                (true, new[1]),
+                (true, new[2])
+            ]
+        );
+        assert_eq!(
+            poller.best(),
+            BlockRef {
+                hash: new[2],
+                height: 3
+            }
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn catching_up_is_done_in_batches() -> Result<(), Box<dyn std::error::Error>> {
+        let devnet = Arc::new(Devnet::in_memory());
+        let genesis = BlockRef {
+            hash: devnet.tip().0,
+            height: 0,
+        };
+        let mut poller = ChainPoller::from_block(devnet.clone(), genesis);
+        devnet.generate_to_script(MAX_BATCH + 100, &ScriptBuf::new_op_return([4u8; 1]))?;
+        assert_eq!(poller.poll().await?.len(), MAX_BATCH as usize);
+        assert_eq!(poller.poll().await?.len(), 100);
+        assert!(poller.poll().await?.is_empty());
+        assert_eq!(poller.best().hash, devnet.tip().0);
+        Ok(())
     }
 }

@@ -115,16 +115,18 @@ impl RpcClient {
         }
     }
 
-    /// Like [`Self::call`], but a "not found" error (-5, or -8 for heights) becomes `None`.
-    async fn call_opt(&self, method: &str, params: Value) -> Result<Option<Value>, ChainError> {
+    /// Like [`Self::call`], but a `null` result or the "not found" error `not_found`
+    /// (-5 for unknown blocks and transactions, -8 for heights above the tip) is `None`.
+    async fn call_opt(
+        &self,
+        method: &str,
+        params: Value,
+        not_found: i64,
+    ) -> Result<Option<Value>, ChainError> {
         match self.call(method, params).await {
             Ok(Value::Null) => Ok(None),
             Ok(v) => Ok(Some(v)),
-            Err(ChainError::Rpc { code, .. })
-                if code == RPC_INVALID_ADDRESS_OR_KEY || code == RPC_INVALID_PARAMETER =>
-            {
-                Ok(None)
-            }
+            Err(ChainError::Rpc { code, .. }) if code == not_found => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -210,7 +212,10 @@ impl ChainSource for RpcClient {
     }
 
     async fn block_hash(&self, height: u32) -> Result<Option<BlockHash>, ChainError> {
-        match self.call_opt("getblockhash", json!([height])).await? {
+        match self
+            .call_opt("getblockhash", json!([height]), RPC_INVALID_PARAMETER)
+            .await?
+        {
             Some(v) => Ok(Some(parse(
                 v.as_str().ok_or_else(|| bad("block hash"))?,
                 "block hash",
@@ -221,7 +226,11 @@ impl ChainSource for RpcClient {
 
     async fn header(&self, hash: &BlockHash) -> Result<Option<HeaderInfo>, ChainError> {
         match self
-            .call_opt("getblockheader", json!([hash.to_string(), true]))
+            .call_opt(
+                "getblockheader",
+                json!([hash.to_string(), true]),
+                RPC_INVALID_ADDRESS_OR_KEY,
+            )
             .await?
         {
             Some(v) => Ok(Some(header_from_json(&v, hash)?)),
@@ -231,7 +240,11 @@ impl ChainSource for RpcClient {
 
     async fn block(&self, hash: &BlockHash) -> Result<Option<Block>, ChainError> {
         match self
-            .call_opt("getblock", json!([hash.to_string(), 0]))
+            .call_opt(
+                "getblock",
+                json!([hash.to_string(), 0]),
+                RPC_INVALID_ADDRESS_OR_KEY,
+            )
             .await?
         {
             Some(v) => Ok(Some(decode(&v, "block")?)),
@@ -280,6 +293,7 @@ impl ChainSource for RpcClient {
             .call_opt(
                 "gettxout",
                 json!([outpoint.txid.to_string(), outpoint.vout, include_mempool]),
+                RPC_INVALID_ADDRESS_OR_KEY,
             )
             .await?
         else {
@@ -303,7 +317,11 @@ impl ChainSource for RpcClient {
         txid: &Txid,
     ) -> Result<Option<(Transaction, TxStatus)>, ChainError> {
         let Some(v) = self
-            .call_opt("getrawtransaction", json!([txid.to_string(), true]))
+            .call_opt(
+                "getrawtransaction",
+                json!([txid.to_string(), true]),
+                RPC_INVALID_ADDRESS_OR_KEY,
+            )
             .await?
         else {
             return Ok(None);
@@ -313,12 +331,11 @@ impl ChainSource for RpcClient {
         let status = match v.get("blockhash").and_then(Value::as_str) {
             Some(bh) if confirmations > 0 => {
                 let hash: BlockHash = parse(bh, "blockhash")?;
-                let tip = self.tip().await?;
-                // The tip may have moved between the two calls; recompute from the header.
-                let height = match self.header(&hash).await? {
-                    Some(h) => h.height,
-                    None => tip.height + 1 - confirmations,
-                };
+                let height = self
+                    .header(&hash)
+                    .await?
+                    .map(|h| h.height)
+                    .ok_or_else(|| bad("the block of a confirmed transaction is unknown"))?;
                 TxStatus::Confirmed {
                     block: BlockRef { hash, height },
                     confirmations,
