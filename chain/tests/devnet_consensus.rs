@@ -502,3 +502,29 @@ fn blocks_take_packages_by_fee_rate_so_a_child_pays_for_its_parent() -> anyhow::
     );
     Ok(())
 }
+
+#[test]
+fn taproot_spends_are_refused_rather_than_accepted_unchecked() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(17);
+    let coin = mine_to(&devnet, &key, 101)?;
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let (xonly, _) = key.pk.0.x_only_public_key();
+    let p2tr = ScriptBuf::new_p2tr(&secp, xonly, None);
+    let txid = devnet.send_raw_transaction(p2wpkh_spend(&key, coin, COINBASE, p2tr, FEE), None)?;
+    devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
+    // An empty witness would pass libbitcoinconsensus without the taproot flag.
+    let tx = spend_tx(
+        OutPoint { txid, vout: 0 },
+        key.p2wpkh(),
+        COINBASE - FEE - FEE,
+        Sequence::MAX,
+        0,
+    );
+    let (_, msg) = rejection(devnet.send_raw_transaction(tx, None));
+    assert!(
+        msg.starts_with("mandatory-script-verify-flag-failed (witness v1+"),
+        "{msg}"
+    );
+    Ok(())
+}

@@ -253,6 +253,20 @@ pub fn btc_string(amount: Amount) -> String {
 pub fn verify_scripts(tx: &Transaction, coins: &[Coin], prefix: &str) -> Result<(), TxReject> {
     let serialized = consensus::serialize(tx);
     for (index, coin) in coins.iter().enumerate() {
+        // libbitcoinconsensus 0.105 cannot check taproot; without the flag it would treat
+        // witness v1+ outputs as anyone-can-spend. Refuse instead of accepting unchecked.
+        if coin
+            .output
+            .script_pubkey
+            .witness_version()
+            .is_some_and(|v| v != bitcoin::WitnessVersion::V0)
+        {
+            return Err(TxReject::with_debug(
+                RejectKind::Consensus,
+                format!("{prefix}-script-verify-flag-failed (witness v1+ spends are not verified by the devnet)"),
+                format!("input {index} of {}", tx.compute_txid()),
+            ));
+        }
         if let Err(e) = consensus::verify_script_with_flags(
             &coin.output.script_pubkey,
             index,

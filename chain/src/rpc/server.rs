@@ -38,6 +38,9 @@ impl std::fmt::Debug for RpcAuth {
     }
 }
 
+/// Largest request body accepted (bytes).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
 struct App {
     devnet: Devnet,
     expected_auth: Vec<u8>,
@@ -81,6 +84,8 @@ pub fn router(devnet: Devnet, auth: &RpcAuth) -> Router {
     Router::new()
         .route("/", post(handle))
         .route("/wallet/{name}", post(handle))
+        // Room for a full 4 MWU block as hex in submitblock.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
