@@ -1,6 +1,8 @@
 //! The `devnet` binary: serves JSON-RPC on loopback and, killed and started again on the
 //! same data directory, comes back with the same chain.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -64,5 +66,41 @@ async fn killed_and_restarted_devnet_process_keeps_its_chain() -> anyhow::Result
     assert_eq!(client.block_hash(1).await?, Some(mined[0]));
     client.generate_to_address(1, &address).await?;
     assert_eq!(client.tip().await?.height, 6);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_saves_the_mempool_for_the_next_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let creds = || RpcCredentials::UserPass("u".into(), "p".into());
+    let key = common::Key::new(40);
+    let (mut process, url) = start(dir.path())?;
+    let client = RpcClient::new(url, creds())?;
+    let mined = client.generate_to_address(101, &key.address()).await?;
+    let first = client.block(&mined[0]).await?.context("block")?;
+    let coin = bitcoin::OutPoint {
+        txid: first.txdata[0].compute_txid(),
+        vout: 0,
+    };
+    let value = first.txdata[0].output[0].value;
+    let tx = common::p2wpkh_spend(
+        &key,
+        coin,
+        value,
+        key.p2wpkh(),
+        bitcoin::Amount::from_sat(1_000),
+    );
+    let txid = client.broadcast(&tx).await?;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let exit = process.0.wait()?;
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+
+    let (_process, url) = start(dir.path())?;
+    let client = RpcClient::new(url, creds())?;
+    assert_eq!(client.mempool_txids().await?, vec![txid]);
     Ok(())
 }

@@ -353,6 +353,22 @@ fn restarted_devnet_keeps_its_chain_and_invalidations() -> anyhow::Result<()> {
         status,
         Some(chain::devnet::BlockStatus::Failed(_))
     ));
+    // A saved mempool comes back too.
+    let pending = p2wpkh_spend(
+        &key,
+        OutPoint {
+            txid: spent_txid,
+            vout: 0,
+        },
+        COINBASE - FEE,
+        key.p2wpkh(),
+        FEE,
+    );
+    let pending_txid = devnet.send_raw_transaction(pending, None)?;
+    devnet.save_mempool()?;
+    drop(devnet);
+    let devnet = Devnet::open(dir.path())?;
+    assert!(devnet.read(|s| s.mempool().get(&pending_txid).is_some()));
     // And it keeps growing from there.
     devnet.generate_to_script(1, &key.p2wpkh())?;
     assert_eq!(devnet.tip().1, 104);

@@ -56,13 +56,31 @@ async fn main() -> anyhow::Result<()> {
         user: args.rpcuser,
         password: args.rpcpassword,
     };
-    let server = serve(devnet, args.rpcbind, auth)
+    let server = serve(devnet.clone(), args.rpcbind, auth)
         .await
         .with_context(|| format!("binding {}", args.rpcbind))?;
     println!("devnet JSON-RPC on http://{}", server.addr);
+    shutdown_signal().await?;
+    server.shutdown().await.context("stopping the server")?;
+    devnet.save_mempool().context("saving the mempool")?;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix (how service managers and test harnesses stop processes).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    server.shutdown().await.context("stopping the server")?;
+    tracing::info!("shutting down");
     Ok(())
 }

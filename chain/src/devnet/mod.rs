@@ -129,8 +129,19 @@ impl Devnet {
                 tracing::warn!(%hash, error = %e, "could not re-apply invalidateblock");
             }
         }
+        for tx in store.read_mempool() {
+            let txid = tx.compute_txid();
+            if let Err(e) = state.accept_transaction(tx, false, None) {
+                tracing::debug!(%txid, reason = %e, "saved mempool transaction no longer valid");
+            }
+        }
         state.store = Some(store);
-        tracing::info!(blocks = count, height = state.height(), "devnet loaded");
+        tracing::info!(
+            blocks = count,
+            height = state.height(),
+            mempool = state.mempool().len(),
+            "devnet loaded"
+        );
         Ok(Self::from_state(state))
     }
 
@@ -268,6 +279,17 @@ impl Devnet {
     /// Fixes the node's clock (`setmocktime`); `None` returns to the system clock.
     pub fn set_mock_time(&self, time: Option<u64>) {
         self.lock().mock_time = time;
+    }
+
+    /// Saves the mempool to the data directory (the binary does this on shutdown, like
+    /// Core's `-persistmempool`); it is loaded and re-validated on the next open.
+    pub fn save_mempool(&self) -> Result<(), DevnetError> {
+        let mut s = self.lock();
+        let txs: Vec<Transaction> = s.mempool().iter_ordered().map(|e| e.tx.clone()).collect();
+        if let Some(store) = s.store.as_mut() {
+            store.write_mempool(&txs)?;
+        }
+        Ok(())
     }
 
     /// Bytes used in the data directory (0 in memory).

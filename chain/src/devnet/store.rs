@@ -42,6 +42,7 @@ pub struct BlockStore {
 
 const BLOCKS_FILE: &str = "blocks.dat";
 const INVALIDATED_FILE: &str = "invalidated.txt";
+const MEMPOOL_FILE: &str = "mempool.dat";
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -111,6 +112,42 @@ impl BlockStore {
         let text: String = set.iter().map(|h| format!("{h}\n")).collect();
         fs::write(&tmp, text).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Writes the mempool's transactions (Core's `mempool.dat`, here: records of
+    /// consensus-encoded transactions), replacing the previous file atomically.
+    pub fn write_mempool(&mut self, txs: &[bitcoin::Transaction]) -> Result<(), StoreError> {
+        let path = self.dir.join(MEMPOOL_FILE);
+        let tmp = self.dir.join("mempool.dat.tmp");
+        let mut bytes = Vec::new();
+        for tx in txs {
+            let raw = serialize(tx);
+            bytes.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&raw);
+        }
+        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Reads the saved mempool, if any; unreadable records end the list.
+    pub fn read_mempool(&self) -> Vec<bitcoin::Transaction> {
+        let Ok(bytes) = fs::read(self.dir.join(MEMPOOL_FILE)) else {
+            return Vec::new();
+        };
+        let mut txs = Vec::new();
+        let mut rest = bytes.as_slice();
+        while rest.len() >= 4 {
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(raw) = rest.get(4..4 + len) else {
+                break;
+            };
+            match deserialize(raw) {
+                Ok(tx) => txs.push(tx),
+                Err(_) => break,
+            }
+            rest = &rest[4 + len..];
+        }
+        txs
     }
 
     /// Bytes used by the block file (`size_on_disk`).
