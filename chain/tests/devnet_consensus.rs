@@ -7,7 +7,7 @@ mod common;
 use bitcoin::blockdata::opcodes::all::{OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP};
 use bitcoin::script::Builder;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, Witness};
-use chain::devnet::{Devnet, DevnetConfig, DevnetError, RejectKind};
+use chain::devnet::{BlockStatus, Devnet, DevnetConfig, DevnetError, RejectKind};
 use common::{p2wpkh_spend, spend_tx, Key};
 
 const COINBASE: Amount = Amount::from_sat(50 * 100_000_000);
@@ -541,6 +541,44 @@ fn taproot_spends_are_refused_rather_than_accepted_unchecked() -> anyhow::Result
     assert!(
         msg.starts_with("mandatory-script-verify-flag-failed (witness v1+"),
         "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_invalid_side_branch_is_only_found_out_when_it_would_win() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(18);
+    let hashes = devnet.generate_to_script(3, &key.p2wpkh())?;
+    let (tip, height) = devnet.tip();
+    let young = devnet
+        .block(&hashes[0])
+        .ok_or_else(|| anyhow::anyhow!("block"))?;
+    let coin = OutPoint {
+        txid: young.txdata[0].compute_txid(),
+        vout: 0,
+    };
+    let bad = p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE);
+    // Same work as the tip: stored, not connected, so not yet known to be invalid.
+    let x1 = devnet.mine_block_on(&hashes[1], vec![bad], ScriptBuf::new_op_return([5u8; 1]))?;
+    let tips = devnet.read(|s| s.chain_tips());
+    assert!(
+        tips.iter()
+            .any(|t| t.hash == x1 && t.status == "valid-headers"),
+        "{tips:?}"
+    );
+    // A child makes the branch the most-work one: connecting X1 fails, the tip stays.
+    match devnet.mine_block_on(&x1, vec![], ScriptBuf::new_op_return([6u8; 1])) {
+        Err(DevnetError::BlockRejected(r)) => assert_eq!(r.reason, "bad-prevblk"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(devnet.tip(), (tip, height));
+    let status = devnet.read(|s| s.entry(&x1).map(|e| e.status.clone()));
+    assert_eq!(
+        status,
+        Some(BlockStatus::Failed(
+            "bad-txns-premature-spend-of-coinbase".into()
+        ))
     );
     Ok(())
 }

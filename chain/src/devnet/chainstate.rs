@@ -317,7 +317,9 @@ impl ChainState {
         self.activate_best_chain();
         match &self.index[&hash].status {
             BlockStatus::Failed(reason) => Err(BlockReject::new(reason.clone()).into()),
-            _ => Ok(hash),
+            // An ancestor failed when this block made its branch the best one.
+            BlockStatus::FailedChild => Err(BlockReject::new("bad-prevblk").into()),
+            BlockStatus::Valid => Ok(hash),
         }
     }
 
