@@ -2,6 +2,7 @@
 //! chain, connecting and disconnecting blocks against the UTXO set (reorganisations of
 //! any depth), and `invalidateblock` / `reconsiderblock`.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,6 +71,9 @@ pub struct ChainState {
     pub(super) mock_time: Option<u64>,
     pub(super) invalidated: BTreeSet<BlockHash>,
     pub(super) store: Option<BlockStore>,
+    /// Blocks with status `Valid`, ordered by (work, earliest arrival): the last one is
+    /// the best chain's tip (Core's `setBlockIndexCandidates`, kept for every valid block).
+    candidates: BTreeSet<(Work, Reverse<u64>, BlockHash)>,
     next_seq: u64,
 }
 
@@ -78,6 +82,7 @@ impl ChainState {
     pub fn new(min_relay_fee: FeeRate, store: Option<BlockStore>) -> Self {
         let genesis = genesis_block(Network::Regtest);
         let hash = genesis.block_hash();
+        let candidates = BTreeSet::from([(genesis.header.work(), Reverse(0), hash)]);
         let entry = BlockEntry {
             chainwork: genesis.header.work(),
             block: Arc::new(genesis),
@@ -100,6 +105,7 @@ impl ChainState {
             mock_time: None,
             invalidated: BTreeSet::new(),
             store,
+            candidates,
             next_seq: 1,
         };
         // Core indexes the genesis transaction but never adds its output to the UTXO set.
@@ -313,6 +319,7 @@ impl ChainState {
             status: BlockStatus::Valid,
             fully_validated: false,
         };
+        self.candidates.insert((chainwork, Reverse(seq), hash));
         self.index.insert(hash, entry);
         self.activate_best_chain();
         match &self.index[&hash].status {
@@ -324,12 +331,24 @@ impl ChainState {
     }
 
     fn best_candidate(&self) -> BlockHash {
-        self.index
-            .values()
-            .filter(|e| e.status == BlockStatus::Valid)
-            .max_by(|a, b| a.chainwork.cmp(&b.chainwork).then(b.seq.cmp(&a.seq)))
-            .map(|e| e.hash)
+        self.candidates
+            .last()
+            .map(|(_, _, h)| *h)
             .unwrap_or(self.active[0])
+    }
+
+    /// Changes a block's status, keeping the candidate set in step.
+    pub(super) fn set_status(&mut self, hash: &BlockHash, status: BlockStatus) {
+        let Some(e) = self.index.get_mut(hash) else {
+            return;
+        };
+        let key = (e.chainwork, Reverse(e.seq), e.hash);
+        if status == BlockStatus::Valid {
+            self.candidates.insert(key);
+        } else {
+            self.candidates.remove(&key);
+        }
+        e.status = status;
     }
 
     /// Switches to the most-work valid chain, disconnecting back to the fork point and
@@ -395,15 +414,15 @@ impl ChainState {
             .map(|e| e.hash)
             .collect();
         for d in descendants {
-            if let Some(e) = self.index.get_mut(&d) {
-                if e.status == BlockStatus::Valid {
-                    e.status = BlockStatus::FailedChild;
-                }
+            if self
+                .index
+                .get(&d)
+                .is_some_and(|e| e.status == BlockStatus::Valid)
+            {
+                self.set_status(&d, BlockStatus::FailedChild);
             }
         }
-        if let Some(e) = self.index.get_mut(hash) {
-            e.status = status;
-        }
+        self.set_status(hash, status);
     }
 
     fn connect_block(&mut self, hash: &BlockHash) -> Result<(), BlockReject> {

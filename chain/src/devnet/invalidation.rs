@@ -74,9 +74,7 @@ impl ChainState {
             };
         }
         for h in &reset {
-            if let Some(e) = self.index.get_mut(h) {
-                e.status = BlockStatus::Valid;
-            }
+            self.set_status(h, BlockStatus::Valid);
             self.invalidated.remove(h);
         }
         self.activate_best_chain();
