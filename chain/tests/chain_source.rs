@@ -236,7 +236,16 @@ async fn suite<C: ChainControl + 'static>(chain: Arc<C>) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn suite_on_in_process_devnet() -> anyhow::Result<()> {
-    suite(Arc::new(Devnet::in_memory())).await
+    let devnet = Arc::new(Devnet::in_memory());
+    suite(devnet.clone()).await?;
+    // The suite's spends paid 1000 sat for ~110 vB: the estimate reflects recent blocks.
+    let rate = devnet
+        .estimate_fee_rate(6)
+        .await?
+        .context("an estimate from recent blocks")?;
+    let sat_per_vb = rate.to_sat_per_kwu() * 4 / 1000;
+    assert!((5..=10).contains(&sat_per_vb), "{sat_per_vb} sat/vB");
+    Ok(())
 }
 
 #[tokio::test]
