@@ -9,13 +9,17 @@
 //! - [`rpc::client::RpcClient`]: a Bitcoin Core JSON-RPC client that works against a real
 //!   `bitcoind` and the devnet server alike.
 //! - [`wallet::Wallet`]: a BIP84 on-chain wallet that funds channels.
+//! - [`watch::ChainWatcher`]: reorg-aware confirmations of txids and spends of outpoints
+//!   (funding outputs, revoked commitments) from the event stream.
 
 pub mod devnet;
 pub mod poller;
 pub mod rpc;
 pub mod source;
 pub mod wallet;
+pub mod watch;
 
 pub use devnet::Devnet;
 pub use poller::{ChainEvent, ChainPoller};
 pub use source::{BlockRef, ChainControl, ChainError, ChainSource, TxStatus};
+pub use watch::{ChainWatcher, WatchEvent};
