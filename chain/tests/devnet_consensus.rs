@@ -582,3 +582,28 @@ fn an_invalid_side_branch_is_only_found_out_when_it_would_win() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[test]
+fn test_accept_of_a_parent_and_child_leaves_the_mempool_untouched() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(19);
+    let coin = mine_to(&devnet, &key, 101)?;
+    let parent = p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE);
+    let child = p2wpkh_spend(
+        &key,
+        OutPoint {
+            txid: parent.compute_txid(),
+            vout: 0,
+        },
+        COINBASE - FEE,
+        key.p2wpkh(),
+        FEE,
+    );
+    let results = devnet.test_mempool_accept_package(vec![parent.clone(), child.clone()], None);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(devnet.read(|s| s.mempool().is_empty()));
+    // The child alone has no parent to spend.
+    let alone = devnet.test_mempool_accept_package(vec![child], None);
+    assert!(matches!(&alone[0], Err(r) if r.kind == RejectKind::MissingInputs));
+    Ok(())
+}

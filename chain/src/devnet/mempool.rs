@@ -34,7 +34,7 @@ impl MempoolEntry {
 }
 
 /// Unconfirmed transactions, indexed by txid and by the outpoints they spend.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Mempool {
     entries: HashMap<Txid, MempoolEntry>,
     by_seq: BTreeMap<u64, Txid>,

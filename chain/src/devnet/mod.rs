@@ -260,6 +260,26 @@ impl Devnet {
         self.lock().accept_transaction(tx, true, Some(max))
     }
 
+    /// `testmempoolaccept` for several transactions: each is checked with the ones before
+    /// it (that passed) in the mempool, so a child can spend its parent; the mempool is
+    /// left as it was. (Core's package rules, e.g. fee-bumping a parent below the minimum
+    /// fee by its child, are not applied.)
+    pub fn test_mempool_accept_package(
+        &self,
+        txs: Vec<Transaction>,
+        max_fee_rate: Option<FeeRate>,
+    ) -> Vec<Result<Accepted, TxReject>> {
+        let max = max_fee_rate.unwrap_or(DEFAULT_MAX_RAW_TX_FEE_RATE);
+        let mut s = self.lock();
+        let saved = s.mempool.clone();
+        let results = txs
+            .into_iter()
+            .map(|tx| s.accept_transaction(tx, false, Some(max)))
+            .collect();
+        s.mempool = saved;
+        results
+    }
+
     /// `invalidateblock`.
     pub fn invalidate_block(&self, hash: &BlockHash) -> Result<(), DevnetError> {
         let mut s = self.lock();

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::consensus::encode::deserialize_hex;
-use bitcoin::{Address, Amount, Block, BlockHash, FeeRate, OutPoint, Transaction, Txid};
+use bitcoin::{Address, Amount, Block, BlockHash, FeeRate, OutPoint, Transaction, Txid, Wtxid};
 use serde_json::{json, Map, Value};
 
 use super::format::{
@@ -15,7 +15,7 @@ use super::params::{codes, Params, RpcError};
 use crate::devnet::chainstate::{BlockEntry, ChainState};
 use crate::devnet::params::{DEFAULT_MAX_RAW_TX_FEE_RATE, MAX_TIP_AGE};
 use crate::devnet::source::{estimate_fee, tx_reject_rpc_error};
-use crate::devnet::{Devnet, DevnetError, RejectKind};
+use crate::devnet::{Accepted, BlockStatus, Devnet, DevnetError, RejectKind, TxReject};
 
 /// Every method this server answers.
 pub const METHODS: &[&str] = &[
@@ -162,7 +162,7 @@ pub fn dispatch(devnet: &Devnet, method: &str, params: &Value) -> Result<Option<
                 ));
             }
             let max = max_fee_rate(p.opt_f64(1)?)?;
-            let mut results = Vec::new();
+            let mut txs = Vec::new();
             for item in raw {
                 let hex = item.as_str().unwrap_or_default();
                 let tx: Transaction = deserialize_hex(hex).map_err(|_| {
@@ -171,9 +171,19 @@ pub fn dispatch(devnet: &Devnet, method: &str, params: &Value) -> Result<Option<
                         format!("TX decode failed: {hex} Make sure the tx has at least one input."),
                     )
                 })?;
-                results.push(test_accept_json(devnet, tx, max));
+                txs.push(tx);
             }
-            Value::Array(results)
+            let ids: Vec<_> = txs
+                .iter()
+                .map(|t| (t.compute_txid(), t.compute_wtxid()))
+                .collect();
+            let results = devnet.test_mempool_accept_package(txs, Some(max));
+            Value::Array(
+                ids.into_iter()
+                    .zip(results)
+                    .map(|((txid, wtxid), r)| test_accept_json(txid, wtxid, r))
+                    .collect(),
+            )
         }
         "getrawmempool" => {
             let p = p(&["verbose", "mempool_sequence"], 0)?;
@@ -284,7 +294,7 @@ fn blockchain_info(s: &ChainState, size_on_disk: u64) -> Value {
     json!({
         "chain": "regtest",
         "blocks": tip.height,
-        "headers": s.entries().map(|e| e.height).max().unwrap_or(0),
+        "headers": s.entries().filter(|e| e.status == BlockStatus::Valid).map(|e| e.height).max().unwrap_or(0),
         "bestblockhash": tip.hash.to_string(),
         "bits": format!("{:08x}", header.bits.to_consensus()),
         "target": target_hex(header.bits),
@@ -451,9 +461,8 @@ fn raw_transaction(
     Ok(Value::Object(m))
 }
 
-fn test_accept_json(devnet: &Devnet, tx: Transaction, max: FeeRate) -> Value {
-    let (txid, wtxid) = (tx.compute_txid(), tx.compute_wtxid());
-    match devnet.test_mempool_accept(tx, Some(max)) {
+fn test_accept_json(txid: Txid, wtxid: Wtxid, result: Result<Accepted, TxReject>) -> Value {
+    match result {
         Ok(a) => json!({
             "txid": txid.to_string(),
             "wtxid": wtxid.to_string(),
