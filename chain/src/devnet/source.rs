@@ -67,6 +67,29 @@ pub fn locate_tx(s: &ChainState, txid: &Txid) -> Option<(Transaction, TxStatus)>
     ))
 }
 
+/// `gettxout`: the unspent output at `outpoint`; with `include_mempool`, outputs spent
+/// by the mempool are gone and outputs of mempool transactions count (0 confirmations).
+pub fn tx_out(s: &ChainState, outpoint: &OutPoint, include_mempool: bool) -> Option<TxOutInfo> {
+    if include_mempool && s.mempool().spender(outpoint).is_some() {
+        return None;
+    }
+    if let Some(c) = s.coin(outpoint) {
+        return Some(TxOutInfo {
+            output: c.output.clone(),
+            confirmations: s.height() - c.height + 1,
+            coinbase: c.is_coinbase,
+        });
+    }
+    if !include_mempool {
+        return None;
+    }
+    s.mempool().output(outpoint).map(|o| TxOutInfo {
+        output: o.clone(),
+        confirmations: 0,
+        coinbase: false,
+    })
+}
+
 /// A simple fee estimate from recent blocks: the median fee rate of the non-coinbase
 /// transactions in the last `2 * target` blocks, `None` if there were none.
 pub fn estimate_fee(s: &ChainState, target_blocks: u16) -> Option<FeeRate> {
@@ -133,26 +156,7 @@ impl ChainSource for Devnet {
         outpoint: &OutPoint,
         include_mempool: bool,
     ) -> Result<Option<TxOutInfo>, ChainError> {
-        Ok(self.read(|s| {
-            if include_mempool && s.mempool().spender(outpoint).is_some() {
-                return None;
-            }
-            if let Some(c) = s.coin(outpoint) {
-                return Some(TxOutInfo {
-                    output: c.output.clone(),
-                    confirmations: s.height() - c.height + 1,
-                    coinbase: c.is_coinbase,
-                });
-            }
-            if include_mempool {
-                return s.mempool().output(outpoint).map(|o| TxOutInfo {
-                    output: o.clone(),
-                    confirmations: 0,
-                    coinbase: false,
-                });
-            }
-            None
-        }))
+        Ok(self.read(|s| tx_out(s, outpoint, include_mempool)))
     }
 
     async fn transaction(

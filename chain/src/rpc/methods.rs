@@ -14,7 +14,7 @@ use super::format::{
 use super::params::{codes, Params, RpcError};
 use crate::devnet::chainstate::{BlockEntry, ChainState};
 use crate::devnet::params::{DEFAULT_MAX_RAW_TX_FEE_RATE, MAX_TIP_AGE};
-use crate::devnet::source::{estimate_fee, tx_reject_rpc_error};
+use crate::devnet::source::{estimate_fee, tx_out, tx_reject_rpc_error};
 use crate::devnet::{Accepted, BlockStatus, Devnet, DevnetError, RejectKind, TxReject};
 
 /// Every method this server answers.
@@ -532,29 +532,14 @@ fn mempool_json(s: &ChainState, verbose: bool) -> Value {
 }
 
 fn tx_out_json(s: &ChainState, outpoint: OutPoint, include_mempool: bool) -> Value {
-    let best = s.tip().hash.to_string();
-    if include_mempool && s.mempool().spender(&outpoint).is_some() {
-        return Value::Null;
+    match tx_out(s, &outpoint, include_mempool) {
+        Some(o) => json!({
+            "bestblock": s.tip().hash.to_string(),
+            "confirmations": o.confirmations,
+            "value": btc(o.output.value),
+            "scriptPubKey": script_pubkey_json(&o.output.script_pubkey),
+            "coinbase": o.coinbase,
+        }),
+        None => Value::Null,
     }
-    if let Some(c) = s.coin(&outpoint) {
-        return json!({
-            "bestblock": best,
-            "confirmations": s.height() - c.height + 1,
-            "value": btc(c.output.value),
-            "scriptPubKey": script_pubkey_json(&c.output.script_pubkey),
-            "coinbase": c.is_coinbase,
-        });
-    }
-    if include_mempool {
-        if let Some(o) = s.mempool().output(&outpoint) {
-            return json!({
-                "bestblock": best,
-                "confirmations": 0,
-                "value": btc(o.value),
-                "scriptPubKey": script_pubkey_json(&o.script_pubkey),
-                "coinbase": false,
-            });
-        }
-    }
-    Value::Null
 }
