@@ -39,15 +39,26 @@ async fn handshake_init_ping_and_messages() {
         peer_id
     });
     let (mut w, mut r) = connect(addr, key(1), server_id, CHAIN).await.unwrap();
-    w.send(&Message::Ping(Ping { num_pong_bytes: 4, ignored: vec![0; 3] })).await.unwrap();
-    let fee = Message::UpdateFee(UpdateFee { channel_id: ChannelId([3; 32]), feerate_per_kw: 253 });
+    w.send(&Message::Ping(Ping {
+        num_pong_bytes: 4,
+        ignored: vec![0; 3],
+    }))
+    .await
+    .unwrap();
+    let fee = Message::UpdateFee(UpdateFee {
+        channel_id: ChannelId([3; 32]),
+        feerate_per_kw: 253,
+    });
     w.send(&fee).await.unwrap();
     match r.recv().await.unwrap() {
         Message::Pong(p) => assert_eq!(p.ignored.len(), 4),
         other => panic!("expected pong, got {other:?}"),
     }
     assert_eq!(r.recv().await.unwrap(), fee);
-    assert_eq!(server.await.unwrap(), PublicKey::from_secret_key(secp(), &key(1)));
+    assert_eq!(
+        server.await.unwrap(),
+        PublicKey::from_secret_key(secp(), &key(1))
+    );
 }
 
 #[tokio::test]
@@ -58,8 +69,14 @@ async fn wrong_node_id_fails_the_handshake() {
         accept(stream, key(2), CHAIN).await.map(|_| ())
     });
     let wrong_id = PublicKey::from_secret_key(secp(), &key(9));
-    let err = connect(addr, key(1), wrong_id, CHAIN).await.err().expect("must fail");
-    assert!(matches!(err, PeerError::Handshake(_) | PeerError::Io(_)), "{err}");
+    let err = connect(addr, key(1), wrong_id, CHAIN)
+        .await
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(err, PeerError::Handshake(_) | PeerError::Io(_)),
+        "{err}"
+    );
     assert!(server.await.unwrap().is_err());
 }
 
@@ -70,14 +87,24 @@ async fn garbage_is_refused_without_crashing() {
         let mut results = Vec::new();
         for _ in 0..3 {
             let (stream, _) = l.accept().await.unwrap();
-            results.push(accept(stream, key(2), CHAIN).await.map(|_| ()).err().map(|e| e.to_string()));
+            results.push(
+                accept(stream, key(2), CHAIN)
+                    .await
+                    .map(|_| ())
+                    .err()
+                    .map(|e| e.to_string()),
+            );
         }
         results
     });
     // Bad version byte, random act one, and a short read.
     let mut act = [0u8; 50];
     act[0] = 1;
-    let payloads: [Vec<u8>; 3] = [act.to_vec(), (0..50u8).map(|i| i.wrapping_mul(37)).collect(), vec![0; 10]];
+    let payloads: [Vec<u8>; 3] = [
+        act.to_vec(),
+        (0..50u8).map(|i| i.wrapping_mul(37)).collect(),
+        vec![0; 10],
+    ];
     for p in payloads {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&p).await.unwrap();
@@ -88,7 +115,10 @@ async fn garbage_is_refused_without_crashing() {
     }
     let results = server.await.unwrap();
     assert!(results.iter().all(|r| r.is_some()), "{results:?}");
-    assert!(results[0].as_deref().unwrap().contains("ACT1_BAD_VERSION"), "{results:?}");
+    assert!(
+        results[0].as_deref().unwrap().contains("ACT1_BAD_VERSION"),
+        "{results:?}"
+    );
 }
 
 #[tokio::test]
@@ -102,5 +132,8 @@ async fn peer_on_another_chain_is_refused() {
     let client = connect(addr, key(1), server_id, CHAIN).await;
     let server = server.await.unwrap();
     assert!(client.is_err() || server.is_err());
-    assert!(matches!(server, Err(PeerError::Protocol(_)) | Err(PeerError::Io(_))));
+    assert!(matches!(
+        server,
+        Err(PeerError::Protocol(_)) | Err(PeerError::Io(_))
+    ));
 }
