@@ -14,8 +14,9 @@ use super::format::{
 use super::params::{codes, Params, RpcError};
 use crate::devnet::chainstate::{BlockEntry, ChainState};
 use crate::devnet::params::{DEFAULT_MAX_RAW_TX_FEE_RATE, MAX_TIP_AGE};
-use crate::devnet::source::{estimate_fee, tx_out, tx_reject_rpc_error};
+use crate::devnet::source::{estimate_fee, locate_tx, tx_out, tx_reject_rpc_error};
 use crate::devnet::{Accepted, BlockStatus, Devnet, DevnetError, RejectKind, TxReject};
+use crate::source::TxStatus;
 
 /// Every method this server answers.
 pub const METHODS: &[&str] = &[
@@ -417,13 +418,10 @@ fn raw_transaction(
                 .find(|t| t.compute_txid() == *txid)
                 .map(|t| (t.clone(), Some(e)))
         }
-        None => match s.mempool().get(txid) {
-            Some(m) => Some((m.tx.clone(), None)),
-            None => s.tx_location(txid).and_then(|(bh, pos)| {
-                let e = s.entry(&bh)?;
-                Some((e.block.txdata.get(pos)?.clone(), Some(e)))
-            }),
-        },
+        None => locate_tx(s, txid).map(|(tx, status)| match status {
+            TxStatus::Confirmed { block, .. } => (tx, s.entry(&block.hash)),
+            _ => (tx, None),
+        }),
     };
     let Some((tx, block)) = found else {
         let msg = if in_block.is_some() {
