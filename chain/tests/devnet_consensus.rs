@@ -607,3 +607,32 @@ fn test_accept_of_a_parent_and_child_leaves_the_mempool_untouched() -> anyhow::R
     assert!(matches!(&alone[0], Err(r) if r.kind == RejectKind::MissingInputs));
     Ok(())
 }
+
+/// A transaction with a dummy input and one OP_RETURN output of `size` bytes of data.
+fn bulky_tx(n: u8, size: usize) -> anyhow::Result<Transaction> {
+    let data = bitcoin::script::PushBytesBuf::try_from(vec![n; size])?;
+    let mut script = ScriptBuf::new();
+    script.push_opcode(bitcoin::opcodes::all::OP_RETURN);
+    script.push_slice(data);
+    let prev = OutPoint {
+        txid: bitcoin::Txid::from_raw_hash(bitcoin::hashes::Hash::from_byte_array([n; 32])),
+        vout: 0,
+    };
+    Ok(spend_tx(prev, script, Amount::ZERO, Sequence::MAX, 0))
+}
+
+#[test]
+fn weight_limits_apply_to_blocks_and_to_relayed_transactions() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let (tip, _) = devnet.tip();
+    // Two transactions of ~2.4 MWU each: each is fine alone, the block is not.
+    let txs = vec![bulky_tx(1, 600_000)?, bulky_tx(2, 600_000)?];
+    match devnet.mine_block_on(&tip, txs, ScriptBuf::new_op_return([7u8; 1])) {
+        Err(DevnetError::BlockRejected(r)) => assert_eq!(r.reason, "bad-blk-weight"),
+        other => panic!("overweight block accepted: {other:?}"),
+    }
+    // Above 400,000 WU a transaction is not relayed (policy), before its inputs are looked up.
+    let (kind, msg) = rejection(devnet.send_raw_transaction(bulky_tx(3, 100_001)?, None));
+    assert_eq!((kind, msg.as_str()), (RejectKind::Policy, "tx-size"));
+    Ok(())
+}
