@@ -6,7 +6,11 @@ use bitcoin::blockdata::opcodes::all as op;
 use bitcoin::hex::DisplayHex;
 use bitcoin::pow::Work;
 use bitcoin::script::Instruction;
-use bitcoin::{consensus, Address, Amount, Block, CompactTarget, Network, Script, Transaction};
+use bitcoin::{
+    consensus, Address, Amount, Block, CompactTarget, Network, OutPoint, Script, Transaction,
+};
+
+use crate::devnet::utxo::Coin;
 use serde_json::{json, Map, Value};
 
 /// Core's `ValueFromAmount`: BTC as a JSON number.
@@ -209,8 +213,14 @@ pub fn script_pubkey_json(script: &Script) -> Value {
     Value::Object(m)
 }
 
-/// Core's `TxToUniv` without the hex; `fee` is added for block transactions with undo data.
-pub fn tx_json(tx: &Transaction, fee: Option<Amount>) -> Map<String, Value> {
+/// Core's `TxToUniv` without the hex; `fee` is added for block transactions with undo
+/// data, and `prevouts` (the spent coins, one per input) as `vin[].prevout` for
+/// `getblock` verbosity 3 and `getrawtransaction` verbosity 2.
+pub fn tx_json(
+    tx: &Transaction,
+    fee: Option<Amount>,
+    prevouts: Option<&[(OutPoint, Coin)]>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("txid".into(), json!(tx.compute_txid().to_string()));
     m.insert("hash".into(), json!(tx.compute_wtxid().to_string()));
@@ -222,7 +232,8 @@ pub fn tx_json(tx: &Transaction, fee: Option<Amount>) -> Map<String, Value> {
     let vin: Vec<Value> = tx
         .input
         .iter()
-        .map(|input| {
+        .enumerate()
+        .map(|(index, input)| {
             let mut i = Map::new();
             if tx.is_coinbase() {
                 i.insert("coinbase".into(), json!(input.script_sig.as_bytes().to_lower_hex_string()));
@@ -237,6 +248,17 @@ pub fn tx_json(tx: &Transaction, fee: Option<Amount>) -> Map<String, Value> {
             if !input.witness.is_empty() {
                 let items: Vec<String> = input.witness.iter().map(|w| w.to_lower_hex_string()).collect();
                 i.insert("txinwitness".into(), json!(items));
+            }
+            if let Some((_, coin)) = prevouts.and_then(|p| p.get(index)) {
+                i.insert(
+                    "prevout".into(),
+                    json!({
+                        "generated": coin.is_coinbase,
+                        "height": coin.height,
+                        "value": btc(coin.output.value),
+                        "scriptPubKey": script_pubkey_json(&coin.output.script_pubkey),
+                    }),
+                );
             }
             i.insert("sequence".into(), json!(input.sequence.to_consensus_u32()));
             Value::Object(i)

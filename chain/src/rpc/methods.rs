@@ -376,12 +376,14 @@ fn block_json(s: &ChainState, e: &BlockEntry, verbosity: i64) -> Value {
             if verbosity == 1 {
                 json!(tx.compute_txid().to_string())
             } else {
-                let fee = if pos > 0 && s.is_active(&e.hash) {
-                    s.confirmed_fee(&e.hash, pos)
+                // Fees and prevouts need undo data, which exists for active blocks.
+                let fee = s.confirmed_fee(&e.hash, pos);
+                let prevouts = if verbosity >= 3 {
+                    s.spent_coins(&e.hash, pos)
                 } else {
                     None
                 };
-                let mut t = tx_json(tx, fee);
+                let mut t = tx_json(tx, fee, prevouts);
                 t.insert("hex".into(), json!(hex_of(tx)));
                 Value::Object(t)
             }
@@ -440,7 +442,20 @@ fn raw_transaction(
     if verbosity <= 0 {
         return Ok(json!(hex_of(&tx)));
     }
-    let mut m = tx_json(&tx, None);
+    // Verbosity 2 adds fee and prevouts, known for active-chain transactions.
+    let position = block.and_then(|e| {
+        e.block
+            .txdata
+            .iter()
+            .position(|t| t.compute_txid() == *txid)
+    });
+    let undo = match (verbosity >= 2, block, position) {
+        (true, Some(e), Some(pos)) => {
+            Some((s.confirmed_fee(&e.hash, pos), s.spent_coins(&e.hash, pos)))
+        }
+        _ => None,
+    };
+    let mut m = tx_json(&tx, undo.and_then(|u| u.0), undo.and_then(|u| u.1));
     m.insert("hex".into(), json!(hex_of(&tx)));
     if let Some(e) = block {
         let active = s.is_active(&e.hash);
