@@ -92,7 +92,8 @@ impl ChainState {
             status: BlockStatus::Valid,
             fully_validated: true,
         };
-        let mut state = Self {
+        // Like Core, the genesis coinbase is neither indexed nor in the UTXO set.
+        Self {
             index: HashMap::from([(hash, entry)]),
             active: vec![hash],
             utxo: UtxoSet::default(),
@@ -107,12 +108,7 @@ impl ChainState {
             store,
             candidates,
             next_seq: 1,
-        };
-        // Core indexes the genesis transaction but never adds its output to the UTXO set.
-        if let Some(tx) = state.index[&hash].block.txdata.first() {
-            state.tx_index.insert(tx.compute_txid(), (hash, 0));
         }
-        state
     }
 
     /// The node's clock (Unix seconds), or the mock time if set.

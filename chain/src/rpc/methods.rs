@@ -408,7 +408,16 @@ fn raw_transaction(
     verbosity: i64,
     in_block: Option<BlockHash>,
 ) -> Result<Value, RpcError> {
-    let genesis = s.hash_at(0);
+    if s.hash_at(0)
+        .and_then(|g| s.entry(&g))
+        .map(|e| e.block.header.merkle_root.to_raw_hash())
+        == Some(txid.to_raw_hash())
+    {
+        return Err(RpcError::new(
+            codes::INVALID_ADDRESS_OR_KEY,
+            "The genesis block coinbase is not considered an ordinary transaction and cannot be retrieved",
+        ));
+    }
     let found: Option<(Transaction, Option<&BlockEntry>)> = match in_block {
         Some(bh) => {
             let e = s.entry(&bh).ok_or_else(|| {
@@ -433,12 +442,6 @@ fn raw_transaction(
         };
         return Err(RpcError::new(codes::INVALID_ADDRESS_OR_KEY, msg));
     };
-    if block.map(|b| Some(b.hash)) == Some(genesis) {
-        return Err(RpcError::new(
-            codes::INVALID_ADDRESS_OR_KEY,
-            "The genesis block coinbase is not considered an ordinary transaction and cannot be retrieved",
-        ));
-    }
     if verbosity <= 0 {
         return Ok(json!(hex_of(&tx)));
     }
