@@ -286,6 +286,12 @@ async fn bad_requests_get_core_errors_never_a_crash() -> anyhow::Result<()> {
             -32700,
             "Top-level object parse error",
         ),
+        (
+            r#"{"jsonrpc":"1.0","id":1,"method":"getrawtransaction","params":["4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"]}"#,
+            500,
+            -5,
+            "The genesis block coinbase is not considered an ordinary transaction and cannot be retrieved",
+        ),
     ];
     for (body, status, code, message) in cases {
         let (got_status, reply) = post(&url, body).await?;
