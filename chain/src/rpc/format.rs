@@ -13,9 +13,41 @@ use bitcoin::{
 use crate::devnet::utxo::Coin;
 use serde_json::{json, Map, Value};
 
-/// Core's `ValueFromAmount`: BTC as a JSON number.
+/// Marks a string that [`to_json_text`] turns into a bare JSON number. The control
+/// character cannot occur in any other string this server produces.
+const AMOUNT_MARK: &str = "\u{1}btc:";
+
+/// Core's `ValueFromAmount`: BTC with exactly eight decimals (`50.00000000`). The value is
+/// a marked string until [`to_json_text`] writes it as a number, because a JSON `f64`
+/// would print `50.0`.
 pub fn btc(amount: Amount) -> Value {
-    json!(amount.to_btc())
+    let sat = amount.to_sat();
+    Value::String(format!(
+        "{AMOUNT_MARK}{}.{:08}",
+        sat / 100_000_000,
+        sat % 100_000_000
+    ))
+}
+
+/// Serializes a reply, writing amounts from [`btc`] as JSON numbers with eight decimals.
+pub fn to_json_text(value: &Value) -> String {
+    let text = value.to_string();
+    // serde_json escapes the mark's control character as \u0001.
+    let marker = "\"\\u0001btc:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(marker) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + marker.len()..];
+        let Some(end) = after.find('"') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        out.push_str(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Core's `ScriptToAsmStr`. With `sighash_decode`, pushes that are DER signatures are
@@ -377,6 +409,17 @@ mod tests {
         );
         let neg = ScriptBuf::from_hex("0181").unwrap();
         assert_eq!(script_asm(&neg, false), "-1");
+    }
+
+    #[test]
+    fn amounts_are_written_with_eight_decimals_like_core() {
+        let v = json!({"value": btc(Amount::from_sat(5_000_000_000)), "fee": btc(Amount::from_sat(1_000)), "zero": btc(Amount::ZERO), "s": "x"});
+        assert_eq!(
+            to_json_text(&v),
+            r#"{"value":50.00000000,"fee":0.00001000,"zero":0.00000000,"s":"x"}"#
+        );
+        let parsed: Value = serde_json::from_str(&to_json_text(&v)).unwrap();
+        assert_eq!(parsed["value"], json!(50.0));
     }
 
     #[test]

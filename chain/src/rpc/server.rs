@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::format::to_json_text;
 use super::methods::dispatch;
 use super::params::{codes, RpcError};
 use crate::devnet::Devnet;
@@ -174,7 +175,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        format!("{body}\n"),
+        format!("{}\n", to_json_text(&body)),
     )
         .into_response()
 }
