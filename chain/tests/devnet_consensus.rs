@@ -636,3 +636,42 @@ fn weight_limits_apply_to_blocks_and_to_relayed_transactions() -> anyhow::Result
     assert_eq!((kind, msg.as_str()), (RejectKind::Policy, "tx-size"));
     Ok(())
 }
+
+#[test]
+fn time_based_relative_locks_follow_median_time_past() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(20);
+    let mut t = 1_900_000_000u64;
+    devnet.set_mock_time(Some(t));
+    let coin = mine_to(&devnet, &key, 101)?;
+    // Confirm a fresh coin, then spend it with a BIP68 time lock of 2 × 512 s.
+    let txid =
+        devnet.send_raw_transaction(p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE), None)?;
+    devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
+    let (_, coin_height) = devnet.tip();
+    let coin_time = devnet.read(|s| s.mtp_at_height(coin_height - 1));
+    let mut tx = spend_tx(
+        OutPoint { txid, vout: 0 },
+        key.p2wpkh(),
+        COINBASE - FEE - FEE,
+        Sequence::from_512_second_intervals(2),
+        0,
+    );
+    key.sign_p2wpkh(&mut tx, 0, COINBASE - FEE);
+    let unlock = coin_time + 1024 - 1; // the tip's median time past must exceed this
+    while devnet.read(|s| s.median_time_past(&s.tip().hash)) <= unlock {
+        let (kind, msg) = rejection(devnet.send_raw_transaction(tx.clone(), None));
+        assert_eq!(
+            (kind, msg.as_str()),
+            (RejectKind::Premature, "non-BIP68-final")
+        );
+        t += 100;
+        devnet.set_mock_time(Some(t));
+        devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
+    }
+    assert_eq!(
+        devnet.send_raw_transaction(tx.clone(), None)?,
+        tx.compute_txid()
+    );
+    Ok(())
+}
