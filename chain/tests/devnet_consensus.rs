@@ -659,7 +659,9 @@ fn time_based_relative_locks_follow_median_time_past() -> anyhow::Result<()> {
     );
     key.sign_p2wpkh(&mut tx, 0, COINBASE - FEE);
     let unlock = coin_time + 1024 - 1; // the tip's median time past must exceed this
+    let mut refused = 0;
     while devnet.read(|s| s.median_time_past(&s.tip().hash)) <= unlock {
+        refused += 1;
         let (kind, msg) = rejection(devnet.send_raw_transaction(tx.clone(), None));
         assert_eq!(
             (kind, msg.as_str()),
@@ -669,6 +671,7 @@ fn time_based_relative_locks_follow_median_time_past() -> anyhow::Result<()> {
         devnet.set_mock_time(Some(t));
         devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
     }
+    assert!(refused > 5, "locked for several blocks, got {refused}");
     assert_eq!(
         devnet.send_raw_transaction(tx.clone(), None)?,
         tx.compute_txid()
