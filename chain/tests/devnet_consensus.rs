@@ -678,3 +678,31 @@ fn time_based_relative_locks_follow_median_time_past() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_mempool_cluster_holds_at_most_64_transactions() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(24);
+    let mut prev = mine_to(&devnet, &key, 101)?;
+    let mut value = COINBASE;
+    for n in 1..=65 {
+        let tx = p2wpkh_spend(&key, prev, value, key.p2wpkh(), FEE);
+        let result = devnet.send_raw_transaction(tx.clone(), None);
+        if n <= 64 {
+            result?;
+        } else {
+            let (kind, msg) = rejection(result);
+            assert_eq!(
+                (kind, msg.as_str()),
+                (RejectKind::Policy, "too-large-cluster")
+            );
+        }
+        prev = OutPoint {
+            txid: tx.compute_txid(),
+            vout: 0,
+        };
+        value -= FEE;
+    }
+    assert_eq!(devnet.read(|s| s.mempool().len()), 64);
+    Ok(())
+}

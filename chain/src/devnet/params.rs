@@ -19,6 +19,10 @@ pub const MAX_BLOCK_WEIGHT: Weight = Weight::from_wu(4_000_000);
 pub const MAX_BLOCK_SIGOPS_COST: usize = 80_000;
 /// Policy: largest standard transaction weight (`MAX_STANDARD_TX_WEIGHT`).
 pub const MAX_STANDARD_TX_WEIGHT: Weight = Weight::from_wu(400_000);
+/// Policy: most transactions in one mempool cluster (Core v31 `-limitclustercount`).
+pub const MAX_CLUSTER_COUNT: usize = 64;
+/// Policy: largest virtual size of one mempool cluster (Core v31 `-limitclustersize`, 101 kvB).
+pub const MAX_CLUSTER_VSIZE: u64 = 101_000;
 /// Policy: the extra fee rate a replacement must pay for its own size (Core v29.1+: 100 sat/kvB).
 pub const INCREMENTAL_RELAY_FEE: FeeRate = FeeRate::from_sat_per_kwu(25);
 /// Policy: most transactions one replacement may evict (BIP125 rule 5).
