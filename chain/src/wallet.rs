@@ -161,6 +161,14 @@ pub fn load_or_create_seed(path: &Path) -> Result<Vec<u8>, WalletError> {
             if !(16..=64).contains(&seed.len()) {
                 return Err(WalletError::SeedMalformed(path.display().to_string()));
             }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "seed file is readable by others; chmod 600 it");
+                }
+            }
             Ok(seed)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
