@@ -43,7 +43,19 @@ pub fn to_json_text(value: &Value) -> String {
             out.push_str(&rest[start..]);
             return out;
         };
-        out.push_str(&after[..end]);
+        let number = &after[..end];
+        // Only what `btc` writes (digits, a point, eight digits) is unquoted, so a client
+        // string that happens to start with the mark cannot change the JSON structure.
+        let well_formed = number.split_once('.').is_some_and(|(int, frac)| {
+            !int.is_empty()
+                && frac.len() == 8
+                && (int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+        });
+        if well_formed {
+            out.push_str(number);
+        } else {
+            out.push_str(&rest[start..start + marker.len() + end + 1]);
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -420,6 +432,12 @@ mod tests {
         );
         let parsed: Value = serde_json::from_str(&to_json_text(&v)).unwrap();
         assert_eq!(parsed["value"], json!(50.0));
+        // A client-chosen string with the mark stays a (valid) string.
+        let sneaky = json!({"id": "\u{1}btc:1,\"x\":{", "v": btc(Amount::ONE_SAT)});
+        let text = to_json_text(&sneaky);
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["id"], sneaky["id"]);
+        assert_eq!(back["v"], json!(0.00000001));
     }
 
     #[test]
