@@ -3,7 +3,7 @@
 //! coin selection, change, and signed transactions that fund a channel's 2-of-2 P2WSH
 //! output. The seed file is created with mode 0600 and never printed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::Path;
 
@@ -24,6 +24,8 @@ use crate::source::{BlockRef, ChainError, ChainSource};
 pub const FALLBACK_FEE_RATE: FeeRate = FeeRate::from_sat_per_kwu(500);
 /// Addresses derived beyond the last used one on each keychain (BIP44 gap limit).
 const LOOKAHEAD: u32 = 20;
+/// Blocks remembered for ordering checks (a reorg deeper than this is not verified).
+const RECENT_BLOCKS: usize = 2016;
 const EXTERNAL: u32 = 0;
 const INTERNAL: u32 = 1;
 
@@ -130,7 +132,10 @@ pub struct Wallet {
     next_unused: [u32; 2],
     utxos: HashMap<OutPoint, WalletUtxo>,
     locked: HashSet<OutPoint>,
+    /// Undo data of connected blocks that changed the wallet (others need none).
     deltas: Vec<BlockDelta>,
+    /// The last blocks processed (bounded), to check that disconnects come in order.
+    recent: VecDeque<BlockRef>,
 }
 
 impl std::fmt::Debug for Wallet {
@@ -155,6 +160,14 @@ pub fn load_or_create_seed(path: &Path) -> Result<Vec<u8>, WalletError> {
                 .map_err(|_| WalletError::SeedMalformed(path.display().to_string()))?;
             if !(16..=64).contains(&seed.len()) {
                 return Err(WalletError::SeedMalformed(path.display().to_string()));
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "seed file is readable by others; chmod 600 it");
+                }
             }
             Ok(seed)
         }
@@ -201,6 +214,7 @@ impl Wallet {
             utxos: HashMap::new(),
             locked: HashSet::new(),
             deltas: Vec::new(),
+            recent: VecDeque::new(),
         };
         wallet.derive_up_to(EXTERNAL, LOOKAHEAD)?;
         wallet.derive_up_to(INTERNAL, LOOKAHEAD)?;
@@ -258,7 +272,7 @@ impl Wallet {
 
     /// The last block the wallet has processed.
     pub fn synced_to(&self) -> Option<BlockRef> {
-        self.deltas.last().map(|d| d.block)
+        self.recent.back().copied()
     }
 
     /// Updates the UTXO set from a chain event. Disconnects undo exactly what the
@@ -308,21 +322,32 @@ impl Wallet {
                         }
                     }
                 }
-                self.deltas.push(delta);
+                if !delta.added.is_empty() || !delta.spent.is_empty() {
+                    self.deltas.push(delta);
+                }
+                self.recent.push_back(*block_ref);
+                if self.recent.len() > RECENT_BLOCKS {
+                    self.recent.pop_front();
+                }
             }
             ChainEvent::BlockDisconnected { block_ref } => {
-                match self.deltas.last() {
-                    Some(d) if d.block == *block_ref => {}
-                    // A block from before the wallet started: nothing to undo.
-                    None => return Ok(()),
+                match self.recent.back() {
+                    Some(last) if last == block_ref => {
+                        self.recent.pop_back();
+                    }
+                    // Before the wallet started (or deeper than it remembers): no delta
+                    // can be newer than the block, so there is nothing to undo.
+                    None => {}
                     Some(_) => return Err(WalletError::OutOfOrder(*block_ref)),
                 }
-                if let Some(delta) = self.deltas.pop() {
-                    for outpoint in delta.added {
-                        self.utxos.remove(&outpoint);
-                    }
-                    for u in delta.spent {
-                        self.utxos.insert(u.outpoint, u);
+                if self.deltas.last().is_some_and(|d| d.block == *block_ref) {
+                    if let Some(delta) = self.deltas.pop() {
+                        for outpoint in delta.added {
+                            self.utxos.remove(&outpoint);
+                        }
+                        for u in delta.spent {
+                            self.utxos.insert(u.outpoint, u);
+                        }
                     }
                 }
             }
@@ -576,5 +601,34 @@ mod tests {
             w.build_funding_tx(p2wsh, Amount::from_sat(10_000), FALLBACK_FEE_RATE),
             Err(WalletError::InsufficientFunds { .. })
         ));
+    }
+
+    #[test]
+    fn disconnects_must_match_the_last_connected_block() {
+        use bitcoin::blockdata::constants::genesis_block;
+        use std::sync::Arc;
+        let mut w = Wallet::from_seed(&[2u8; 32], Network::Regtest).expect("wallet");
+        let block = Arc::new(genesis_block(Network::Regtest));
+        let a = BlockRef {
+            hash: block.block_hash(),
+            height: 7,
+        };
+        let b = BlockRef {
+            hash: bitcoin::BlockHash::all_zeros(),
+            height: 7,
+        };
+        w.apply(&ChainEvent::BlockConnected {
+            block_ref: a,
+            block,
+        })
+        .expect("connect");
+        assert_eq!(w.synced_to(), Some(a));
+        assert!(matches!(
+            w.apply(&ChainEvent::BlockDisconnected { block_ref: b }),
+            Err(WalletError::OutOfOrder(_))
+        ));
+        w.apply(&ChainEvent::BlockDisconnected { block_ref: a })
+            .expect("disconnect");
+        assert_eq!(w.synced_to(), None);
     }
 }

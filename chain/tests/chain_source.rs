@@ -226,6 +226,12 @@ async fn suite<C: ChainControl + 'static>(chain: Arc<C>) -> anyhow::Result<()> {
     assert!(chain.block(&zero).await?.is_none());
     assert!(chain.header(&zero).await?.is_none());
     assert!(chain.transaction(&Txid::all_zeros()).await?.is_none());
+    let (_, genesis) = chain.block_at(0).await?.context("genesis")?;
+    let genesis_coinbase = genesis.txdata[0].compute_txid();
+    assert!(
+        chain.transaction(&genesis_coinbase).await?.is_none(),
+        "not an ordinary transaction"
+    );
     assert!(chain
         .block_hash(chain.tip().await?.height + 1000)
         .await?

@@ -21,16 +21,28 @@ impl Drop for Running {
 }
 
 fn start(datadir: &std::path::Path) -> anyhow::Result<(Running, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_devnet"))
-        .args([
-            "--datadir",
-            &datadir.display().to_string(),
-            "--rpcbind",
-            "127.0.0.1:0",
-            "--rpcuser",
-            "u",
-        ])
-        .env("DEVNET_RPC_PASSWORD", "p")
+    start_with(datadir, Some("p"))
+}
+
+/// Starts `devnet` with user `u` and `password`, or with a cookie file when `None`.
+fn start_with(
+    datadir: &std::path::Path,
+    password: Option<&str>,
+) -> anyhow::Result<(Running, String)> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_devnet"));
+    command.args([
+        "--datadir",
+        &datadir.display().to_string(),
+        "--rpcbind",
+        "127.0.0.1:0",
+        "--rpcuser",
+        "u",
+    ]);
+    match password {
+        Some(p) => command.env("DEVNET_RPC_PASSWORD", p),
+        None => command.env_remove("DEVNET_RPC_PASSWORD"),
+    };
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -102,5 +114,35 @@ async fn sigterm_saves_the_mempool_for_the_next_start() -> anyhow::Result<()> {
     let (_process, url) = start(dir.path())?;
     let client = RpcClient::new(url, creds())?;
     assert_eq!(client.mempool_txids().await?, vec![txid]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_password_it_writes_a_0600_cookie_like_bitcoind() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut process, url) = start_with(dir.path(), None)?;
+    let cookie = dir.path().join(".cookie");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&cookie)?.permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let client = RpcClient::new(url.clone(), RpcCredentials::from_cookie_file(&cookie)?)?;
+    assert_eq!(client.tip().await?.height, 0);
+    let guess = RpcClient::new(url, RpcCredentials::UserPass("u".into(), "p".into()))?;
+    assert_eq!(
+        guess.tip().await,
+        Err(chain::source::ChainError::Unauthorized)
+    );
+    // A clean stop removes the cookie.
+    assert!(Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()?
+        .success());
+    assert!(process.0.wait()?.success());
+    assert!(!cookie.exists());
     Ok(())
 }

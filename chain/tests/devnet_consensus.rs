@@ -607,3 +607,102 @@ fn test_accept_of_a_parent_and_child_leaves_the_mempool_untouched() -> anyhow::R
     assert!(matches!(&alone[0], Err(r) if r.kind == RejectKind::MissingInputs));
     Ok(())
 }
+
+/// A transaction with a dummy input and one OP_RETURN output of `size` bytes of data.
+fn bulky_tx(n: u8, size: usize) -> anyhow::Result<Transaction> {
+    let data = bitcoin::script::PushBytesBuf::try_from(vec![n; size])?;
+    let mut script = ScriptBuf::new();
+    script.push_opcode(bitcoin::opcodes::all::OP_RETURN);
+    script.push_slice(data);
+    let prev = OutPoint {
+        txid: bitcoin::Txid::from_raw_hash(bitcoin::hashes::Hash::from_byte_array([n; 32])),
+        vout: 0,
+    };
+    Ok(spend_tx(prev, script, Amount::ZERO, Sequence::MAX, 0))
+}
+
+#[test]
+fn weight_limits_apply_to_blocks_and_to_relayed_transactions() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let (tip, _) = devnet.tip();
+    // Two transactions of ~2.4 MWU each: each is fine alone, the block is not.
+    let txs = vec![bulky_tx(1, 600_000)?, bulky_tx(2, 600_000)?];
+    match devnet.mine_block_on(&tip, txs, ScriptBuf::new_op_return([7u8; 1])) {
+        Err(DevnetError::BlockRejected(r)) => assert_eq!(r.reason, "bad-blk-weight"),
+        other => panic!("overweight block accepted: {other:?}"),
+    }
+    // Above 400,000 WU a transaction is not relayed (policy), before its inputs are looked up.
+    let (kind, msg) = rejection(devnet.send_raw_transaction(bulky_tx(3, 100_001)?, None));
+    assert_eq!((kind, msg.as_str()), (RejectKind::Policy, "tx-size"));
+    Ok(())
+}
+
+#[test]
+fn time_based_relative_locks_follow_median_time_past() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(20);
+    let mut t = 1_900_000_000u64;
+    devnet.set_mock_time(Some(t));
+    let coin = mine_to(&devnet, &key, 101)?;
+    // Confirm a fresh coin, then spend it with a BIP68 time lock of 2 × 512 s.
+    let txid =
+        devnet.send_raw_transaction(p2wpkh_spend(&key, coin, COINBASE, key.p2wpkh(), FEE), None)?;
+    devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
+    let (_, coin_height) = devnet.tip();
+    let coin_time = devnet.read(|s| s.mtp_at_height(coin_height - 1));
+    let mut tx = spend_tx(
+        OutPoint { txid, vout: 0 },
+        key.p2wpkh(),
+        COINBASE - FEE - FEE,
+        Sequence::from_512_second_intervals(2),
+        0,
+    );
+    key.sign_p2wpkh(&mut tx, 0, COINBASE - FEE);
+    let unlock = coin_time + 1024 - 1; // the tip's median time past must exceed this
+    let mut refused = 0;
+    while devnet.read(|s| s.median_time_past(&s.tip().hash)) <= unlock {
+        refused += 1;
+        let (kind, msg) = rejection(devnet.send_raw_transaction(tx.clone(), None));
+        assert_eq!(
+            (kind, msg.as_str()),
+            (RejectKind::Premature, "non-BIP68-final")
+        );
+        t += 100;
+        devnet.set_mock_time(Some(t));
+        devnet.generate_to_script(1, &ScriptBuf::new_op_return([0u8; 1]))?;
+    }
+    assert!(refused > 5, "locked for several blocks, got {refused}");
+    assert_eq!(
+        devnet.send_raw_transaction(tx.clone(), None)?,
+        tx.compute_txid()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_mempool_cluster_holds_at_most_64_transactions() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = Key::new(24);
+    let mut prev = mine_to(&devnet, &key, 101)?;
+    let mut value = COINBASE;
+    for n in 1..=65 {
+        let tx = p2wpkh_spend(&key, prev, value, key.p2wpkh(), FEE);
+        let result = devnet.send_raw_transaction(tx.clone(), None);
+        if n <= 64 {
+            result?;
+        } else {
+            let (kind, msg) = rejection(result);
+            assert_eq!(
+                (kind, msg.as_str()),
+                (RejectKind::Policy, "too-large-cluster")
+            );
+        }
+        prev = OutPoint {
+            txid: tx.compute_txid(),
+            vout: 0,
+        };
+        value -= FEE;
+    }
+    assert_eq!(devnet.read(|s| s.mempool().len()), 64);
+    Ok(())
+}

@@ -6,6 +6,8 @@
 //! regtest genesis and mines Core's coinbase, txids, Merkle roots, sizes, scripts and
 //! descriptors match byte for byte.
 
+mod common;
+
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
@@ -284,6 +286,12 @@ async fn bad_requests_get_core_errors_never_a_crash() -> anyhow::Result<()> {
             -32700,
             "Top-level object parse error",
         ),
+        (
+            r#"{"jsonrpc":"1.0","id":1,"method":"getrawtransaction","params":["4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"]}"#,
+            500,
+            -5,
+            "The genesis block coinbase is not considered an ordinary transaction and cannot be retrieved",
+        ),
     ];
     for (body, status, code, message) in cases {
         let (got_status, reply) = post(&url, body).await?;
@@ -377,4 +385,68 @@ fn the_comparison_catches_differences() {
     compare(&json!([1, 2]), &json!([1]), "x", false, &mut out);
     compare(&json!({"a": "s"}), &json!({"a": 1}), "x", false, &mut out);
     assert_eq!(out.len(), 4, "{out:?}");
+}
+
+#[tokio::test]
+async fn verbose_block_and_transaction_carry_fee_and_prevouts() -> anyhow::Result<()> {
+    let devnet = Devnet::in_memory();
+    let key = common::Key::new(60);
+    let mined = devnet.generate_to_script(101, &key.p2wpkh())?;
+    let first = devnet.block(&mined[0]).context("block")?;
+    let coin = bitcoin::OutPoint {
+        txid: first.txdata[0].compute_txid(),
+        vout: 0,
+    };
+    let value = first.txdata[0].output[0].value;
+    let tx = common::p2wpkh_spend(
+        &key,
+        coin,
+        value,
+        key.p2wpkh(),
+        bitcoin::Amount::from_sat(1_000),
+    );
+    let txid = devnet.send_raw_transaction(tx, None)?;
+    let block = devnet.generate_to_script(1, &key.p2wpkh())?[0];
+    let addr: SocketAddr = "127.0.0.1:0".parse()?;
+    let server = serve(
+        devnet,
+        addr,
+        RpcAuth {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        },
+    )
+    .await?;
+    let url = format!("http://{}/", server.addr);
+
+    let body =
+        json!({"jsonrpc": "1.0", "id": 1, "method": "getblock", "params": [block.to_string(), 3]});
+    let (_, reply) = post(&url, &body.to_string()).await?;
+    let spend = &reply["result"]["tx"][1];
+    assert_eq!(spend["txid"], json!(txid.to_string()));
+    assert_eq!(spend["fee"], json!(0.00001));
+    let prevout = &spend["vin"][0]["prevout"];
+    assert_eq!(
+        (
+            prevout["generated"].clone(),
+            prevout["height"].clone(),
+            prevout["value"].clone()
+        ),
+        (json!(true), json!(1), json!(50.0))
+    );
+    assert_eq!(prevout["scriptPubKey"]["type"], json!("witness_v0_keyhash"));
+    // Verbosity 2: fee, no prevouts.
+    let body =
+        json!({"jsonrpc": "1.0", "id": 1, "method": "getblock", "params": [block.to_string(), 2]});
+    let (_, reply) = post(&url, &body.to_string()).await?;
+    assert!(reply["result"]["tx"][1]["vin"][0].get("prevout").is_none());
+    assert_eq!(reply["result"]["tx"][1]["fee"], json!(0.00001));
+
+    let body = json!({"jsonrpc": "1.0", "id": 1, "method": "getrawtransaction", "params": [txid.to_string(), 2]});
+    let (_, reply) = post(&url, &body.to_string()).await?;
+    assert_eq!(reply["result"]["fee"], json!(0.00001));
+    assert_eq!(reply["result"]["vin"][0]["prevout"]["value"], json!(50.0));
+    assert_eq!(reply["result"]["confirmations"], json!(1));
+    server.shutdown().await?;
+    Ok(())
 }

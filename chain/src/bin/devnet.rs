@@ -25,9 +25,10 @@ struct Args {
     /// JSON-RPC user name.
     #[arg(long, default_value = "devnet")]
     rpcuser: String,
-    /// JSON-RPC password (or set DEVNET_RPC_PASSWORD).
+    /// JSON-RPC password (or set DEVNET_RPC_PASSWORD). Without one, random credentials
+    /// are written to `<datadir>/.cookie` like bitcoind does.
     #[arg(long, env = "DEVNET_RPC_PASSWORD", hide_env_values = true)]
-    rpcpassword: String,
+    rpcpassword: Option<String>,
     /// Minimum relay fee rate in sat/kvB (Bitcoin Core's default is 100).
     #[arg(long, default_value_t = 100)]
     minrelaytxfee_sat_per_kvb: u64,
@@ -52,9 +53,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let devnet = Devnet::with_config(config)
         .with_context(|| format!("opening {}", args.datadir.display()))?;
-    let auth = RpcAuth {
-        user: args.rpcuser,
-        password: args.rpcpassword,
+    let cookie = args.datadir.join(".cookie");
+    let auth = match args.rpcpassword {
+        Some(password) => RpcAuth {
+            user: args.rpcuser,
+            password,
+        },
+        None => RpcAuth::write_cookie(&args.datadir)
+            .with_context(|| format!("writing {}", cookie.display()))?,
     };
     let server = serve(devnet.clone(), args.rpcbind, auth)
         .await
@@ -63,6 +69,9 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await?;
     server.shutdown().await.context("stopping the server")?;
     devnet.save_mempool().context("saving the mempool")?;
+    if std::fs::remove_file(&cookie).is_err() {
+        tracing::debug!("no cookie file to remove");
+    }
     Ok(())
 }
 

@@ -2,12 +2,14 @@
 //! next block's height and time, BIP68/BIP113 finality, conflicts, fees and scripts, with
 //! Bitcoin Core's reject reasons.
 
+use std::collections::HashSet;
+
 use bitcoin::{Amount, FeeRate, Transaction, Txid, Weight, Wtxid};
 
 use super::chainstate::ChainState;
 use super::params::{
-    DUST_RELAY_FEE, MAX_STANDARD_TX_SIGOPS_COST, MAX_STANDARD_TX_WEIGHT,
-    MIN_STANDARD_TX_NONWITNESS_SIZE,
+    DUST_RELAY_FEE, MAX_CLUSTER_COUNT, MAX_CLUSTER_VSIZE, MAX_STANDARD_TX_SIGOPS_COST,
+    MAX_STANDARD_TX_WEIGHT, MIN_STANDARD_TX_NONWITNESS_SIZE,
 };
 use super::utxo::Coin;
 use super::validation::{
@@ -149,6 +151,7 @@ impl ChainState {
         } else {
             self.check_replacement(tx, &conflicts, fee, vsize)?
         };
+        self.check_cluster(tx, vsize, &replaced)?;
         verify_scripts(tx, &coins, "mandatory")?;
         Ok(Accepted {
             txid,
@@ -157,6 +160,38 @@ impl ChainState {
             vsize,
             replaced,
         })
+    }
+}
+
+impl ChainState {
+    /// Bitcoin Core v31's cluster limits: the connected component of mempool transactions
+    /// that `tx` would join (through its unconfirmed parents, and not counting what it
+    /// replaces) may hold at most 64 transactions and 101 kvB.
+    fn check_cluster(
+        &self,
+        tx: &Transaction,
+        vsize: u64,
+        replaced: &[Txid],
+    ) -> Result<(), TxReject> {
+        let mut seen: HashSet<Txid> = replaced.iter().copied().collect();
+        let mut stack: Vec<Txid> = tx.input.iter().map(|i| i.previous_output.txid).collect();
+        let (mut count, mut total_vsize) = (1usize, vsize);
+        while let Some(txid) = stack.pop() {
+            let Some(entry) = self.mempool.get(&txid) else {
+                continue;
+            };
+            if !seen.insert(txid) {
+                continue;
+            }
+            count += 1;
+            total_vsize += entry.vsize();
+            if count > MAX_CLUSTER_COUNT || total_vsize > MAX_CLUSTER_VSIZE {
+                return Err(policy("too-large-cluster"));
+            }
+            stack.extend(entry.tx.input.iter().map(|i| i.previous_output.txid));
+            stack.extend(self.mempool.children(&txid));
+        }
+        Ok(())
     }
 }
 

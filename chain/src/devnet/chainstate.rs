@@ -92,7 +92,8 @@ impl ChainState {
             status: BlockStatus::Valid,
             fully_validated: true,
         };
-        let mut state = Self {
+        // Like Core, the genesis coinbase is neither indexed nor in the UTXO set.
+        Self {
             index: HashMap::from([(hash, entry)]),
             active: vec![hash],
             utxo: UtxoSet::default(),
@@ -107,12 +108,7 @@ impl ChainState {
             store,
             candidates,
             next_seq: 1,
-        };
-        // Core indexes the genesis transaction but never adds its output to the UTXO set.
-        if let Some(tx) = state.index[&hash].block.txdata.first() {
-            state.tx_index.insert(tx.compute_txid(), (hash, 0));
         }
-        state
     }
 
     /// The node's clock (Unix seconds), or the mock time if set.
@@ -204,8 +200,9 @@ impl ChainState {
         self.spend_index.get(outpoint).copied()
     }
 
-    /// Fee of an active-chain non-coinbase transaction, from its block's undo data.
-    pub fn confirmed_fee(&self, block: &BlockHash, position: usize) -> Option<Amount> {
+    /// The coins spent by an active-chain non-coinbase transaction (one per input, in
+    /// order), from its block's undo data.
+    pub fn spent_coins(&self, block: &BlockHash, position: usize) -> Option<&[(OutPoint, Coin)]> {
         let entry = self.index.get(block)?;
         let undo = self.undo.get(block)?;
         let tx = entry.block.txdata.get(position)?;
@@ -216,7 +213,14 @@ impl ChainState {
             .iter()
             .map(|t| t.input.len())
             .sum();
-        let value_in: Amount = undo.spent[skip..skip + tx.input.len()]
+        undo.spent.get(skip..skip + tx.input.len())
+    }
+
+    /// Fee of an active-chain non-coinbase transaction, from its block's undo data.
+    pub fn confirmed_fee(&self, block: &BlockHash, position: usize) -> Option<Amount> {
+        let tx = self.index.get(block)?.block.txdata.get(position)?;
+        let value_in: Amount = self
+            .spent_coins(block, position)?
             .iter()
             .map(|(_, c)| c.output.value)
             .sum();

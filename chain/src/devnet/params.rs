@@ -19,7 +19,11 @@ pub const MAX_BLOCK_WEIGHT: Weight = Weight::from_wu(4_000_000);
 pub const MAX_BLOCK_SIGOPS_COST: usize = 80_000;
 /// Policy: largest standard transaction weight (`MAX_STANDARD_TX_WEIGHT`).
 pub const MAX_STANDARD_TX_WEIGHT: Weight = Weight::from_wu(400_000);
-/// Policy: the extra fee rate a replacement must pay for its own size (Core v30+: 100 sat/kvB).
+/// Policy: most transactions in one mempool cluster (Core v31 `-limitclustercount`).
+pub const MAX_CLUSTER_COUNT: usize = 64;
+/// Policy: largest virtual size of one mempool cluster (Core v31 `-limitclustersize`, 101 kvB).
+pub const MAX_CLUSTER_VSIZE: u64 = 101_000;
+/// Policy: the extra fee rate a replacement must pay for its own size (Core v29.1+: 100 sat/kvB).
 pub const INCREMENTAL_RELAY_FEE: FeeRate = FeeRate::from_sat_per_kwu(25);
 /// Policy: most transactions one replacement may evict (BIP125 rule 5).
 pub const MAX_REPLACEMENT_CANDIDATES: usize = 100;
@@ -27,7 +31,7 @@ pub const MAX_REPLACEMENT_CANDIDATES: usize = 100;
 pub const MAX_STANDARD_TX_SIGOPS_COST: usize = 16_000;
 /// Policy: smallest non-witness size of a relayed transaction (`MIN_STANDARD_TX_NONWITNESS_SIZE`).
 pub const MIN_STANDARD_TX_NONWITNESS_SIZE: usize = 65;
-/// Bitcoin Core v30+'s default `-minrelaytxfee`: 100 sat/kvB (0.1 sat/vB).
+/// Bitcoin Core v29.1+'s default `-minrelaytxfee`: 100 sat/kvB (0.1 sat/vB).
 pub const DEFAULT_MIN_RELAY_FEE: FeeRate = FeeRate::from_sat_per_kwu(25);
 /// `-dustrelayfee` default, 3000 sat/kvB, used for the dust threshold.
 pub const DUST_RELAY_FEE: FeeRate = FeeRate::from_sat_per_kwu(750);

@@ -6,12 +6,60 @@ use bitcoin::blockdata::opcodes::all as op;
 use bitcoin::hex::DisplayHex;
 use bitcoin::pow::Work;
 use bitcoin::script::Instruction;
-use bitcoin::{consensus, Address, Amount, Block, CompactTarget, Network, Script, Transaction};
+use bitcoin::{
+    consensus, Address, Amount, Block, CompactTarget, Network, OutPoint, Script, Transaction,
+};
+
+use crate::devnet::utxo::Coin;
 use serde_json::{json, Map, Value};
 
-/// Core's `ValueFromAmount`: BTC as a JSON number.
+/// Marks a string that [`to_json_text`] turns into a bare JSON number. The control
+/// character cannot occur in any other string this server produces.
+const AMOUNT_MARK: &str = "\u{1}btc:";
+
+/// Core's `ValueFromAmount`: BTC with exactly eight decimals (`50.00000000`). The value is
+/// a marked string until [`to_json_text`] writes it as a number, because a JSON `f64`
+/// would print `50.0`.
 pub fn btc(amount: Amount) -> Value {
-    json!(amount.to_btc())
+    let sat = amount.to_sat();
+    Value::String(format!(
+        "{AMOUNT_MARK}{}.{:08}",
+        sat / 100_000_000,
+        sat % 100_000_000
+    ))
+}
+
+/// Serializes a reply, writing amounts from [`btc`] as JSON numbers with eight decimals.
+pub fn to_json_text(value: &Value) -> String {
+    let text = value.to_string();
+    // serde_json escapes the mark's control character as \u0001.
+    let marker = "\"\\u0001btc:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(marker) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + marker.len()..];
+        let Some(end) = after.find('"') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let number = &after[..end];
+        // Only what `btc` writes (digits, a point, eight digits) is unquoted, so a client
+        // string that happens to start with the mark cannot change the JSON structure.
+        let well_formed = number.split_once('.').is_some_and(|(int, frac)| {
+            !int.is_empty()
+                && frac.len() == 8
+                && (int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+        });
+        if well_formed {
+            out.push_str(number);
+        } else {
+            out.push_str(&rest[start..start + marker.len() + end + 1]);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Core's `ScriptToAsmStr`. With `sighash_decode`, pushes that are DER signatures are
@@ -209,8 +257,14 @@ pub fn script_pubkey_json(script: &Script) -> Value {
     Value::Object(m)
 }
 
-/// Core's `TxToUniv` without the hex; `fee` is added for block transactions with undo data.
-pub fn tx_json(tx: &Transaction, fee: Option<Amount>) -> Map<String, Value> {
+/// Core's `TxToUniv` without the hex; `fee` is added for block transactions with undo
+/// data, and `prevouts` (the spent coins, one per input) as `vin[].prevout` for
+/// `getblock` verbosity 3 and `getrawtransaction` verbosity 2.
+pub fn tx_json(
+    tx: &Transaction,
+    fee: Option<Amount>,
+    prevouts: Option<&[(OutPoint, Coin)]>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("txid".into(), json!(tx.compute_txid().to_string()));
     m.insert("hash".into(), json!(tx.compute_wtxid().to_string()));
@@ -222,7 +276,8 @@ pub fn tx_json(tx: &Transaction, fee: Option<Amount>) -> Map<String, Value> {
     let vin: Vec<Value> = tx
         .input
         .iter()
-        .map(|input| {
+        .enumerate()
+        .map(|(index, input)| {
             let mut i = Map::new();
             if tx.is_coinbase() {
                 i.insert("coinbase".into(), json!(input.script_sig.as_bytes().to_lower_hex_string()));
@@ -237,6 +292,17 @@ pub fn tx_json(tx: &Transaction, fee: Option<Amount>) -> Map<String, Value> {
             if !input.witness.is_empty() {
                 let items: Vec<String> = input.witness.iter().map(|w| w.to_lower_hex_string()).collect();
                 i.insert("txinwitness".into(), json!(items));
+            }
+            if let Some((_, coin)) = prevouts.and_then(|p| p.get(index)) {
+                i.insert(
+                    "prevout".into(),
+                    json!({
+                        "generated": coin.is_coinbase,
+                        "height": coin.height,
+                        "value": btc(coin.output.value),
+                        "scriptPubKey": script_pubkey_json(&coin.output.script_pubkey),
+                    }),
+                );
             }
             i.insert("sequence".into(), json!(input.sequence.to_consensus_u32()));
             Value::Object(i)
@@ -355,6 +421,23 @@ mod tests {
         );
         let neg = ScriptBuf::from_hex("0181").unwrap();
         assert_eq!(script_asm(&neg, false), "-1");
+    }
+
+    #[test]
+    fn amounts_are_written_with_eight_decimals_like_core() {
+        let v = json!({"value": btc(Amount::from_sat(5_000_000_000)), "fee": btc(Amount::from_sat(1_000)), "zero": btc(Amount::ZERO), "s": "x"});
+        assert_eq!(
+            to_json_text(&v),
+            r#"{"value":50.00000000,"fee":0.00001000,"zero":0.00000000,"s":"x"}"#
+        );
+        let parsed: Value = serde_json::from_str(&to_json_text(&v)).unwrap();
+        assert_eq!(parsed["value"], json!(50.0));
+        // A client-chosen string with the mark stays a (valid) string.
+        let sneaky = json!({"id": "\u{1}btc:1,\"x\":{", "v": btc(Amount::ONE_SAT)});
+        let text = to_json_text(&sneaky);
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["id"], sneaky["id"]);
+        assert_eq!(back["v"], json!(0.00000001));
     }
 
     #[test]

@@ -14,8 +14,9 @@ use super::format::{
 use super::params::{codes, Params, RpcError};
 use crate::devnet::chainstate::{BlockEntry, ChainState};
 use crate::devnet::params::{DEFAULT_MAX_RAW_TX_FEE_RATE, MAX_TIP_AGE};
-use crate::devnet::source::{estimate_fee, tx_out, tx_reject_rpc_error};
+use crate::devnet::source::{estimate_fee, locate_tx, tx_out, tx_reject_rpc_error};
 use crate::devnet::{Accepted, BlockStatus, Devnet, DevnetError, RejectKind, TxReject};
+use crate::source::TxStatus;
 
 /// Every method this server answers.
 pub const METHODS: &[&str] = &[
@@ -375,12 +376,14 @@ fn block_json(s: &ChainState, e: &BlockEntry, verbosity: i64) -> Value {
             if verbosity == 1 {
                 json!(tx.compute_txid().to_string())
             } else {
-                let fee = if pos > 0 && s.is_active(&e.hash) {
-                    s.confirmed_fee(&e.hash, pos)
+                // Fees and prevouts need undo data, which exists for active blocks.
+                let fee = s.confirmed_fee(&e.hash, pos);
+                let prevouts = if verbosity >= 3 {
+                    s.spent_coins(&e.hash, pos)
                 } else {
                     None
                 };
-                let mut t = tx_json(tx, fee);
+                let mut t = tx_json(tx, fee, prevouts);
                 t.insert("hex".into(), json!(hex_of(tx)));
                 Value::Object(t)
             }
@@ -405,7 +408,16 @@ fn raw_transaction(
     verbosity: i64,
     in_block: Option<BlockHash>,
 ) -> Result<Value, RpcError> {
-    let genesis = s.hash_at(0);
+    if s.hash_at(0)
+        .and_then(|g| s.entry(&g))
+        .map(|e| e.block.header.merkle_root.to_raw_hash())
+        == Some(txid.to_raw_hash())
+    {
+        return Err(RpcError::new(
+            codes::INVALID_ADDRESS_OR_KEY,
+            "The genesis block coinbase is not considered an ordinary transaction and cannot be retrieved",
+        ));
+    }
     let found: Option<(Transaction, Option<&BlockEntry>)> = match in_block {
         Some(bh) => {
             let e = s.entry(&bh).ok_or_else(|| {
@@ -417,13 +429,10 @@ fn raw_transaction(
                 .find(|t| t.compute_txid() == *txid)
                 .map(|t| (t.clone(), Some(e)))
         }
-        None => match s.mempool().get(txid) {
-            Some(m) => Some((m.tx.clone(), None)),
-            None => s.tx_location(txid).and_then(|(bh, pos)| {
-                let e = s.entry(&bh)?;
-                Some((e.block.txdata.get(pos)?.clone(), Some(e)))
-            }),
-        },
+        None => locate_tx(s, txid).map(|(tx, status)| match status {
+            TxStatus::Confirmed { block, .. } => (tx, s.entry(&block.hash)),
+            _ => (tx, None),
+        }),
     };
     let Some((tx, block)) = found else {
         let msg = if in_block.is_some() {
@@ -433,16 +442,23 @@ fn raw_transaction(
         };
         return Err(RpcError::new(codes::INVALID_ADDRESS_OR_KEY, msg));
     };
-    if block.map(|b| Some(b.hash)) == Some(genesis) {
-        return Err(RpcError::new(
-            codes::INVALID_ADDRESS_OR_KEY,
-            "The genesis block coinbase is not considered an ordinary transaction and cannot be retrieved",
-        ));
-    }
     if verbosity <= 0 {
         return Ok(json!(hex_of(&tx)));
     }
-    let mut m = tx_json(&tx, None);
+    // Verbosity 2 adds fee and prevouts, known for active-chain transactions.
+    let position = block.and_then(|e| {
+        e.block
+            .txdata
+            .iter()
+            .position(|t| t.compute_txid() == *txid)
+    });
+    let undo = match (verbosity >= 2, block, position) {
+        (true, Some(e), Some(pos)) => {
+            Some((s.confirmed_fee(&e.hash, pos), s.spent_coins(&e.hash, pos)))
+        }
+        _ => None,
+    };
+    let mut m = tx_json(&tx, undo.and_then(|u| u.0), undo.and_then(|u| u.1));
     m.insert("hex".into(), json!(hex_of(&tx)));
     if let Some(e) = block {
         let active = s.is_active(&e.hash);

@@ -3,6 +3,7 @@
 //! request, 500 other errors; JSON-RPC 2.0 requests get 200 like in Core v28+).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::format::to_json_text;
 use super::methods::dispatch;
 use super::params::{codes, RpcError};
 use crate::devnet::Devnet;
@@ -44,6 +46,39 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 struct App {
     devnet: Devnet,
     expected_auth: Vec<u8>,
+}
+
+/// User name Bitcoin Core puts in its cookie file.
+pub const COOKIE_USER: &str = "__cookie__";
+
+impl RpcAuth {
+    /// Creates fresh random credentials and writes them as Bitcoin Core does to
+    /// `<dir>/.cookie` (`__cookie__:<hex>`, mode 0600), for clients on the same machine.
+    pub fn write_cookie(dir: &Path) -> std::io::Result<Self> {
+        use bitcoin::secp256k1::rand::RngCore;
+        use std::io::Write;
+        let mut secret = [0u8; 32];
+        bitcoin::secp256k1::rand::thread_rng().fill_bytes(&mut secret);
+        let auth = RpcAuth {
+            user: COOKIE_USER.into(),
+            password: hex::encode(secret),
+        };
+        let path = dir.join(".cookie");
+        let tmp = dir.join(".cookie.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(format!("{}:{}", auth.user, auth.password).as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(auth)
+    }
 }
 
 /// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
@@ -140,7 +175,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        format!("{body}\n"),
+        format!("{}\n", to_json_text(&body)),
     )
         .into_response()
 }
