@@ -26,6 +26,15 @@ impl ShutdownState {
     pub fn remote_received(&self) -> bool {
         self.remote_script.is_some()
     }
+    /// Both sides' shutdown scripts, as far as known.
+    pub fn scripts(&self) -> Vec<ScriptBuf> {
+        self.local_script
+            .iter()
+            .chain(self.remote_script.iter())
+            .cloned()
+            .collect()
+    }
+
     /// The agreed, fully signed closing transaction.
     pub fn closing_tx(&self) -> Option<&Transaction> {
         self.closing_tx.as_ref()

@@ -1,0 +1,820 @@
+//! Channel messages: establishment, updates, the commitment dance, closing and
+//! reestablishment, each applied under the channel's lock and made durable before any
+//! reply leaves.
+
+use super::{Node, NodeError};
+use crate::store::{StoredChannel, Write};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, Txid};
+use chain::wallet::Wallet;
+use channel::close::closing_tx_weight;
+use channel::msgs::*;
+use channel::state::open::{
+    check_accept_channel, check_open_channel, setup_from_messages, OpenPolicy,
+};
+use channel::state::{Channel, ChannelParams, ChannelState, HtlcStatus, RevokedCommitment, ViewOf};
+use channel::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+
+/// Where a channel is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ChannelStatus {
+    /// Funding signed; waiting for confirmations and channel_ready.
+    AwaitingLock,
+    /// Usable.
+    Normal,
+    /// shutdown sent or received.
+    ShuttingDown,
+    /// Closing transaction agreed and broadcast.
+    Closing,
+    /// A commitment transaction is on chain (ours or theirs).
+    ForceClosed,
+    /// The channel's funds are settled on chain.
+    Closed,
+}
+
+impl ChannelStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::AwaitingLock => "awaiting_lock",
+            ChannelStatus::Normal => "normal",
+            ChannelStatus::ShuttingDown => "shutting_down",
+            ChannelStatus::Closing => "closing",
+            ChannelStatus::ForceClosed => "force_closed",
+            ChannelStatus::Closed => "closed",
+        }
+    }
+}
+
+/// What is stored per channel: the state machine's state plus the node's bookkeeping.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    state: ChannelState,
+    status: ChannelStatus,
+    minimum_depth: u32,
+    funding_tx: Option<Transaction>,
+    ready_sent: bool,
+    ready_received: bool,
+    closing_tx: Option<Transaction>,
+    closing_started: bool,
+}
+
+/// A channel and the node's bookkeeping about it.
+pub(super) struct ChannelEntry {
+    pub channel: Channel,
+    pub peer: PublicKey,
+    pub index: u64,
+    pub status: ChannelStatus,
+    pub minimum_depth: u32,
+    pub funding_tx: Option<Transaction>,
+    pub ready_sent: bool,
+    pub ready_received: bool,
+    pub closing_tx: Option<Transaction>,
+    pub closing_started: bool,
+}
+
+/// A channel being opened, before the funding signatures.
+pub(super) struct PendingOpen {
+    peer: PublicKey,
+    index: u64,
+    open: OpenChannel,
+    funding: Option<chain::wallet::FundingTx>,
+}
+
+/// A channel as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// Its id.
+    pub channel_id: ChannelId,
+    /// The peer.
+    pub peer: PublicKey,
+    /// Its state.
+    pub status: ChannelStatus,
+    /// Capacity.
+    pub capacity_sat: u64,
+    /// Our balance in our current commitment (before fees).
+    pub local: Msat,
+    /// Their balance.
+    pub remote: Msat,
+    /// HTLCs in our current commitment.
+    pub htlcs: usize,
+    /// Nothing pending in either direction.
+    pub quiescent: bool,
+    /// The agreed closing transaction, once there is one.
+    pub closing_tx: Option<Transaction>,
+}
+
+/// Things to do after a channel's new state is durable.
+pub(super) enum Effect {
+    Broadcast(Transaction),
+    PaymentSucceeded(PaymentHash, PaymentPreimage),
+    PaymentFailed(PaymentHash, String),
+    Opened(ChannelId),
+}
+
+/// What one step on a channel produced.
+#[derive(Default)]
+pub(super) struct Outcome {
+    pub messages: Vec<Message>,
+    pub writes: Vec<Write>,
+    pub effects: Vec<Effect>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The limits this node announces.
+fn our_params(funding_sat: u64) -> ChannelParams {
+    ChannelParams {
+        dust_limit_sat: 546,
+        max_htlc_value_in_flight: Msat(funding_sat * 1000),
+        channel_reserve_sat: (funding_sat / 100).max(546),
+        htlc_minimum: Msat(1),
+        to_self_delay: 144,
+        max_accepted_htlcs: 30,
+    }
+}
+
+impl ChannelEntry {
+    fn stored(&self) -> StoredChannel {
+        let stored = Stored {
+            state: self.channel.state().clone(),
+            status: self.status,
+            minimum_depth: self.minimum_depth,
+            funding_tx: self.funding_tx.clone(),
+            ready_sent: self.ready_sent,
+            ready_received: self.ready_received,
+            closing_tx: self.closing_tx.clone(),
+            closing_started: self.closing_started,
+        };
+        StoredChannel {
+            channel_id: self.channel.channel_id().0,
+            peer_id: self.peer.serialize().to_vec(),
+            channel_index: self.index,
+            status: self.status.as_str().into(),
+            state: serde_json::to_vec(&stored).expect("channel state serializes"),
+            updated_at: now(),
+        }
+    }
+
+    pub fn summary(&self) -> ChannelSummary {
+        let v = self.channel.view(ViewOf::CurrentLocal);
+        ChannelSummary {
+            channel_id: self.channel.channel_id(),
+            peer: self.peer,
+            status: self.status,
+            capacity_sat: self.channel.setup().funding_sat,
+            local: v.local,
+            remote: v.remote,
+            htlcs: v.htlcs.len(),
+            quiescent: self.channel.log().updates.is_empty() && !self.channel.awaiting_revoke(),
+            closing_tx: self.closing_tx.clone(),
+        }
+    }
+
+    /// Follow-ups after any change: settle incoming HTLCs, sign pending changes, and
+    /// start closing negotiation when the channel is clean.
+    fn advance(
+        &mut self,
+        preimages: &HashMap<PaymentHash, PaymentPreimage>,
+        out: &mut Outcome,
+    ) -> Result<(), NodeError> {
+        if !matches!(
+            self.status,
+            ChannelStatus::Normal | ChannelStatus::ShuttingDown
+        ) {
+            return Ok(());
+        }
+        let incoming: Vec<(HtlcId, PaymentHash)> = self
+            .channel
+            .log()
+            .committed_htlcs
+            .iter()
+            .filter(|h| h.offerer == Side::Remote)
+            .filter(|h| {
+                matches!(
+                    self.channel.log().find_htlc(Side::Remote, h.id),
+                    Some((_, HtlcStatus::Committed))
+                )
+            })
+            .map(|h| (h.id, h.payment_hash))
+            .collect();
+        for (id, hash) in incoming {
+            let msg = match preimages.get(&hash) {
+                Some(p) => Message::UpdateFulfillHtlc(self.channel.send_fulfill(id, *p)?),
+                // BOLT 4 incorrect_or_unknown_payment_details (PERM|15), unencrypted here.
+                None => Message::UpdateFailHtlc(
+                    self.channel
+                        .send_fail(id, 0x400fu16.to_be_bytes().to_vec())?,
+                ),
+            };
+            out.messages.push(msg);
+        }
+        if self.channel.has_changes_to_sign()
+            && !self.channel.awaiting_revoke()
+            && self.ready_received
+        {
+            out.messages
+                .push(Message::CommitmentSigned(self.channel.send_commitment()?));
+        }
+        if self.status == ChannelStatus::ShuttingDown
+            && !self.closing_started
+            && self.channel.ready_to_negotiate_close()
+        {
+            let feerate = self.channel.view(ViewOf::CurrentLocal).feerate;
+            let scripts: Vec<ScriptBuf> = self.channel.shutdown_state().scripts();
+            let weight = closing_tx_weight(&scripts.iter().collect::<Vec<_>>());
+            let fee = feerate.fee_for_weight(weight);
+            let range = FeeRange {
+                min_fee_satoshis: fee / 2,
+                max_fee_satoshis: fee * 2,
+            };
+            self.closing_started = true;
+            if let Some(m) = self.channel.start_closing(fee, range)? {
+                out.messages.push(Message::ClosingSigned(m));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    /// Loads stored channels at start-up.
+    pub(super) async fn load_channels(&self) -> Result<(), NodeError> {
+        for row in self.store.channels().await? {
+            let stored: Stored = serde_json::from_slice(&row.state)
+                .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            let channel = Channel::restore(stored.state, self.channel_secrets(row.channel_index))
+                .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            let peer = PublicKey::from_slice(&row.peer_id)
+                .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            let entry = ChannelEntry {
+                channel,
+                peer,
+                index: row.channel_index,
+                status: stored.status,
+                minimum_depth: stored.minimum_depth,
+                funding_tx: stored.funding_tx,
+                ready_sent: stored.ready_sent,
+                ready_received: stored.ready_received,
+                closing_tx: stored.closing_tx,
+                closing_started: stored.closing_started,
+            };
+            self.channels
+                .lock()
+                .await
+                .insert(ChannelId(row.channel_id), Arc::new(Mutex::new(entry)));
+        }
+        for (key, value) in self.store.metas_with_prefix("preimage:").await? {
+            if let Ok(p) = <[u8; 32]>::try_from(value.as_slice()) {
+                let _ = key;
+                let p = PaymentPreimage(p);
+                self.preimages.lock().await.insert(p.payment_hash(), p);
+            }
+        }
+        Ok(())
+    }
+
+    async fn next_channel_index(&self) -> Result<u64, NodeError> {
+        let next = self
+            .store
+            .meta("next_channel_index")
+            .await?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        self.group
+            .commit(vec![Write::Meta {
+                key: "next_channel_index".into(),
+                value: (next + 1).to_be_bytes().to_vec(),
+            }])
+            .await?;
+        Ok(next)
+    }
+
+    pub(super) async fn entry(
+        &self,
+        id: &ChannelId,
+    ) -> Result<Arc<Mutex<ChannelEntry>>, NodeError> {
+        self.channels
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or(NodeError::UnknownChannel)
+    }
+
+    /// Runs `f` on a channel under its lock, then advances it, makes the result durable,
+    /// and only then sends the messages and carries out the effects.
+    pub(super) async fn with_channel<F>(&self, id: &ChannelId, f: F) -> Result<(), NodeError>
+    where
+        F: FnOnce(&mut ChannelEntry, &mut Outcome) -> Result<(), NodeError>,
+    {
+        let entry = self.entry(id).await?;
+        let mut e = entry.lock().await;
+        let before = e.channel.clone();
+        let mut out = Outcome::default();
+        let result = f(&mut e, &mut out);
+        if result.is_ok() {
+            let preimages = self.preimages.lock().await.clone();
+            e.advance(&preimages, &mut out)?;
+        }
+        if result.is_ok() || e.channel != before {
+            out.writes.push(Write::Channel(e.stored()));
+            self.group.commit(std::mem::take(&mut out.writes)).await?;
+            let peer = e.peer;
+            self.send_all(&peer, out.messages).await;
+            drop(e);
+            self.run_effects(out.effects).await;
+        }
+        result
+    }
+
+    pub(super) async fn send_all(&self, peer: &PublicKey, messages: Vec<Message>) {
+        if let Some(tx) = self.peers.lock().await.get(peer) {
+            for m in messages {
+                let _ = tx.send(m);
+            }
+        }
+    }
+
+    async fn run_effects(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Broadcast(tx) => {
+                    if let Err(e) = self.config.chain.broadcast(&tx).await {
+                        tracing::warn!(txid = %tx.compute_txid(), "broadcast failed: {e}");
+                    }
+                }
+                Effect::PaymentSucceeded(hash, preimage) => {
+                    if let Some(w) = self.payments.lock().await.remove(&hash) {
+                        let _ = w.send(Ok(preimage));
+                    }
+                }
+                Effect::PaymentFailed(hash, why) => {
+                    if let Some(w) = self.payments.lock().await.remove(&hash) {
+                        let _ = w.send(Err(why));
+                    }
+                }
+                Effect::Opened(id) => {
+                    if let Some(w) = self.open_waiters.lock().await.remove(&id) {
+                        let _ = w.send(Ok(id));
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- establishment ----------------------------------------------------------------
+
+    /// Opens a channel of `capacity_sat` to a connected peer, funded by the on-chain
+    /// wallet; returns its id once the funding transaction is signed and broadcast.
+    pub async fn open_channel(
+        &self,
+        peer: PublicKey,
+        capacity_sat: u64,
+        push: Msat,
+    ) -> Result<ChannelId, NodeError> {
+        if !self.peers.lock().await.contains_key(&peer) {
+            return Err(NodeError::NotConnected);
+        }
+        let index = self.next_channel_index().await?;
+        let secrets = self.channel_secrets(index);
+        let b = secrets.basepoints();
+        let temp = ChannelId(super::tagged_hash(
+            &self.seed,
+            b"temporary_channel_id",
+            index,
+        ));
+        let params = our_params(capacity_sat);
+        let open = OpenChannel {
+            chain_hash: self.chain_hash(),
+            temporary_channel_id: temp,
+            funding_satoshis: capacity_sat,
+            push_msat: push.0,
+            dust_limit_satoshis: params.dust_limit_sat,
+            max_htlc_value_in_flight_msat: params.max_htlc_value_in_flight.0,
+            channel_reserve_satoshis: params.channel_reserve_sat,
+            htlc_minimum_msat: params.htlc_minimum.0,
+            feerate_per_kw: 2500,
+            to_self_delay: params.to_self_delay,
+            max_accepted_htlcs: params.max_accepted_htlcs,
+            funding_pubkey: b.funding_pubkey,
+            revocation_basepoint: b.revocation_basepoint,
+            payment_basepoint: b.payment_basepoint,
+            delayed_payment_basepoint: b.delayed_payment_basepoint,
+            htlc_basepoint: b.htlc_basepoint,
+            first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
+            channel_flags: 0,
+            upfront_shutdown_script: None,
+            channel_type: None,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.open_waiters.lock().await.insert(temp, tx);
+        self.pending_opens.lock().await.insert(
+            temp,
+            PendingOpen {
+                peer,
+                index,
+                open: open.clone(),
+                funding: None,
+            },
+        );
+        self.send_all(&peer, vec![Message::OpenChannel(open)]).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(60), rx).await {
+            Ok(Ok(Ok(id))) => Ok(id),
+            Ok(Ok(Err(why))) => Err(NodeError::PaymentFailed(why)),
+            _ => Err(NodeError::Invalid("channel open did not complete")),
+        }
+    }
+
+    pub(super) async fn on_open_channel(
+        &self,
+        peer: PublicKey,
+        open: OpenChannel,
+    ) -> Result<(), NodeError> {
+        let params = our_params(open.funding_satoshis);
+        if open.chain_hash != self.chain_hash() {
+            return Err(NodeError::Invalid("open_channel for another chain"));
+        }
+        check_open_channel(&open, &params, &OpenPolicy::default()).map_err(|e| {
+            tracing::warn!("refusing open_channel: {e}");
+            NodeError::Invalid("open_channel refused")
+        })?;
+        let index = self.next_channel_index().await?;
+        let secrets = self.channel_secrets(index);
+        let b = secrets.basepoints();
+        let accept = AcceptChannel {
+            temporary_channel_id: open.temporary_channel_id,
+            dust_limit_satoshis: params.dust_limit_sat,
+            max_htlc_value_in_flight_msat: params.max_htlc_value_in_flight.0,
+            channel_reserve_satoshis: params.channel_reserve_sat,
+            htlc_minimum_msat: params.htlc_minimum.0,
+            minimum_depth: self.config.minimum_depth,
+            to_self_delay: params.to_self_delay,
+            max_accepted_htlcs: params.max_accepted_htlcs,
+            funding_pubkey: b.funding_pubkey,
+            revocation_basepoint: b.revocation_basepoint,
+            payment_basepoint: b.payment_basepoint,
+            delayed_payment_basepoint: b.delayed_payment_basepoint,
+            htlc_basepoint: b.htlc_basepoint,
+            first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
+            upfront_shutdown_script: None,
+            channel_type: None,
+        };
+        let temp = open.temporary_channel_id;
+        self.pending_opens.lock().await.insert(
+            temp,
+            PendingOpen {
+                peer,
+                index,
+                open: open.clone(),
+                funding: None,
+            },
+        );
+        self.fundee_accepts
+            .lock()
+            .await
+            .insert(temp, accept.clone());
+        self.send_all(&peer, vec![Message::AcceptChannel(accept)])
+            .await;
+        Ok(())
+    }
+
+    pub(super) async fn on_accept_channel(
+        &self,
+        peer: PublicKey,
+        accept: AcceptChannel,
+    ) -> Result<(), NodeError> {
+        let temp = accept.temporary_channel_id;
+        let mut pending = self
+            .pending_opens
+            .lock()
+            .await
+            .remove(&temp)
+            .ok_or(NodeError::Invalid("unexpected accept_channel"))?;
+        if pending.peer != peer {
+            return Err(NodeError::Invalid("accept_channel from another peer"));
+        }
+        check_accept_channel(&pending.open, &accept, &OpenPolicy::default())
+            .map_err(|_| NodeError::Invalid("accept_channel refused"))?;
+        let script =
+            channel::script::funding_script(&pending.open.funding_pubkey, &accept.funding_pubkey);
+        let fee_rate = Wallet::fee_rate(self.config.chain.as_ref(), 6).await?;
+        let funding = self.wallet.lock().await.build_funding_tx(
+            ScriptBuf::new_p2wsh(&script.wscript_hash()),
+            Amount::from_sat(pending.open.funding_satoshis),
+            fee_rate,
+        )?;
+        let outpoint = OutPoint::new(funding.tx.compute_txid(), funding.funding_output_index);
+        let setup = setup_from_messages(&pending.open, &accept, outpoint, true);
+        let channel = Channel::new(setup, self.channel_secrets(pending.index));
+        let created = FundingCreated {
+            temporary_channel_id: temp,
+            funding_txid: outpoint.txid.to_byte_array(),
+            funding_output_index: outpoint.vout as u16,
+            signature: channel.sign_initial_remote_commitment()?,
+        };
+        pending.funding = Some(funding.clone());
+        let entry = ChannelEntry {
+            channel,
+            peer,
+            index: pending.index,
+            status: ChannelStatus::AwaitingLock,
+            minimum_depth: accept.minimum_depth,
+            funding_tx: Some(funding.tx),
+            ready_sent: false,
+            ready_received: false,
+            closing_tx: None,
+            closing_started: false,
+        };
+        self.unsigned_funder
+            .lock()
+            .await
+            .insert(entry.channel.channel_id(), (temp, entry));
+        self.send_all(&peer, vec![Message::FundingCreated(created)])
+            .await;
+        Ok(())
+    }
+
+    pub(super) async fn on_funding_created(
+        &self,
+        peer: PublicKey,
+        msg: FundingCreated,
+    ) -> Result<(), NodeError> {
+        let temp = msg.temporary_channel_id;
+        let pending = self
+            .pending_opens
+            .lock()
+            .await
+            .remove(&temp)
+            .ok_or(NodeError::Invalid("unexpected funding_created"))?;
+        let accept = self
+            .fundee_accepts
+            .lock()
+            .await
+            .remove(&temp)
+            .ok_or(NodeError::Invalid("unexpected funding_created"))?;
+        if pending.peer != peer {
+            return Err(NodeError::Invalid("funding_created from another peer"));
+        }
+        let outpoint = OutPoint::new(
+            Txid::from_byte_array(msg.funding_txid),
+            u32::from(msg.funding_output_index),
+        );
+        let setup = setup_from_messages(&pending.open, &accept, outpoint, false);
+        let mut channel = Channel::new(setup, self.channel_secrets(pending.index));
+        channel.receive_initial_signature(msg.signature)?;
+        let signed = FundingSigned {
+            channel_id: channel.channel_id(),
+            signature: channel.sign_initial_remote_commitment()?,
+        };
+        let entry = ChannelEntry {
+            channel,
+            peer,
+            index: pending.index,
+            status: ChannelStatus::AwaitingLock,
+            minimum_depth: self.config.minimum_depth,
+            funding_tx: None,
+            ready_sent: false,
+            ready_received: false,
+            closing_tx: None,
+            closing_started: false,
+        };
+        // Durable before funding_signed lets the funder broadcast.
+        self.group
+            .commit(vec![Write::Channel(entry.stored())])
+            .await?;
+        let id = entry.channel.channel_id();
+        self.channels
+            .lock()
+            .await
+            .insert(id, Arc::new(Mutex::new(entry)));
+        self.send_all(&peer, vec![Message::FundingSigned(signed)])
+            .await;
+        Ok(())
+    }
+
+    pub(super) async fn on_funding_signed(
+        &self,
+        peer: PublicKey,
+        msg: FundingSigned,
+    ) -> Result<(), NodeError> {
+        let (temp, mut entry) = self
+            .unsigned_funder
+            .lock()
+            .await
+            .remove(&msg.channel_id)
+            .ok_or(NodeError::Invalid("unexpected funding_signed"))?;
+        if entry.peer != peer {
+            return Err(NodeError::Invalid("funding_signed from another peer"));
+        }
+        entry.channel.receive_initial_signature(msg.signature)?;
+        self.group
+            .commit(vec![Write::Channel(entry.stored())])
+            .await?;
+        let funding = entry.funding_tx.clone().expect("funder has the funding tx");
+        let id = entry.channel.channel_id();
+        self.channels
+            .lock()
+            .await
+            .insert(id, Arc::new(Mutex::new(entry)));
+        self.config.chain.broadcast(&funding).await?;
+        if let Some(w) = self.open_waiters.lock().await.remove(&temp) {
+            let _ = w.send(Ok(id));
+        }
+        Ok(())
+    }
+
+    // ---- normal operation ---------------------------------------------------------------
+
+    /// Handles a message for an established channel.
+    pub(super) async fn on_channel_message(
+        &self,
+        peer: PublicKey,
+        msg: Message,
+    ) -> Result<(), NodeError> {
+        let id = match &msg {
+            Message::ChannelReady(m) => m.channel_id,
+            Message::UpdateAddHtlc(m) => m.channel_id,
+            Message::UpdateFulfillHtlc(m) => m.channel_id,
+            Message::UpdateFailHtlc(m) => m.channel_id,
+            Message::UpdateFailMalformedHtlc(m) => m.channel_id,
+            Message::UpdateFee(m) => m.channel_id,
+            Message::CommitmentSigned(m) => m.channel_id,
+            Message::RevokeAndAck(m) => m.channel_id,
+            Message::Shutdown(m) => m.channel_id,
+            Message::ClosingSigned(m) => m.channel_id,
+            Message::ChannelReestablish(m) => m.channel_id,
+            _ => return Ok(()),
+        };
+        let shutdown_script = if matches!(msg, Message::Shutdown(_)) {
+            Some(self.wallet.lock().await.new_address()?.script_pubkey())
+        } else {
+            None
+        };
+        self.with_channel(&id, move |e, out| {
+            if e.peer != peer {
+                return Err(NodeError::UnknownChannel);
+            }
+            let ch = &mut e.channel;
+            match msg {
+                Message::ChannelReady(m) => {
+                    if !e.ready_received {
+                        ch.receive_channel_ready(&m)?;
+                        e.ready_received = true;
+                    }
+                    if e.ready_sent && e.status == ChannelStatus::AwaitingLock {
+                        e.status = ChannelStatus::Normal;
+                    }
+                }
+                Message::UpdateAddHtlc(m) => ch.receive_add_htlc(&m)?,
+                Message::UpdateFulfillHtlc(m) => {
+                    let h = ch.receive_fulfill(&m)?;
+                    out.effects
+                        .push(Effect::PaymentSucceeded(h.payment_hash, m.payment_preimage));
+                }
+                Message::UpdateFailHtlc(m) => {
+                    let h = ch.receive_fail(&m)?;
+                    out.effects.push(Effect::PaymentFailed(
+                        h.payment_hash,
+                        format!("failed by peer ({} bytes of reason)", m.reason.len()),
+                    ));
+                }
+                Message::UpdateFailMalformedHtlc(m) => {
+                    let h = ch.receive_fail_malformed(&m)?;
+                    out.effects.push(Effect::PaymentFailed(
+                        h.payment_hash,
+                        "malformed onion".into(),
+                    ));
+                }
+                Message::UpdateFee(m) => ch.receive_update_fee(&m)?,
+                Message::CommitmentSigned(m) => {
+                    let raa = ch.receive_commitment(&m)?;
+                    out.messages.push(Message::RevokeAndAck(raa));
+                }
+                Message::RevokeAndAck(m) => {
+                    let revoked = ch.receive_revoke(&m)?;
+                    out.writes.push(revoked_write(&revoked, ch.channel_id()));
+                }
+                Message::Shutdown(m) => {
+                    ch.receive_shutdown(&m)?;
+                    if !ch.shutdown_state().local_sent() {
+                        let script = shutdown_script.expect("prepared for shutdown");
+                        out.messages
+                            .push(Message::Shutdown(ch.send_shutdown(script)?));
+                    }
+                    e.status = ChannelStatus::ShuttingDown;
+                }
+                Message::ClosingSigned(m) => {
+                    let outcome = ch.receive_closing_signed(&m)?;
+                    out.messages
+                        .extend(outcome.reply.map(Message::ClosingSigned));
+                    if let Some(tx) = outcome.closing_tx {
+                        e.closing_tx = Some(tx.clone());
+                        e.status = ChannelStatus::Closing;
+                        out.effects.push(Effect::Broadcast(tx));
+                    }
+                }
+                Message::ChannelReestablish(m) => {
+                    out.messages.extend(ch.handle_reestablish(&m)?);
+                    if e.ready_sent
+                        && ch.remote_commitment_number().0 == 0
+                        && ch.local_commitment_number().0 == 0
+                    {
+                        out.messages
+                            .insert(0, Message::ChannelReady(ch.channel_ready()));
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pays `amount` over `channel_id` for `payment_hash`; returns the preimage once the
+    /// peer reveals it.
+    pub async fn pay(
+        &self,
+        channel_id: &ChannelId,
+        amount: Msat,
+        payment_hash: PaymentHash,
+        cltv_expiry: u32,
+    ) -> Result<PaymentPreimage, NodeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.payments.lock().await.insert(payment_hash, tx);
+        let added = self
+            .with_channel(channel_id, |e, out| {
+                if e.status != ChannelStatus::Normal {
+                    return Err(NodeError::Invalid("channel is not open for payments"));
+                }
+                let m = e.channel.send_add_htlc(
+                    amount,
+                    payment_hash,
+                    cltv_expiry,
+                    OnionPacket::default(),
+                )?;
+                out.messages.push(Message::UpdateAddHtlc(m));
+                Ok(())
+            })
+            .await;
+        if let Err(e) = added {
+            self.payments.lock().await.remove(&payment_hash);
+            return Err(e);
+        }
+        match rx.await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(why)) => Err(NodeError::PaymentFailed(why)),
+            Err(_) => Err(NodeError::PaymentFailed("node stopped".into())),
+        }
+    }
+
+    /// Starts a cooperative close: sends shutdown; the closing transaction is negotiated
+    /// and broadcast when the channel is clean.
+    pub async fn close_channel(&self, channel_id: &ChannelId) -> Result<(), NodeError> {
+        let script = self.wallet.lock().await.new_address()?.script_pubkey();
+        self.with_channel(channel_id, |e, out| {
+            if e.status != ChannelStatus::Normal {
+                return Err(NodeError::Invalid("channel is not open"));
+            }
+            out.messages
+                .push(Message::Shutdown(e.channel.send_shutdown(script)?));
+            e.status = ChannelStatus::ShuttingDown;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Summaries of every channel.
+    pub async fn list_channels(&self) -> Vec<ChannelSummary> {
+        let entries: Vec<_> = self.channels.lock().await.values().cloned().collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push(e.lock().await.summary());
+        }
+        out
+    }
+
+    /// One channel's summary.
+    pub async fn channel(&self, id: &ChannelId) -> Result<ChannelSummary, NodeError> {
+        Ok(self.entry(id).await?.lock().await.summary())
+    }
+}
+
+fn revoked_write(revoked: &RevokedCommitment, channel_id: ChannelId) -> Write {
+    Write::Revoked {
+        channel_id: channel_id.0,
+        commitment_number: revoked.number.0,
+        txid: revoked.commitment.txid().to_byte_array(),
+        data: serde_json::to_vec(revoked).expect("revoked commitment serializes"),
+    }
+}

@@ -1,0 +1,204 @@
+//! The node: peers, channels, the chain and the wallet, tied together.
+//!
+//! Every channel sits behind its own lock. A message for a channel is applied to the
+//! channel's state machine, the new state (with any revoked commitment) is committed to the
+//! database through group commit, and only then are the replies sent: no message ever
+//! leaves before the state it depends on is durable.
+
+mod channels;
+mod onchain;
+mod peers;
+
+pub use channels::{ChannelStatus, ChannelSummary};
+
+use crate::store::{GroupCommit, Store, StoreError};
+use bitcoin::hashes::{sha256, Hash, HashEngine};
+use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::Network;
+use chain::wallet::Wallet;
+use chain::ChainSource;
+use channel::keys::{secp, ChannelSecrets};
+use channel::msgs::Message;
+use channel::{ChannelId, PaymentHash, PaymentPreimage};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// How a node is set up.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// Where the seed (mode 0600) and the SQLite file live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; defaults to `sqlite://<data_dir>/hub.db`.
+    pub database_url: Option<String>,
+    /// Address to accept peers on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The chain.
+    pub chain: Arc<dyn ChainSource>,
+    /// The chain's network (for addresses and the chain hash in init).
+    pub network: Network,
+    /// Confirmations before a channel is usable (BOLT 2 minimum_depth).
+    pub minimum_depth: u32,
+    /// How often to poll the chain tip.
+    pub chain_poll: Duration,
+}
+
+/// Node-level failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The wallet failed (seed file, coin selection, ...).
+    #[error("wallet: {0}")]
+    Wallet(#[from] chain::wallet::WalletError),
+    /// The chain back-end failed.
+    #[error("chain: {0}")]
+    Chain(#[from] chain::ChainError),
+    /// Peer connection failed.
+    #[error("peer: {0}")]
+    Peer(#[from] crate::peer::PeerError),
+    /// The channel state machine refused.
+    #[error("channel: {0}")]
+    Channel(#[from] channel::state::ChannelError),
+    /// No such channel.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// Not connected to that peer.
+    #[error("peer not connected")]
+    NotConnected,
+    /// The request does not fit the channel's state.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A payment failed.
+    #[error("payment failed: {0}")]
+    PaymentFailed(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored state: {0}")]
+    Corrupt(String),
+}
+
+/// A running node.
+pub struct Node {
+    config: NodeConfig,
+    node_key: SecretKey,
+    seed: Vec<u8>,
+    store: Store,
+    group: GroupCommit,
+    wallet: Mutex<Wallet>,
+    channels: Mutex<HashMap<ChannelId, Arc<Mutex<channels::ChannelEntry>>>>,
+    pending_opens: Mutex<HashMap<ChannelId, channels::PendingOpen>>,
+    peers: Mutex<HashMap<PublicKey, mpsc::UnboundedSender<Message>>>,
+    preimages: Mutex<HashMap<PaymentHash, PaymentPreimage>>,
+    payments: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
+    open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
+    fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
+    unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
+    synced_blocks: std::sync::atomic::AtomicU64,
+    listen_addr: SocketAddr,
+}
+
+fn tagged_hash(seed: &[u8], tag: &[u8], index: u64) -> [u8; 32] {
+    let mut e = sha256::Hash::engine();
+    e.input(seed);
+    e.input(tag);
+    e.input(&index.to_be_bytes());
+    sha256::Hash::from_engine(e).to_byte_array()
+}
+
+impl Node {
+    /// Opens the data directory and database, loads the channels, starts listening for
+    /// peers and following the chain.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Corrupt(e.to_string()))?;
+        let seed_path = config.data_dir.join("seed");
+        let seed = chain::wallet::load_or_create_seed(&seed_path)?;
+        let wallet = Wallet::from_seed(&seed, config.network)?;
+        let node_key =
+            SecretKey::from_slice(&tagged_hash(&seed, b"node", 0)).expect("hash is a valid key");
+        let url = config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("hub.db").display()));
+        let store = Store::open(&url).await?;
+        let group = GroupCommit::start(store.clone());
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| NodeError::Peer(e.into()))?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Peer(e.into()))?;
+        let node = Arc::new(Node {
+            config,
+            node_key,
+            seed,
+            store,
+            group,
+            wallet: Mutex::new(wallet),
+            channels: Mutex::new(HashMap::new()),
+            pending_opens: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            preimages: Mutex::new(HashMap::new()),
+            payments: Mutex::new(HashMap::new()),
+            open_waiters: Mutex::new(HashMap::new()),
+            fundee_accepts: Mutex::new(HashMap::new()),
+            unsigned_funder: Mutex::new(HashMap::new()),
+            synced_blocks: std::sync::atomic::AtomicU64::new(0),
+            listen_addr,
+        });
+        node.load_channels().await?;
+        node.clone().spawn_listener(listener);
+        node.clone().spawn_chain_follower().await?;
+        Ok(node)
+    }
+
+    /// This node's id (BOLT 8 static key).
+    pub fn node_id(&self) -> PublicKey {
+        PublicKey::from_secret_key(secp(), &self.node_key)
+    }
+
+    /// Where peers can connect.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// The chain this node uses.
+    pub fn chain(&self) -> &Arc<dyn ChainSource> {
+        &self.config.chain
+    }
+
+    fn chain_hash(&self) -> [u8; 32] {
+        bitcoin::constants::ChainHash::using_genesis_block(self.config.network).to_bytes()
+    }
+
+    /// The secrets of the channel with key index `index`.
+    fn channel_secrets(&self, index: u64) -> ChannelSecrets {
+        ChannelSecrets::from_seed(&tagged_hash(&self.seed, b"channel", index))
+    }
+
+    /// A fresh address of the node's on-chain wallet.
+    pub async fn new_address(&self) -> Result<bitcoin::Address, NodeError> {
+        Ok(self.wallet.lock().await.new_address()?)
+    }
+
+    /// The on-chain wallet's confirmed, spendable balance.
+    pub async fn wallet_balance(&self) -> bitcoin::Amount {
+        self.wallet.lock().await.balance().spendable
+    }
+
+    /// Registers a preimage: incoming HTLCs for its hash are fulfilled.
+    pub async fn add_preimage(&self, preimage: PaymentPreimage) -> Result<PaymentHash, NodeError> {
+        let hash = preimage.payment_hash();
+        self.group
+            .commit(vec![crate::store::Write::Meta {
+                key: format!("preimage:{}", hex::encode(hash.0)),
+                value: preimage.0.to_vec(),
+            }])
+            .await?;
+        self.preimages.lock().await.insert(hash, preimage);
+        Ok(hash)
+    }
+}

@@ -1,0 +1,172 @@
+//! Peer connections: accepting and dialing, the reader and writer tasks, and what happens
+//! on connect (channel_reestablish) and disconnect.
+
+use super::{Node, NodeError};
+use crate::peer::{accept, connect, PeerReader, PeerWriter};
+use bitcoin::secp256k1::PublicKey;
+use channel::msgs::{ErrorMessage, Message, Warning};
+use channel::ChannelId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+impl Node {
+    pub(super) fn spawn_listener(self: Arc<Self>, listener: TcpListener) {
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, from)) = listener.accept().await else {
+                    continue;
+                };
+                let node = self.clone();
+                tokio::spawn(async move {
+                    match accept(stream, node.node_key, node.chain_hash()).await {
+                        Ok((peer, w, r)) => node.run_peer(peer, w, r).await,
+                        Err(e) => tracing::info!(%from, "inbound peer refused: {e}"),
+                    }
+                });
+            }
+        });
+    }
+
+    /// Connects to a peer and keeps the connection running in the background.
+    pub async fn connect_peer(
+        self: &Arc<Self>,
+        peer: PublicKey,
+        addr: SocketAddr,
+    ) -> Result<(), NodeError> {
+        let (w, r) = connect(addr, self.node_key, peer, self.chain_hash()).await?;
+        let node = self.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            node.run_peer_with(peer, w, r, Some(ready_tx)).await;
+        });
+        let _ = ready_rx.await;
+        Ok(())
+    }
+
+    async fn run_peer(self: Arc<Self>, peer: PublicKey, w: PeerWriter, r: PeerReader) {
+        self.run_peer_with(peer, w, r, None).await
+    }
+
+    async fn run_peer_with(
+        self: Arc<Self>,
+        peer: PublicKey,
+        mut w: PeerWriter,
+        mut r: PeerReader,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        r.answer_pings(tx.clone());
+        self.peers.lock().await.insert(peer, tx.clone());
+        tracing::info!(%peer, "peer connected");
+        let writer = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if w.send(&m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Reestablish every channel with this peer.
+        let ours: Vec<_> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for e in channels.values() {
+                let e = e.lock().await;
+                if e.peer == peer {
+                    v.push(Message::ChannelReestablish(e.channel.reestablish_message()));
+                }
+            }
+            v
+        };
+        for m in ours {
+            let _ = tx.send(m);
+        }
+        if let Some(ready) = ready {
+            let _ = ready.send(());
+        }
+        loop {
+            let msg = match r.recv().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::info!(%peer, "peer disconnected: {e}");
+                    break;
+                }
+            };
+            if let Err(e) = self.dispatch(peer, msg.clone()).await {
+                tracing::warn!(%peer, "refused {}: {e}", msg.msg_type());
+                let channel_id = channel_of(&msg).unwrap_or(ChannelId([0; 32]));
+                let _ = tx.send(Message::Warning(Warning {
+                    channel_id,
+                    data: e.to_string().into_bytes(),
+                }));
+            }
+        }
+        self.peers.lock().await.remove(&peer);
+        writer.abort();
+        self.on_peer_disconnected(peer).await;
+    }
+
+    async fn dispatch(&self, peer: PublicKey, msg: Message) -> Result<(), NodeError> {
+        match msg {
+            Message::OpenChannel(m) => self.on_open_channel(peer, m).await,
+            Message::AcceptChannel(m) => self.on_accept_channel(peer, m).await,
+            Message::FundingCreated(m) => self.on_funding_created(peer, m).await,
+            Message::FundingSigned(m) => self.on_funding_signed(peer, m).await,
+            Message::ErrorMessage(ErrorMessage { data, .. })
+            | Message::Warning(Warning { data, .. }) => {
+                tracing::warn!(%peer, "peer says: {}", String::from_utf8_lossy(&data));
+                Ok(())
+            }
+            Message::Init(_) | Message::Ping(_) | Message::Pong(_) | Message::Unknown { .. } => {
+                Ok(())
+            }
+            other => self.on_channel_message(peer, other).await,
+        }
+    }
+
+    /// BOLT 2: forget uncommitted updates of every channel with this peer.
+    async fn on_peer_disconnected(&self, peer: PublicKey) {
+        let ids: Vec<ChannelId> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                if e.lock().await.peer == peer {
+                    v.push(*id);
+                }
+            }
+            v
+        };
+        for id in ids {
+            let _ = self
+                .with_channel(&id, |e, out| {
+                    for dropped in e.channel.on_disconnect() {
+                        if let channel::state::UpdateKind::Add(h) = dropped {
+                            out.effects.push(super::channels::Effect::PaymentFailed(
+                                h.payment_hash,
+                                "peer disconnected".into(),
+                            ));
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+    }
+}
+
+fn channel_of(msg: &Message) -> Option<ChannelId> {
+    Some(match msg {
+        Message::UpdateAddHtlc(m) => m.channel_id,
+        Message::UpdateFulfillHtlc(m) => m.channel_id,
+        Message::UpdateFailHtlc(m) => m.channel_id,
+        Message::CommitmentSigned(m) => m.channel_id,
+        Message::RevokeAndAck(m) => m.channel_id,
+        Message::UpdateFee(m) => m.channel_id,
+        Message::Shutdown(m) => m.channel_id,
+        Message::ClosingSigned(m) => m.channel_id,
+        Message::ChannelReestablish(m) => m.channel_id,
+        Message::ChannelReady(m) => m.channel_id,
+        _ => return None,
+    })
+}
