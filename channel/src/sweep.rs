@@ -158,3 +158,47 @@ pub fn build_delayed_sweep(
     tx.input[0].witness = witness(&sig_all(&sig));
     Ok(tx)
 }
+
+/// Builds and signs the spend of a P2WPKH output of `key` to `destination`.
+pub fn build_p2wpkh_sweep(
+    outpoint: OutPoint,
+    value: Amount,
+    key: &SecretKey,
+    destination: ScriptBuf,
+    feerate: FeeratePerKw,
+) -> Result<Transaction, SweepError> {
+    let pubkey = bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), key));
+    let witness = |sig: &[u8]| {
+        let mut w = Witness::new();
+        w.push(sig);
+        w.push(pubkey.to_bytes());
+        w
+    };
+    let mut tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: witness(&MAX_SIG),
+        }],
+        output: vec![TxOut {
+            value: Amount::ZERO,
+            script_pubkey: destination,
+        }],
+    };
+    tx.output[0].value = Amount::from_sat(pay_out(value.to_sat(), tx.weight().to_wu(), feerate)?);
+    let script_code = ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash());
+    let hash = bitcoin::sighash::SighashCache::new(&tx)
+        .p2wpkh_signature_hash(
+            0,
+            &script_code,
+            value,
+            bitcoin::sighash::EcdsaSighashType::All,
+        )
+        .expect("input 0 exists");
+    let sig = secp().sign_ecdsa(&bitcoin::secp256k1::Message::from(hash), key);
+    tx.input[0].witness = witness(&sig_all(&sig));
+    Ok(tx)
+}

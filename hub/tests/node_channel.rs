@@ -44,13 +44,23 @@ async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<String>) 
     .expect("node starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_pay_both_ways_and_close_cooperatively() {
+struct Pair {
+    devnet: Arc<Devnet>,
+    a: Arc<Node>,
+    b: Arc<Node>,
+    id: channel::ChannelId,
+    wallet_after_funding: Amount,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+const CAPACITY: u64 = 1_000_000;
+
+/// Two nodes with a confirmed, usable channel of `CAPACITY` funded by Alice.
+async fn open_pair(db_a: Option<String>, db_b: Option<String>) -> Pair {
     let devnet = Arc::new(Devnet::in_memory());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start(&devnet, dir_a.path(), None).await;
-    let b = start(&devnet, dir_b.path(), None).await;
-
+    let a = start(&devnet, dir_a.path(), db_a).await;
+    let b = start(&devnet, dir_b.path(), db_b).await;
     // Fund Alice: one mature coinbase of 50 BTC.
     let addr = a.new_address().await.unwrap();
     devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
@@ -63,9 +73,8 @@ async fn open_pay_both_ways_and_close_cooperatively() {
     .await;
 
     a.connect_peer(b.node_id(), b.listen_addr()).await.unwrap();
-    let capacity = 1_000_000u64;
     let id = a
-        .open_channel(b.node_id(), capacity, channel::Msat(0))
+        .open_channel(b.node_id(), CAPACITY, channel::Msat(0))
         .await
         .expect("open");
     devnet
@@ -81,39 +90,79 @@ async fn open_pay_both_ways_and_close_cooperatively() {
         .await;
     }
     let wallet_after_funding = a.wallet_balance().await;
-    assert!(wallet_after_funding < Amount::from_sat(5_000_000_000 - capacity));
-
-    // 100 payments, alternating: Alice 20,000 sat to Bob, Bob 5,000 sat back.
-    let (mut to_bob, mut to_alice) = (0u64, 0u64);
-    for i in 0..100u32 {
-        let (payer, payee, amount) = if i % 2 == 0 {
-            (&a, &b, 20_000_000u64)
-        } else {
-            (&b, &a, 5_000_000u64)
-        };
-        let mut p = [0u8; 32];
-        p[..4].copy_from_slice(&i.to_be_bytes());
-        p[31] = 1;
-        let preimage = channel::PaymentPreimage(p);
-        let hash = payee.add_preimage(preimage).await.unwrap();
-        let got = payer
-            .pay(&id, channel::Msat(amount), hash, 500)
-            .await
-            .expect("payment");
-        assert_eq!(got, preimage);
-        if i % 2 == 0 {
-            to_bob += amount;
-        } else {
-            to_alice += amount;
-        }
+    assert!(wallet_after_funding < Amount::from_sat(5_000_000_000 - CAPACITY));
+    Pair {
+        devnet,
+        a,
+        b,
+        id,
+        wallet_after_funding,
+        _dirs: (dir_a, dir_b),
     }
-    for n in [&a, &b] {
+}
+
+/// One payment of `amount` msat from `payer` to `payee` over the pair's channel.
+async fn pay(p: &Pair, from_bob: bool, amount: u64, n: u32) {
+    let (payer, payee) = if from_bob { (&p.b, &p.a) } else { (&p.a, &p.b) };
+    let mut bytes = [0u8; 32];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    bytes[31] = u8::from(from_bob) + 1;
+    let preimage = channel::PaymentPreimage(bytes);
+    let hash = payee.add_preimage(preimage).await.unwrap();
+    let got = payer
+        .pay(&p.id, channel::Msat(amount), hash, 500)
+        .await
+        .expect("payment");
+    assert_eq!(got, preimage);
+}
+
+async fn quiescent(p: &Pair) {
+    for n in [&p.a, &p.b] {
         wait_until("quiescent", || async {
-            n.channel(&id).await.unwrap().quiescent
+            n.channel(&p.id).await.unwrap().quiescent
         })
         .await;
     }
-    let alice_msat = capacity * 1000 - to_bob + to_alice;
+}
+
+async fn mine(p: &Pair, n: u32) {
+    p.devnet
+        .generate_to_script(n, &elsewhere().script_pubkey())
+        .unwrap();
+}
+
+/// The transaction that spent `outpoint`, found on chain.
+async fn spender(p: &Pair, outpoint: bitcoin::OutPoint) -> bitcoin::Transaction {
+    use chain::ChainSource;
+    p.devnet
+        .find_spend(&outpoint, 0)
+        .await
+        .unwrap()
+        .expect("spent")
+        .tx
+}
+
+fn fee_of(tx: &bitcoin::Transaction, spent: &[bitcoin::TxOut]) -> u64 {
+    spent.iter().map(|o| o.value.to_sat()).sum::<u64>()
+        - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+}
+
+async fn pay_both_ways_and_close(db_a: Option<String>, db_b: Option<String>) {
+    let p = open_pair(db_a, db_b).await;
+    let (a, b, id) = (&p.a, &p.b, p.id);
+    // 100 payments, alternating: Alice 20,000 sat to Bob, Bob 5,000 sat back.
+    let (mut to_bob, mut to_alice) = (0u64, 0u64);
+    for i in 0..100u32 {
+        if i % 2 == 0 {
+            pay(&p, false, 20_000_000, i).await;
+            to_bob += 20_000_000;
+        } else {
+            pay(&p, true, 5_000_000, i).await;
+            to_alice += 5_000_000;
+        }
+    }
+    quiescent(&p).await;
+    let alice_msat = CAPACITY * 1000 - to_bob + to_alice;
     let bob_msat = to_bob - to_alice;
     let ca = a.channel(&id).await.unwrap();
     let cb = b.channel(&id).await.unwrap();
@@ -141,26 +190,220 @@ async fn open_pay_both_ways_and_close_cooperatively() {
         Some(closing.clone()),
         b.channel(&id).await.unwrap().closing_tx
     );
-    devnet
-        .generate_to_script(1, &elsewhere().script_pubkey())
-        .unwrap();
-    for n in [&a, &b] {
+    mine(&p, 1).await;
+    for n in [a, b] {
         wait_until("closed", || async {
             n.channel(&id).await.unwrap().status == ChannelStatus::Closed
         })
         .await;
     }
     let paid: u64 = closing.output.iter().map(|o| o.value.to_sat()).sum();
-    let fee = capacity - paid;
+    let fee = CAPACITY - paid;
     assert!(fee > 0 && fee < 2_000, "closing fee {fee}");
     // Bob (not the funder) gets exactly his balance; Alice gets hers minus the fee.
     wait_until("bob's wallet", || async {
         b.wallet_balance().await == Amount::from_sat(bob_msat / 1000)
     })
     .await;
-    let alice_expected = wallet_after_funding + Amount::from_sat(alice_msat / 1000 - fee);
+    let alice_expected = p.wallet_after_funding + Amount::from_sat(alice_msat / 1000 - fee);
     wait_until("alice's wallet", || async {
         a.wallet_balance().await == alice_expected
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_pay_both_ways_and_close_cooperatively_sqlite() {
+    pay_both_ways_and_close(None, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_pay_both_ways_and_close_cooperatively_postgres() {
+    let Some(admin) = std::env::var("HUB_TEST_POSTGRES_URL").ok() else {
+        eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL node test skipped");
+        return;
+    };
+    let (url_a, drop_a) = pg_database(&admin, "a").await;
+    let (url_b, drop_b) = pg_database(&admin, "b").await;
+    pay_both_ways_and_close(Some(url_a), Some(url_b)).await;
+    drop_a.await;
+    drop_b.await;
+}
+
+/// A throw-away PostgreSQL database and the future that drops it.
+async fn pg_database(admin: &str, tag: &str) -> (String, impl Future<Output = ()>) {
+    use sqlx::Connection;
+    let name = format!(
+        "hub_node_{tag}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    let admin = admin.to_string();
+    let url = format!("{base}/{name}");
+    let drop = async move {
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    };
+    (url, drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_close_returns_both_balances_on_chain() {
+    let p = open_pair(None, None).await;
+    for i in 0..4 {
+        pay(&p, false, 50_000_000, i).await;
+    }
+    quiescent(&p).await;
+    let txid = p.a.force_close(&p.id).await.unwrap();
+    mine(&p, 1).await;
+    // Bob's to_remote pays his payment basepoint directly: he sweeps it at once.
+    wait_until("bob's sweep", || async {
+        !p.b.channel(&p.id).await.unwrap().pending_sweeps.is_empty()
+    })
+    .await;
+    mine(&p, 1).await;
+    let commitment = {
+        use chain::ChainSource;
+        p.devnet
+            .transaction(&txid)
+            .await
+            .unwrap()
+            .expect("commitment on chain")
+            .0
+    };
+    // Bob: 200,000 sat in the commitment's to_remote, minus his sweep's fee.
+    let to_remote = commitment
+        .output
+        .iter()
+        .position(|o| o.script_pubkey.is_p2wpkh())
+        .unwrap();
+    let sweep = spender(&p, bitcoin::OutPoint::new(txid, to_remote as u32)).await;
+    assert_eq!(
+        commitment.output[to_remote].value,
+        Amount::from_sat(200_000)
+    );
+    let bob_fee = fee_of(&sweep, &[commitment.output[to_remote].clone()]);
+    assert!(bob_fee > 0 && bob_fee < 1_000);
+    wait_until("bob's wallet", || async {
+        p.b.wallet_balance().await == Amount::from_sat(200_000 - bob_fee)
+    })
+    .await;
+
+    // Alice's to_local is locked for 144 blocks (Bob's to_self_delay for her).
+    let to_local = commitment
+        .output
+        .iter()
+        .position(|o| o.script_pubkey.is_p2wsh())
+        .unwrap();
+    mine(&p, 140).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.a.wallet_balance().await,
+        p.wallet_after_funding,
+        "nothing before the CSV delay"
+    );
+    mine(&p, 5).await;
+    wait_until("alice's sweep in the mempool", || async {
+        use chain::ChainSource;
+        !p.devnet.mempool_txids().await.unwrap().is_empty()
+    })
+    .await;
+    mine(&p, 1).await;
+    wait_until("alice closed", || async {
+        p.a.channel(&p.id).await.unwrap().status == ChannelStatus::Closed
+    })
+    .await;
+    let sweep = spender(&p, bitcoin::OutPoint::new(txid, to_local as u32)).await;
+    let alice_fee = fee_of(&sweep, &[commitment.output[to_local].clone()]);
+    let commitment_fee = CAPACITY
+        - commitment
+            .output
+            .iter()
+            .map(|o| o.value.to_sat())
+            .sum::<u64>();
+    assert_eq!(
+        commitment.output[to_local].value.to_sat(),
+        800_000 - commitment_fee
+    );
+    let expected =
+        p.wallet_after_funding + commitment.output[to_local].value - Amount::from_sat(alice_fee);
+    wait_until("alice's wallet", || async {
+        p.a.wallet_balance().await == expected
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breach_is_punished_with_the_whole_channel() {
+    let p = open_pair(None, None).await;
+    pay(&p, false, 100_000_000, 0).await;
+    quiescent(&p).await;
+    // Alice keeps this commitment (she has 900,000 sat in it), then pays Bob more.
+    let old = p.a.signed_commitment(&p.id).await.unwrap();
+    for i in 1..4 {
+        pay(&p, false, 100_000_000, i).await;
+    }
+    quiescent(&p).await;
+    // Alice cheats: she broadcasts the revoked commitment.
+    {
+        use chain::ChainSource;
+        p.devnet
+            .broadcast(&old)
+            .await
+            .expect("old commitment is a valid transaction");
+    }
+    mine(&p, 1).await;
+    wait_until("bob's justice", || async {
+        p.b.channel(&p.id).await.unwrap().pending_sweeps.len() == 2
+    })
+    .await;
+    mine(&p, 1).await;
+    wait_until("bob closed", || async {
+        p.b.channel(&p.id).await.unwrap().status == ChannelStatus::Closed
+    })
+    .await;
+
+    // Every output of the revoked commitment went to Bob.
+    let old_txid = old.compute_txid();
+    let mut fees = 0;
+    let mut seen = Vec::new();
+    for vout in 0..old.output.len() {
+        let tx = spender(&p, bitcoin::OutPoint::new(old_txid, vout as u32)).await;
+        if !seen.contains(&tx.compute_txid()) {
+            let spent: Vec<_> = tx
+                .input
+                .iter()
+                .map(|i| old.output[i.previous_output.vout as usize].clone())
+                .collect();
+            fees += fee_of(&tx, &spent);
+            seen.push(tx.compute_txid());
+        }
+    }
+    let old_total: u64 = old.output.iter().map(|o| o.value.to_sat()).sum();
+    wait_until("bob's wallet", || async {
+        p.b.wallet_balance().await == Amount::from_sat(old_total - fees)
+    })
+    .await;
+    assert!(
+        old_total - fees > CAPACITY - 20_000,
+        "bob has the whole channel less fees"
+    );
+    assert_eq!(
+        p.a.wallet_balance().await,
+        p.wallet_after_funding,
+        "the cheater gets nothing"
+    );
 }

@@ -1212,6 +1212,57 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Sweeps our to_remote output from a commitment of the counterparty's that is on
+    /// chain (with `option_static_remotekey` it pays our payment basepoint directly, no
+    /// delay). `None` if the transaction has no such output.
+    pub fn sweep_to_remote(
+        &self,
+        commitment: &Transaction,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Option<Result<Transaction, ChannelError>> {
+        let key = &self.secrets.payment_basepoint_secret;
+        let pubkey = bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), key));
+        let script = ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash());
+        let vout = commitment
+            .output
+            .iter()
+            .position(|o| o.script_pubkey == script)?;
+        let value = commitment.output[vout].value;
+        let outpoint = OutPoint::new(commitment.compute_txid(), vout as u32);
+        Some(
+            crate::sweep::build_p2wpkh_sweep(outpoint, value, key, destination, feerate)
+                .map_err(ChannelError::from),
+        )
+    }
+
+    /// Sweeps to_local of our commitment `number` (as built in `commitment`) once its CSV
+    /// delay has passed.
+    pub fn sweep_local_to_local(
+        &self,
+        number: CommitmentNumber,
+        commitment: &CommitmentTx,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Option<Result<Transaction, ChannelError>> {
+        let (vout, ws) = commitment.to_local.as_ref()?;
+        let outpoint = OutPoint::new(commitment.txid(), *vout);
+        Some(
+            crate::sweep::build_delayed_sweep(
+                outpoint,
+                commitment.output_value(*vout),
+                ws,
+                commitment.to_self_delay,
+                &self.local_delayed_key(number),
+                destination,
+                feerate,
+            )
+            .map_err(ChannelError::from),
+        )
+    }
+}
+
 /// The outputs of a (revoked) commitment that its revocation key can take.
 pub fn revoked_outputs(c: &CommitmentTx) -> Vec<RevokedOutput> {
     let txid = c.txid();

@@ -61,6 +61,10 @@ struct Stored {
     ready_received: bool,
     closing_tx: Option<Transaction>,
     closing_started: bool,
+    #[serde(default)]
+    funding_spent: bool,
+    #[serde(default)]
+    sweeps: Vec<Transaction>,
 }
 
 /// A channel and the node's bookkeeping about it.
@@ -75,6 +79,11 @@ pub(super) struct ChannelEntry {
     pub ready_received: bool,
     pub closing_tx: Option<Transaction>,
     pub closing_started: bool,
+    /// The funding output has been spent on chain.
+    pub funding_spent: bool,
+    /// Our transactions taking our funds from a commitment on chain, broadcast until
+    /// they confirm.
+    pub sweeps: Vec<Transaction>,
 }
 
 /// A channel being opened, before the funding signatures.
@@ -106,6 +115,8 @@ pub struct ChannelSummary {
     pub quiescent: bool,
     /// The agreed closing transaction, once there is one.
     pub closing_tx: Option<Transaction>,
+    /// Our sweeps of a commitment on chain still waiting to confirm.
+    pub pending_sweeps: Vec<Transaction>,
 }
 
 /// Things to do after a channel's new state is durable.
@@ -113,7 +124,6 @@ pub(super) enum Effect {
     Broadcast(Transaction),
     PaymentSucceeded(PaymentHash, PaymentPreimage),
     PaymentFailed(PaymentHash, String),
-    Opened(ChannelId),
 }
 
 /// What one step on a channel produced.
@@ -154,6 +164,8 @@ impl ChannelEntry {
             ready_received: self.ready_received,
             closing_tx: self.closing_tx.clone(),
             closing_started: self.closing_started,
+            funding_spent: self.funding_spent,
+            sweeps: self.sweeps.clone(),
         };
         StoredChannel {
             channel_id: self.channel.channel_id().0,
@@ -177,6 +189,7 @@ impl ChannelEntry {
             htlcs: v.htlcs.len(),
             quiescent: self.channel.log().updates.is_empty() && !self.channel.awaiting_revoke(),
             closing_tx: self.closing_tx.clone(),
+            pending_sweeps: self.sweeps.clone(),
         }
     }
 
@@ -267,6 +280,8 @@ impl Node {
                 ready_received: stored.ready_received,
                 closing_tx: stored.closing_tx,
                 closing_started: stored.closing_started,
+                funding_spent: stored.funding_spent,
+                sweeps: stored.sweeps,
             };
             self.channels
                 .lock()
@@ -362,11 +377,6 @@ impl Node {
                 Effect::PaymentFailed(hash, why) => {
                     if let Some(w) = self.payments.lock().await.remove(&hash) {
                         let _ = w.send(Err(why));
-                    }
-                }
-                Effect::Opened(id) => {
-                    if let Some(w) = self.open_waiters.lock().await.remove(&id) {
-                        let _ = w.send(Ok(id));
                     }
                 }
             }
@@ -535,6 +545,8 @@ impl Node {
             ready_received: false,
             closing_tx: None,
             closing_started: false,
+            funding_spent: false,
+            sweeps: vec![],
         };
         self.unsigned_funder
             .lock()
@@ -588,6 +600,8 @@ impl Node {
             ready_received: false,
             closing_tx: None,
             closing_started: false,
+            funding_spent: false,
+            sweeps: vec![],
         };
         // Durable before funding_signed lets the funder broadcast.
         self.group
@@ -792,6 +806,40 @@ impl Node {
             Ok(())
         })
         .await
+    }
+
+    /// Force-closes: broadcasts our latest commitment. Our to_local comes back to the
+    /// wallet after the CSV delay.
+    pub async fn force_close(&self, channel_id: &ChannelId) -> Result<Txid, NodeError> {
+        let mut txid = None;
+        self.with_channel(channel_id, |e, out| {
+            if e.funding_spent {
+                return Err(NodeError::Invalid("channel already closed on chain"));
+            }
+            let (tx, _) = e
+                .channel
+                .signed_local_commitment()
+                .ok_or(NodeError::Invalid("no signed commitment yet"))?;
+            txid = Some(tx.compute_txid());
+            e.status = ChannelStatus::ForceClosed;
+            out.effects.push(Effect::Broadcast(tx));
+            Ok(())
+        })
+        .await?;
+        Ok(txid.expect("set on success"))
+    }
+
+    /// Our current commitment transaction, fully signed: what a force close broadcasts.
+    pub async fn signed_commitment(
+        &self,
+        channel_id: &ChannelId,
+    ) -> Result<Transaction, NodeError> {
+        let entry = self.entry(channel_id).await?;
+        let e = entry.lock().await;
+        e.channel
+            .signed_local_commitment()
+            .map(|(tx, _)| tx)
+            .ok_or(NodeError::Invalid("no signed commitment yet"))
     }
 
     /// Summaries of every channel.

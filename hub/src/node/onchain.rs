@@ -1,9 +1,15 @@
 //! Following the chain: the wallet's coins, funding confirmations (then channel_ready),
 //! and closing transactions confirming.
 
-use super::channels::{ChannelStatus, Effect};
+use super::channels::ChannelStatus;
 use super::{Node, NodeError};
+use bitcoin::hashes::Hash;
+use bitcoin::Transaction;
 use chain::{ChainEvent, ChainPoller};
+use channel::FeeratePerKw;
+
+/// Fee rate of our sweeps and justice transactions.
+const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
 use channel::ChannelId;
 use std::sync::Arc;
@@ -32,8 +38,8 @@ impl Node {
                 if let Err(e) = node.wallet.lock().await.apply(&event) {
                     tracing::warn!("wallet could not apply a chain event: {e}");
                 }
-                if let ChainEvent::BlockConnected { .. } = event {
-                    node.on_block().await;
+                if let ChainEvent::BlockConnected { block, .. } = &event {
+                    node.on_block(block).await;
                 }
                 node.synced_blocks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -42,7 +48,116 @@ impl Node {
         Ok(())
     }
 
-    async fn on_block(&self) {
+    async fn on_block(&self, block: &bitcoin::Block) {
+        // Funding outputs spent in this block: a close of some kind.
+        let funding: std::collections::HashMap<bitcoin::OutPoint, ChannelId> = {
+            let channels = self.channels.lock().await;
+            let mut m = std::collections::HashMap::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if !e.funding_spent {
+                    m.insert(e.channel.setup().funding_outpoint, *id);
+                }
+            }
+            m
+        };
+        for tx in &block.txdata {
+            for input in &tx.input {
+                if let Some(id) = funding.get(&input.previous_output) {
+                    if let Err(e) = self.on_funding_spent(id, tx).await {
+                        tracing::warn!("handling the close of {id}: {e}");
+                    }
+                }
+            }
+        }
+        self.rebroadcast_sweeps().await;
+        self.check_confirmations().await;
+    }
+
+    /// The funding output was spent by `tx`: a mutual close, our commitment, the
+    /// counterparty's current commitment, or a revoked one (breach).
+    async fn on_funding_spent(&self, id: &ChannelId, tx: &Transaction) -> Result<(), NodeError> {
+        let txid = tx.compute_txid();
+        let revoked = match self.store.revoked_by_txid(&txid.to_byte_array()).await? {
+            Some((_, _, data)) => Some(
+                serde_json::from_slice::<channel::state::RevokedCommitment>(&data)
+                    .map_err(|e| NodeError::Corrupt(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let dest = self.wallet.lock().await.new_address()?.script_pubkey();
+        let feerate = SWEEP_FEERATE;
+        self.with_channel(id, |e, _out| {
+            e.funding_spent = true;
+            if e.closing_tx.as_ref().map(|t| t.compute_txid()) == Some(txid) {
+                e.status = ChannelStatus::Closed;
+                return Ok(());
+            }
+            e.status = ChannelStatus::ForceClosed;
+            let mut sweeps = Vec::new();
+            if let Some(r) = revoked {
+                tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);
+                sweeps.push(e.channel.justice_tx(&r, dest.clone(), feerate)?);
+                if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
+                    sweeps.push(s?);
+                }
+            } else if let Some((ours, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {
+                let _ = ours;
+                let number = e.channel.local_commitment_number();
+                if let Some(s) = e.channel.sweep_local_to_local(number, &built, dest.clone(), feerate) {
+                    sweeps.push(s?);
+                }
+            } else if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
+                sweeps.push(s?);
+            }
+            if sweeps.is_empty() {
+                e.status = ChannelStatus::Closed;
+            }
+            e.sweeps = sweeps;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
+    /// forgets the confirmed ones.
+    async fn rebroadcast_sweeps(&self) {
+        let pending: Vec<(ChannelId, Vec<Transaction>)> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if !e.sweeps.is_empty() {
+                    v.push((*id, e.sweeps.clone()));
+                }
+            }
+            v
+        };
+        for (id, sweeps) in pending {
+            let mut confirmed = Vec::new();
+            for tx in &sweeps {
+                let txid = tx.compute_txid();
+                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1 {
+                    confirmed.push(txid);
+                } else if let Err(e) = self.config.chain.broadcast(tx).await {
+                    tracing::debug!(%txid, "sweep not accepted yet: {e}");
+                }
+            }
+            if !confirmed.is_empty() {
+                let _ = self
+                    .with_channel(&id, |e, _| {
+                        e.sweeps.retain(|t| !confirmed.contains(&t.compute_txid()));
+                        if e.sweeps.is_empty() {
+                            e.status = ChannelStatus::Closed;
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn check_confirmations(&self) {
         let entries: Vec<(ChannelId, ChannelStatus, Option<bitcoin::Txid>, u32, bool)> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();
@@ -95,7 +210,6 @@ impl Node {
                 _ => {}
             }
         }
-        let _ = Effect::Opened;
     }
 
     /// Blocks the chain follower has processed (for tests waiting on the wallet).
