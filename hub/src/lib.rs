@@ -1,6 +1,7 @@
 //! The node: storage, peer link, channel manager. Same code for the hub and for a
 //! merchant's or user's light node; the role decides what is enabled.
 
+pub mod api;
 pub mod node;
 pub mod peer;
 pub mod store;

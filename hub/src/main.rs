@@ -1,0 +1,188 @@
+//! `hub`: runs a node (the hub, or a merchant's/user's light node) on the embedded devnet
+//! chain and an SQLite file by default.
+
+use anyhow::Context;
+use bitcoin::hashes::{sha256, Hash};
+use chain::rpc::client::{RpcClient, RpcCredentials};
+use chain::ChainSource;
+use clap::Parser;
+use hub::api::{router, App};
+use hub::node::{Node, NodeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Lightning-style payment-channel node.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Data directory: seed (mode 0600), SQLite database, embedded devnet chain.
+    #[arg(long, env = "HUB_DATA_DIR", default_value = "./hub-data")]
+    data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (default: SQLite in the data dir).
+    #[arg(long, env = "HUB_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where peers connect (BOLT 8).
+    #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:9735")]
+    listen: SocketAddr,
+    /// Where the REST API listens.
+    #[arg(long, env = "HUB_API_LISTEN", default_value = "127.0.0.1:8080")]
+    api_listen: SocketAddr,
+    /// Use Bitcoin Core at this JSON-RPC URL instead of the embedded devnet.
+    #[arg(long, env = "HUB_BITCOIND_URL")]
+    bitcoind_url: Option<String>,
+    /// bitcoind RPC user.
+    #[arg(long, env = "HUB_BITCOIND_USER", default_value = "")]
+    bitcoind_user: String,
+    /// bitcoind RPC password.
+    #[arg(
+        long,
+        env = "HUB_BITCOIND_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    bitcoind_password: String,
+    /// Network of the bitcoind back-end: regtest, signet, testnet or bitcoin.
+    #[arg(long, env = "HUB_NETWORK", default_value = "regtest")]
+    network: bitcoin::Network,
+    /// Where the embedded devnet serves Bitcoin Core's JSON-RPC (user "devnet", password
+    /// in <data-dir>/devnet/rpcpassword), so blocks can be mined with curl.
+    #[arg(long, env = "HUB_DEVNET_RPC", default_value = "127.0.0.1:18443")]
+    devnet_rpc: SocketAddr,
+    /// Confirmations before a channel is usable (default 3 on devnet/regtest, 6 otherwise).
+    #[arg(long, env = "HUB_MINIMUM_DEPTH")]
+    minimum_depth: Option<u32>,
+    /// Operator API key (default: generated at first start and printed once).
+    #[arg(long, env = "HUB_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    use bitcoin::secp256k1::rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    bitcoin::secp256k1::rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Writes a secret file readable only by its owner.
+fn write_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+
+    let (chain, network, depth): (Arc<dyn ChainSource>, bitcoin::Network, u32) =
+        match &args.bitcoind_url {
+            Some(url) => {
+                let client = RpcClient::new(
+                    url.clone(),
+                    RpcCredentials::UserPass(
+                        args.bitcoind_user.clone(),
+                        args.bitcoind_password.clone(),
+                    ),
+                )?;
+                let depth = if args.network == bitcoin::Network::Regtest {
+                    3
+                } else {
+                    6
+                };
+                (Arc::new(client), args.network, depth)
+            }
+            None => {
+                let dir = args.data_dir.join("devnet");
+                std::fs::create_dir_all(&dir)?;
+                let devnet = chain::Devnet::open(&dir)
+                    .with_context(|| format!("opening devnet in {}", dir.display()))?;
+                let pw_path = dir.join("rpcpassword");
+                if !pw_path.exists() {
+                    write_secret(&pw_path, &random_hex(16))?;
+                }
+                let password = std::fs::read_to_string(&pw_path)?.trim().to_string();
+                let server = chain::rpc::server::serve(
+                    devnet.clone(),
+                    args.devnet_rpc,
+                    chain::rpc::server::RpcAuth {
+                        user: "devnet".into(),
+                        password,
+                    },
+                )
+                .await
+                .with_context(|| format!("serving devnet RPC on {}", args.devnet_rpc))?;
+                println!(
+                "devnet chain: Bitcoin Core JSON-RPC on http://{} (user devnet, password in {})",
+                server.addr,
+                pw_path.display()
+            );
+                std::mem::forget(server);
+                (Arc::new(devnet), bitcoin::Network::Regtest, 3)
+            }
+        };
+    let node = Node::start(NodeConfig {
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+        listen: args.listen,
+        chain,
+        network,
+        minimum_depth: args.minimum_depth.unwrap_or(depth),
+        chain_poll: Duration::from_millis(500),
+    })
+    .await?;
+
+    let key_hash_path = args.data_dir.join("api_key.sha256");
+    let api_key_hash = match (&args.api_key, key_hash_path.exists()) {
+        (Some(k), _) => sha256::Hash::hash(k.as_bytes()).to_byte_array(),
+        (None, true) => {
+            let h = std::fs::read_to_string(&key_hash_path)?;
+            <[u8; 32]>::try_from(hex::decode(h.trim())?.as_slice())
+                .context("api_key.sha256 holds 32 hex bytes")?
+        }
+        (None, false) => {
+            let key = random_hex(24);
+            let h = sha256::Hash::hash(key.as_bytes()).to_byte_array();
+            write_secret(&key_hash_path, &hex::encode(h))?;
+            println!("operator API key (shown once, only its hash is stored): {key}");
+            h
+        }
+    };
+    let app = Arc::new(App {
+        node: node.clone(),
+        api_key_hash,
+    });
+    let listener = tokio::net::TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding {}", args.api_listen))?;
+    println!(
+        "node id {} listening for peers on {}",
+        node.node_id(),
+        node.listen_addr()
+    );
+    println!(
+        "REST API on http://{}  (try: curl -H 'Authorization: Bearer <key>' http://{}/v1/info)",
+        listener.local_addr()?,
+        listener.local_addr()?
+    );
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
