@@ -100,10 +100,24 @@ impl Node {
                     channel_id,
                     data: e.to_string().into_bytes(),
                 }));
+                // A peer that breaks the channel protocol is disconnected (BOLT 1 warning
+                // semantics); the channel keeps its last good state and is reestablished
+                // on reconnection.
+                if !matches!(e, NodeError::UnknownChannel) {
+                    break;
+                }
             }
         }
         self.peers.lock().await.remove(&peer);
-        writer.abort();
+        drop(tx);
+        drop(r);
+        // Let the writer flush what is queued (the warning), then end.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "writer did not finish in time");
+        }
         self.on_peer_disconnected(peer).await;
     }
 

@@ -1,0 +1,85 @@
+//! Peers that misbehave are warned or disconnected; the node and its channels carry on.
+
+mod common;
+
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::Network;
+use channel::msgs::*;
+use channel::ChannelId;
+use common::*;
+use hub::node::ChannelStatus;
+
+fn chain_hash() -> [u8; 32] {
+    bitcoin::constants::ChainHash::using_genesis_block(Network::Regtest).to_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peers_do_not_hurt_the_node() {
+    let p = open_pair(None, None).await;
+    pay(&p, false, 100_000_000, 0).await;
+    quiescent(&p).await;
+    let before = p.b.channel(&p.id).await.unwrap();
+    let evil = SecretKey::from_slice(&[0xee; 32]).unwrap();
+
+    // Messages for a channel that is not the sender's: warned, nothing changes.
+    let (mut w, mut r) = hub::peer::connect(p.b.listen_addr(), evil, p.b.node_id(), chain_hash())
+        .await
+        .unwrap();
+    w.send(&Message::UpdateFee(UpdateFee {
+        channel_id: p.id,
+        feerate_per_kw: 1,
+    }))
+    .await
+    .unwrap();
+    match r.recv().await.unwrap() {
+        Message::Warning(m) => assert_eq!(m.channel_id, p.id),
+        other => panic!("expected a warning, got {other:?}"),
+    }
+    w.send(&Message::CommitmentSigned(CommitmentSigned {
+        channel_id: p.id,
+        signature: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[7; 64]).unwrap(),
+        htlc_signatures: vec![],
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(r.recv().await.unwrap(), Message::Warning(_)));
+    assert_eq!(p.b.channel(&p.id).await.unwrap(), before);
+
+    // An unknown even message type: BOLT 1 says close the connection.
+    w.send(&Message::Unknown {
+        msg_type: 100,
+        payload: vec![1, 2, 3],
+    })
+    .await
+    .unwrap();
+    assert!(r.recv().await.is_err(), "connection closed");
+
+    // Funding messages nobody asked for are refused.
+    let (mut w, mut r) = hub::peer::connect(p.b.listen_addr(), evil, p.b.node_id(), chain_hash())
+        .await
+        .unwrap();
+    w.send(&Message::FundingSigned(FundingSigned {
+        channel_id: ChannelId([5; 32]),
+        signature: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[7; 64]).unwrap(),
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(r.recv().await, Ok(Message::Warning(_)) | Err(_)));
+
+    // Garbage bytes instead of a handshake.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(p.b.listen_addr())
+            .await
+            .unwrap();
+        s.write_all(&[0xff; 200]).await.unwrap();
+    }
+
+    // The real channel still works both ways.
+    pay(&p, false, 10_000_000, 1).await;
+    pay(&p, true, 5_000_000, 2).await;
+    quiescent(&p).await;
+    let after = p.b.channel(&p.id).await.unwrap();
+    assert_eq!(after.local.0, before.local.0 + 5_000_000);
+    assert_eq!(after.status, ChannelStatus::Normal);
+}

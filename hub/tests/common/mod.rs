@@ -1,0 +1,147 @@
+//! Helpers shared by the node tests: two nodes on the devnet with a funded channel.
+#![allow(dead_code)]
+
+use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::{Address, Amount, CompressedPublicKey, Network};
+use chain::Devnet;
+use hub::node::{ChannelStatus, Node, NodeConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn elsewhere() -> Address {
+    let key = SecretKey::from_slice(&[0x77; 32]).unwrap();
+    let pk = CompressedPublicKey(PublicKey::from_secret_key(channel::keys::secp(), &key));
+    Address::p2wpkh(&pk, Network::Regtest)
+}
+
+pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<String>) -> Arc<Node> {
+    Node::start(NodeConfig {
+        data_dir: dir.to_path_buf(),
+        database_url: db,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        chain: devnet.clone(),
+        network: Network::Regtest,
+        minimum_depth: 3,
+        chain_poll: Duration::from_millis(50),
+    })
+    .await
+    .expect("node starts")
+}
+
+pub struct Pair {
+    pub devnet: Arc<Devnet>,
+    pub a: Arc<Node>,
+    pub b: Arc<Node>,
+    pub id: channel::ChannelId,
+    pub wallet_after_funding: Amount,
+    pub _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+pub const CAPACITY: u64 = 1_000_000;
+
+/// Two nodes with a confirmed, usable channel of `CAPACITY` funded by Alice.
+pub async fn open_pair(db_a: Option<String>, db_b: Option<String>) -> Pair {
+    let devnet = Arc::new(Devnet::in_memory());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(&devnet, dir_a.path(), db_a).await;
+    let b = start(&devnet, dir_b.path(), db_b).await;
+    // Fund Alice: one mature coinbase of 50 BTC.
+    let addr = a.new_address().await.unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    devnet
+        .generate_to_script(100, &elsewhere().script_pubkey())
+        .unwrap();
+    wait_until("alice's coinbase", || async {
+        a.wallet_balance().await == Amount::from_sat(5_000_000_000)
+    })
+    .await;
+
+    a.connect_peer(b.node_id(), b.listen_addr()).await.unwrap();
+    let id = a
+        .open_channel(b.node_id(), CAPACITY, channel::Msat(0))
+        .await
+        .expect("open");
+    devnet
+        .generate_to_script(3, &elsewhere().script_pubkey())
+        .unwrap();
+    for n in [&a, &b] {
+        wait_until("channel normal", || async {
+            n.channel(&id)
+                .await
+                .map(|c| c.status == ChannelStatus::Normal)
+                .unwrap_or(false)
+        })
+        .await;
+    }
+    let wallet_after_funding = a.wallet_balance().await;
+    assert!(wallet_after_funding < Amount::from_sat(5_000_000_000 - CAPACITY));
+    Pair {
+        devnet,
+        a,
+        b,
+        id,
+        wallet_after_funding,
+        _dirs: (dir_a, dir_b),
+    }
+}
+
+/// One payment of `amount` msat from `payer` to `payee` over the pair's channel.
+pub async fn pay(p: &Pair, from_bob: bool, amount: u64, n: u32) {
+    let (payer, payee) = if from_bob { (&p.b, &p.a) } else { (&p.a, &p.b) };
+    let mut bytes = [0u8; 32];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    bytes[31] = u8::from(from_bob) + 1;
+    let preimage = channel::PaymentPreimage(bytes);
+    let hash = payee.add_preimage(preimage).await.unwrap();
+    let got = payer
+        .pay(&p.id, channel::Msat(amount), hash, 500)
+        .await
+        .expect("payment");
+    assert_eq!(got, preimage);
+}
+
+pub async fn quiescent(p: &Pair) {
+    for n in [&p.a, &p.b] {
+        wait_until("quiescent", || async {
+            n.channel(&p.id).await.unwrap().quiescent
+        })
+        .await;
+    }
+}
+
+pub async fn mine(p: &Pair, n: u32) {
+    p.devnet
+        .generate_to_script(n, &elsewhere().script_pubkey())
+        .unwrap();
+}
+
+/// The transaction that spent `outpoint`, found on chain.
+pub async fn spender(p: &Pair, outpoint: bitcoin::OutPoint) -> bitcoin::Transaction {
+    use chain::ChainSource;
+    p.devnet
+        .find_spend(&outpoint, 0)
+        .await
+        .unwrap()
+        .expect("spent")
+        .tx
+}
+
+pub fn fee_of(tx: &bitcoin::Transaction, spent: &[bitcoin::TxOut]) -> u64 {
+    spent.iter().map(|o| o.value.to_sat()).sum::<u64>()
+        - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+}
