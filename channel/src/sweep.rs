@@ -202,3 +202,47 @@ pub fn build_p2wpkh_sweep(
     tx.input[0].witness = witness(&sig_all(&sig));
     Ok(tx)
 }
+
+/// Claims an HTLC output of the counterparty's commitment with our HTLC key: with the
+/// preimage (witness `<sig> <preimage> <script>`) for an HTLC they offered us, or after
+/// `cltv_expiry` (witness `<sig> 0 <script>`, nLockTime = expiry) for one we offered them.
+#[allow(clippy::too_many_arguments)]
+pub fn build_htlc_claim(
+    outpoint: OutPoint,
+    value: Amount,
+    witness_script: &ScriptBuf,
+    htlc_key: &SecretKey,
+    preimage: Option<&[u8; 32]>,
+    cltv_expiry: u32,
+    destination: ScriptBuf,
+    feerate: FeeratePerKw,
+) -> Result<Transaction, SweepError> {
+    let witness = |sig: &[u8]| {
+        let mut w = Witness::new();
+        w.push(sig);
+        match preimage {
+            Some(p) => w.push(p),
+            None => w.push([]),
+        }
+        w.push(witness_script.as_bytes());
+        w
+    };
+    let mut tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::from_consensus(if preimage.is_some() { 0 } else { cltv_expiry }),
+        input: vec![TxIn {
+            previous_output: outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: witness(&MAX_SIG),
+        }],
+        output: vec![TxOut {
+            value: Amount::ZERO,
+            script_pubkey: destination,
+        }],
+    };
+    tx.output[0].value = Amount::from_sat(pay_out(value.to_sat(), tx.weight().to_wu(), feerate)?);
+    let sig = sign_input(&tx, 0, witness_script, value, htlc_key);
+    tx.input[0].witness = witness(&sig_all(&sig));
+    Ok(tx)
+}

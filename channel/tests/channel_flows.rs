@@ -262,6 +262,44 @@ fn force_close_with_htlcs_in_flight_resolves_on_chain() {
     // Bob's commitment is valid too.
     let (bob_commit, _) = p.bob.signed_local_commitment().unwrap();
     consensus_verify(&bob_commit, &spent).unwrap();
+
+    // Alice's resolutions of her own commitment: HTLC txs and their delayed sweeps.
+    let find = |h: &PaymentHash| preimages.iter().copied().find(|x| x.payment_hash() == *h);
+    let resolutions = p
+        .alice
+        .local_htlc_resolutions(find, p2wsh(3), FeeratePerKw(1000));
+    assert_eq!(
+        resolutions.len(),
+        4,
+        "two HTLC txs and two second-stage sweeps"
+    );
+    let mut outs = commit_outs.clone();
+    for tx in &resolutions {
+        consensus_verify(tx, &outs).expect("resolution valid");
+        outs.push((OutPoint::new(tx.compute_txid(), 0), tx.output[0].clone()));
+    }
+    // Bob's claims on Alice's commitment (his remote one): Alice's offer with the
+    // preimage, his own offer after its timeout.
+    let claims =
+        p.bob
+            .remote_htlc_claims(&commit.compute_txid(), find, p2wsh(4), FeeratePerKw(1000));
+    assert_eq!(claims.len(), 2);
+    for tx in &claims {
+        consensus_verify(tx, &commit_outs).expect("claim valid");
+    }
+    assert!(claims.iter().any(|t| t.lock_time.to_consensus_u32() == 610));
+    // Without the preimage Bob can only wait for his own offer to time out.
+    assert_eq!(
+        p.bob
+            .remote_htlc_claims(
+                &commit.compute_txid(),
+                |_| None,
+                p2wsh(4),
+                FeeratePerKw(1000)
+            )
+            .len(),
+        1
+    );
 }
 
 fn ws_of_htlc_output(p: &Pair, built: &channel::commitment::CommitmentTx) -> ScriptBuf {

@@ -270,3 +270,143 @@ async fn breach_is_punished_with_the_whole_channel() {
         "the cheater gets nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_close_with_htlcs_in_flight() {
+    use chain::ChainSource;
+    let p = open_pair(None, None).await;
+    pay(&p, false, 100_000_000, 0).await;
+    quiescent(&p).await;
+    // Bob holds two incoming payments: he knows the first preimage, not the second.
+    let p1 = channel::PaymentPreimage([0x31; 32]);
+    let h1 = p1.payment_hash();
+    let h2 = channel::PaymentPreimage([0x32; 32]).payment_hash();
+    p.b.hold(h1).await;
+    p.b.hold(h2).await;
+    p.b.add_preimage(p1).await.unwrap();
+    let height = p.devnet.tip().1;
+    let (a1, a2) = (p.a.clone(), p.a.clone());
+    let id = p.id;
+    tokio::spawn(async move {
+        a1.pay(&id, channel::Msat(30_000_000), h1, height + 30)
+            .await
+    });
+    tokio::spawn(async move {
+        a2.pay(&id, channel::Msat(20_000_000), h2, height + 10)
+            .await
+    });
+    wait_until("two HTLCs in both commitments", || async {
+        let (ca, cb) = (
+            p.a.channel(&p.id).await.unwrap(),
+            p.b.channel(&p.id).await.unwrap(),
+        );
+        ca.htlcs == 2 && cb.htlcs == 2 && ca.quiescent && cb.quiescent
+    })
+    .await;
+
+    let txid = p.a.force_close(&p.id).await.unwrap();
+    mine(&p, 1).await;
+    let commitment = p
+        .devnet
+        .transaction(&txid)
+        .await
+        .unwrap()
+        .expect("on chain")
+        .0;
+    let vout_of = |sat: u64| {
+        commitment
+            .output
+            .iter()
+            .position(|o| o.value.to_sat() == sat)
+            .expect("output") as u32
+    };
+    let (v1, v2, v_remote) = (vout_of(30_000), vout_of(20_000), vout_of(100_000));
+    let v_local = (0..commitment.output.len() as u32)
+        .find(|v| ![v1, v2, v_remote].contains(v))
+        .unwrap();
+
+    // Bob takes his balance at once and the first HTLC with its preimage.
+    wait_until("bob's claims", || async {
+        p.b.channel(&p.id).await.unwrap().pending_sweeps.len() == 2
+    })
+    .await;
+    mine(&p, 1).await;
+    // Alice's second HTLC times out at height + 10; then every CSV delay passes.
+    mine(&p, 12).await;
+    wait_until("alice's HTLC-timeout in the mempool", || async {
+        !p.devnet.mempool_txids().await.unwrap().is_empty()
+    })
+    .await;
+    mine(&p, 1).await;
+    for _ in 0..4 {
+        mine(&p, 40).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_until("alice's sweeps in the mempool", || async {
+        p.devnet.mempool_txids().await.unwrap().len() == 2
+    })
+    .await;
+    mine(&p, 1).await;
+    for n in [&p.a, &p.b] {
+        wait_until("closed", || async {
+            n.channel(&p.id).await.unwrap().status == ChannelStatus::Closed
+        })
+        .await;
+    }
+
+    let out = |vout: u32| bitcoin::OutPoint::new(txid, vout);
+    let h1_claim = spender(&p, out(v1)).await;
+    assert_eq!(
+        h1_claim.input[0].witness.nth(1).map(|w| w.to_vec()),
+        Some(p1.0.to_vec()),
+        "bob claimed with the preimage"
+    );
+    let to_remote_sweep = spender(&p, out(v_remote)).await;
+    let bob = h1_claim.output[0].value + to_remote_sweep.output[0].value;
+    assert!(bob.to_sat() > 130_000 - 2_000 && bob.to_sat() < 130_000);
+    wait_until("bob's wallet", || async {
+        p.b.wallet_balance().await == bob
+    })
+    .await;
+
+    let timeout_tx = spender(&p, out(v2)).await;
+    assert_eq!(
+        timeout_tx.lock_time.to_consensus_u32(),
+        height + 10,
+        "HTLC-timeout at the expiry"
+    );
+    let second_stage = spender(&p, bitcoin::OutPoint::new(timeout_tx.compute_txid(), 0)).await;
+    let to_local_sweep = spender(&p, out(v_local)).await;
+    let commitment_fee = CAPACITY
+        - commitment
+            .output
+            .iter()
+            .map(|o| o.value.to_sat())
+            .sum::<u64>();
+    assert_eq!(
+        commitment.output[v_local as usize].value.to_sat(),
+        850_000 - commitment_fee
+    );
+    let alice =
+        p.wallet_after_funding + second_stage.output[0].value + to_local_sweep.output[0].value;
+    wait_until("alice's wallet", || async {
+        p.a.wallet_balance().await == alice
+    })
+    .await;
+    // Fees aside, the channel is split exactly: 850,000 + 20,000 to Alice, 130,000 to Bob.
+    let fees = fee_of(&h1_claim, &[commitment.output[v1 as usize].clone()])
+        + fee_of(
+            &to_remote_sweep,
+            &[commitment.output[v_remote as usize].clone()],
+        )
+        + fee_of(&timeout_tx, &[commitment.output[v2 as usize].clone()])
+        + fee_of(&second_stage, &[timeout_tx.output[0].clone()])
+        + fee_of(
+            &to_local_sweep,
+            &[commitment.output[v_local as usize].clone()],
+        );
+    assert_eq!(
+        (alice - p.wallet_after_funding + bob).to_sat() + fees + commitment_fee,
+        CAPACITY
+    );
+}

@@ -1263,6 +1263,106 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Everything that takes HTLC value back from our own commitment on chain (number
+    /// `local_commitment_number`): signed HTLC-timeout transactions (valid from each HTLC's
+    /// cltv_expiry), HTLC-success transactions for HTLCs whose preimage `preimage_for`
+    /// knows, and the CSV-delayed sweeps of their outputs to `destination`.
+    pub fn local_htlc_resolutions(
+        &self,
+        preimage_for: impl Fn(&PaymentHash) -> Option<PaymentPreimage>,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Vec<Transaction> {
+        let number = self.local_commitment_number();
+        let key = self.local_delayed_key(number);
+        let keys = self.s.local_keys;
+        let ws = crate::script::to_local_script(
+            &keys.revocation_key,
+            self.s.setup.remote_params.to_self_delay,
+            &keys.local_delayed_key,
+        );
+        let mut out = Vec::new();
+        for tx in self.signed_local_htlc_txs(preimage_for) {
+            let outpoint = OutPoint::new(tx.compute_txid(), 0);
+            let sweep = crate::sweep::build_delayed_sweep(
+                outpoint,
+                tx.output[0].value,
+                &ws,
+                self.s.setup.remote_params.to_self_delay,
+                &key,
+                destination.clone(),
+                feerate,
+            );
+            out.push(tx);
+            if let Ok(sweep) = sweep {
+                out.push(sweep);
+            }
+        }
+        out
+    }
+
+    /// Claims of the HTLC outputs of the counterparty's commitment `commitment_txid` (its
+    /// latest, or the one before while it is not yet revoked): HTLCs it offered us whose
+    /// preimage we know, at once; HTLCs we offered it, after their cltv_expiry.
+    pub fn remote_htlc_claims(
+        &self,
+        commitment_txid: &bitcoin::Txid,
+        preimage_for: impl Fn(&PaymentHash) -> Option<PaymentPreimage>,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Vec<Transaction> {
+        let Some(c) = [Some(&self.s.remote_tx), self.s.remote_revocable.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|c| c.txid() == *commitment_txid)
+        else {
+            return vec![];
+        };
+        let key = derive_privkey(
+            &self.secrets.htlc_basepoint_secret,
+            &c.keys.per_commitment_point,
+        );
+        let mut out = Vec::new();
+        for h in &c.htlcs {
+            let outpoint = OutPoint::new(*commitment_txid, h.vout);
+            let value = c.output_value(h.vout);
+            let claim = if h.htlc.offered {
+                // They offered it: ours with the preimage.
+                match preimage_for(&h.htlc.payment_hash) {
+                    Some(p) => crate::sweep::build_htlc_claim(
+                        outpoint,
+                        value,
+                        &h.witness_script,
+                        &key,
+                        Some(&p.0),
+                        0,
+                        destination.clone(),
+                        feerate,
+                    ),
+                    None => continue,
+                }
+            } else {
+                // We offered it: ours again after the timeout.
+                crate::sweep::build_htlc_claim(
+                    outpoint,
+                    value,
+                    &h.witness_script,
+                    &key,
+                    None,
+                    h.htlc.cltv_expiry,
+                    destination.clone(),
+                    feerate,
+                )
+            };
+            if let Ok(tx) = claim {
+                out.push(tx);
+            }
+        }
+        out
+    }
+}
+
 /// The outputs of a (revoked) commitment that its revocation key can take.
 pub fn revoked_outputs(c: &CommitmentTx) -> Vec<RevokedOutput> {
     let txid = c.txid();

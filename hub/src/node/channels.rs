@@ -198,6 +198,7 @@ impl ChannelEntry {
     fn advance(
         &mut self,
         preimages: &HashMap<PaymentHash, PaymentPreimage>,
+        held: &std::collections::HashSet<PaymentHash>,
         out: &mut Outcome,
     ) -> Result<(), NodeError> {
         if !matches!(
@@ -218,6 +219,7 @@ impl ChannelEntry {
                     Some((_, HtlcStatus::Committed))
                 )
             })
+            .filter(|h| !held.contains(&h.payment_hash))
             .map(|h| (h.id, h.payment_hash))
             .collect();
         for (id, hash) in incoming {
@@ -340,7 +342,8 @@ impl Node {
         let result = f(&mut e, &mut out);
         if result.is_ok() {
             let preimages = self.preimages.lock().await.clone();
-            e.advance(&preimages, &mut out)?;
+            let held = self.held.lock().await.clone();
+            e.advance(&preimages, &held, &mut out)?;
         }
         if result.is_ok() || e.channel != before {
             out.writes.push(Write::Channel(e.stored()));

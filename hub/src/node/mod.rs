@@ -93,6 +93,7 @@ pub struct Node {
     pending_opens: Mutex<HashMap<ChannelId, channels::PendingOpen>>,
     peers: Mutex<HashMap<PublicKey, mpsc::UnboundedSender<Message>>>,
     preimages: Mutex<HashMap<PaymentHash, PaymentPreimage>>,
+    held: Mutex<std::collections::HashSet<PaymentHash>>,
     payments: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
@@ -142,6 +143,7 @@ impl Node {
             pending_opens: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             preimages: Mutex::new(HashMap::new()),
+            held: Mutex::new(std::collections::HashSet::new()),
             payments: Mutex::new(HashMap::new()),
             open_waiters: Mutex::new(HashMap::new()),
             fundee_accepts: Mutex::new(HashMap::new()),
@@ -187,6 +189,22 @@ impl Node {
     /// The on-chain wallet's confirmed, spendable balance.
     pub async fn wallet_balance(&self) -> bitcoin::Amount {
         self.wallet.lock().await.balance().spendable
+    }
+
+    /// Holds incoming HTLCs for `hash`: they are neither fulfilled nor failed off-chain
+    /// until [`Node::release`] (a "hold invoice"). On chain, a known preimage is used.
+    pub async fn hold(&self, hash: PaymentHash) {
+        self.held.lock().await.insert(hash);
+    }
+
+    /// Stops holding `hash`: its HTLCs are settled (or failed) at the next update.
+    pub async fn release(&self, hash: &PaymentHash) {
+        self.held.lock().await.remove(hash);
+        let ids: Vec<ChannelId> = self.channels.lock().await.keys().copied().collect();
+        for id in ids {
+            // Advancing settles the released HTLCs.
+            let _ = self.with_channel(&id, |_, _| Ok(())).await;
+        }
     }
 
     /// Registers a preimage: incoming HTLCs for its hash are fulfilled.

@@ -87,6 +87,8 @@ impl Node {
         };
         let dest = self.wallet.lock().await.new_address()?.script_pubkey();
         let feerate = SWEEP_FEERATE;
+        let preimages = self.preimages.lock().await.clone();
+        let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
         self.with_channel(id, |e, _out| {
             e.funding_spent = true;
             if e.closing_tx.as_ref().map(|t| t.compute_txid()) == Some(txid) {
@@ -101,14 +103,17 @@ impl Node {
                 if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
                     sweeps.push(s?);
                 }
-            } else if let Some((ours, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {
-                let _ = ours;
+            } else if let Some((_, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {
                 let number = e.channel.local_commitment_number();
                 if let Some(s) = e.channel.sweep_local_to_local(number, &built, dest.clone(), feerate) {
                     sweeps.push(s?);
                 }
-            } else if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
-                sweeps.push(s?);
+                sweeps.extend(e.channel.local_htlc_resolutions(preimage_for, dest.clone(), feerate));
+            } else {
+                if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
+                    sweeps.push(s?);
+                }
+                sweeps.extend(e.channel.remote_htlc_claims(&txid, preimage_for, dest.clone(), feerate));
             }
             if sweeps.is_empty() {
                 e.status = ChannelStatus::Closed;
@@ -137,7 +142,10 @@ impl Node {
             let mut confirmed = Vec::new();
             for tx in &sweeps {
                 let txid = tx.compute_txid();
-                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1 {
+                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1
+                    || self.lost_race(tx, &sweeps, &confirmed).await
+                {
+                    // Done, or never possible: the counterparty took that output first.
                     confirmed.push(txid);
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");
@@ -155,6 +163,37 @@ impl Node {
                     .await;
             }
         }
+    }
+
+    /// Whether `tx` can never confirm: one of its inputs was spent on chain by another
+    /// transaction, or it spends a sweep of ours that can never confirm.
+    async fn lost_race(
+        &self,
+        tx: &Transaction,
+        ours: &[Transaction],
+        gone: &[bitcoin::Txid],
+    ) -> bool {
+        for input in &tx.input {
+            let parent = input.previous_output.txid;
+            if gone.contains(&parent)
+                && ours.iter().any(|t| t.compute_txid() == parent)
+                && self.config.chain.confirmations(&parent).await.unwrap_or(0) == 0
+            {
+                return true;
+            }
+            let parent_confirmed = self.config.chain.confirmations(&parent).await.unwrap_or(0) >= 1;
+            let unspent = matches!(
+                self.config
+                    .chain
+                    .tx_out(&input.previous_output, false)
+                    .await,
+                Ok(Some(_))
+            );
+            if parent_confirmed && !unspent {
+                return true;
+            }
+        }
+        false
     }
 
     async fn check_confirmations(&self) {
