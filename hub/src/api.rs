@@ -98,6 +98,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/channels", get(list_channels).post(open_channel))
         .route("/v1/channels/{id}", get(show_channel))
         .route("/v1/channels/{id}/close", post(close_channel))
+        .route("/v1/channels/{id}/pay", post(pay))
+        .route("/v1/preimages", post(add_preimage))
         .with_state(app)
 }
 
@@ -299,4 +301,72 @@ async fn close_channel(
         app.node.close_channel(&id).await?;
         Ok(Json(json!({"closing": "cooperative"})))
     }
+}
+
+fn hex32(s: &str, code: &'static str) -> Result<[u8; 32], ApiError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, code, "expected 64 hex characters"))
+}
+
+#[derive(Deserialize)]
+struct PreimageRequest {
+    preimage: String,
+}
+
+/// Registers a payment preimage: HTLCs paying its hash are fulfilled. (Invoices will
+/// wrap this.)
+async fn add_preimage(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    payload: Result<Json<PreimageRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let req = body(payload)?;
+    let preimage = channel::PaymentPreimage(hex32(&req.preimage, "invalid_preimage")?);
+    let hash = app.node.add_preimage(preimage).await?;
+    Ok(Json(json!({"payment_hash": hex::encode(hash.0)})))
+}
+
+#[derive(Deserialize)]
+struct PayRequest {
+    amount_msat: u64,
+    payment_hash: String,
+    /// Absolute expiry height; default: 40 blocks above the tip.
+    cltv_expiry: Option<u32>,
+}
+
+/// Pays the channel's peer directly: an HTLC for `payment_hash`; returns the preimage.
+async fn pay(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    payload: Result<Json<PayRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let id = parse_channel_id(&id)?;
+    let req = body(payload)?;
+    let hash = channel::PaymentHash(hex32(&req.payment_hash, "invalid_payment_hash")?);
+    if req.amount_msat == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+            "amount_msat must be positive",
+        ));
+    }
+    let cltv = match req.cltv_expiry {
+        Some(c) => c,
+        None => {
+            let tip = app
+                .node
+                .chain()
+                .tip()
+                .await
+                .map_err(|e| ApiError::from(NodeError::Chain(e)))?;
+            tip.height + 40
+        }
+    };
+    let preimage = app.node.pay(&id, Msat(req.amount_msat), hash, cltv).await?;
+    Ok(Json(json!({"payment_preimage": hex::encode(preimage.0)})))
 }

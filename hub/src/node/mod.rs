@@ -92,6 +92,7 @@ pub struct Node {
     channels: Mutex<HashMap<ChannelId, Arc<Mutex<channels::ChannelEntry>>>>,
     pending_opens: Mutex<HashMap<ChannelId, channels::PendingOpen>>,
     peers: Mutex<HashMap<PublicKey, mpsc::UnboundedSender<Message>>>,
+    peer_addrs: Mutex<HashMap<PublicKey, SocketAddr>>,
     preimages: Mutex<HashMap<PaymentHash, PaymentPreimage>>,
     held: Mutex<std::collections::HashSet<PaymentHash>>,
     payments: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
@@ -142,6 +143,7 @@ impl Node {
             channels: Mutex::new(HashMap::new()),
             pending_opens: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
+            peer_addrs: Mutex::new(HashMap::new()),
             preimages: Mutex::new(HashMap::new()),
             held: Mutex::new(std::collections::HashSet::new()),
             payments: Mutex::new(HashMap::new()),
@@ -153,6 +155,7 @@ impl Node {
         });
         node.load_channels().await?;
         node.clone().spawn_listener(listener);
+        node.restore_peers().await?;
         node.clone().spawn_chain_follower().await?;
         Ok(node)
     }

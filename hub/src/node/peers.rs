@@ -36,12 +36,60 @@ impl Node {
         addr: SocketAddr,
     ) -> Result<(), NodeError> {
         let (w, r) = connect(addr, self.node_key, peer, self.chain_hash()).await?;
+        let fresh = self.peer_addrs.lock().await.insert(peer, addr).is_none();
+        if fresh {
+            self.group
+                .commit(vec![crate::store::Write::Meta {
+                    key: format!("peer:{peer}"),
+                    value: addr.to_string().into_bytes(),
+                }])
+                .await?;
+            self.clone().spawn_redialer(peer);
+        }
         let node = self.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             node.run_peer_with(peer, w, r, Some(ready_tx)).await;
         });
         let _ = ready_rx.await;
+        Ok(())
+    }
+
+    /// Dials `peer` again whenever it is not connected.
+    pub(super) fn spawn_redialer(self: Arc<Self>, peer: PublicKey) {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if self.peers.lock().await.contains_key(&peer) {
+                    continue;
+                }
+                let Some(addr) = self.peer_addrs.lock().await.get(&peer).copied() else {
+                    return;
+                };
+                match connect(addr, self.node_key, peer, self.chain_hash()).await {
+                    Ok((w, r)) => {
+                        let node = self.clone();
+                        tokio::spawn(async move { node.run_peer(peer, w, r).await });
+                    }
+                    Err(e) => tracing::debug!(%peer, "redial failed: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Restores the remembered outbound peers and starts dialing them.
+    pub(super) async fn restore_peers(self: &Arc<Self>) -> Result<(), NodeError> {
+        for (key, value) in self.store.metas_with_prefix("peer:").await? {
+            let (Some(id), Ok(addr)) = (
+                key.strip_prefix("peer:")
+                    .and_then(|k| k.parse::<PublicKey>().ok()),
+                String::from_utf8_lossy(&value).parse::<SocketAddr>(),
+            ) else {
+                continue;
+            };
+            self.peer_addrs.lock().await.insert(id, addr);
+            self.clone().spawn_redialer(id);
+        }
         Ok(())
     }
 
