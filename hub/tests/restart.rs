@@ -52,7 +52,7 @@ fn spawn(args: &[&str]) -> Hub {
                     .append(true)
                     .open(format!(
                         "{dir}/hub-{}.log",
-                        args.iter().any(|a| *a == "--bitcoind-url")
+                        args.contains(&"--bitcoind-url")
                     ))
                     .unwrap(),
             ),
