@@ -1,0 +1,266 @@
+//! A hand-driven peer ("Mallory", built from the channel crate and the wallet, not from the
+//! node) opens a real channel with a node over BOLT 8, then sends an invalid commitment
+//! signature, a wrong revocation secret and messages out of order. Each time the node warns
+//! and disconnects with its channel state unchanged; after reestablishment the channel
+//! still settles a payment correctly.
+
+mod common;
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::{Amount, Network, OutPoint, ScriptBuf};
+use chain::wallet::Wallet;
+use chain::{ChainPoller, ChainSource, Devnet};
+use channel::keys::{secp, ChannelSecrets};
+use channel::msgs::*;
+use channel::state::open::{check_accept_channel, setup_from_messages, OpenPolicy};
+use channel::state::Channel;
+use channel::*;
+use common::*;
+use hub::peer::{connect, PeerReader, PeerWriter};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn chain_hash() -> [u8; 32] {
+    bitcoin::constants::ChainHash::using_genesis_block(Network::Regtest).to_bytes()
+}
+
+async fn next(r: &mut PeerReader) -> Option<Message> {
+    match tokio::time::timeout(Duration::from_millis(700), r.recv()).await {
+        Ok(Ok(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Handles what the node sends, as an honest peer would, until it goes quiet.
+async fn pump(ch: &mut Channel, w: &mut PeerWriter, r: &mut PeerReader) -> Vec<Message> {
+    let mut seen = Vec::new();
+    while let Some(m) = next(r).await {
+        match &m {
+            Message::RevokeAndAck(x) => {
+                ch.receive_revoke(x).unwrap();
+            }
+            Message::CommitmentSigned(x) => {
+                let raa = ch.receive_commitment(x).unwrap();
+                w.send(&Message::RevokeAndAck(raa)).await.unwrap();
+            }
+            Message::UpdateFulfillHtlc(x) => {
+                ch.receive_fulfill(x).unwrap();
+            }
+            Message::ChannelReestablish(x) => {
+                for again in ch.handle_reestablish(x).unwrap() {
+                    w.send(&again).await.unwrap();
+                }
+            }
+            _ => {
+                seen.push(m);
+                continue;
+            }
+        }
+        if ch.has_changes_to_sign() && !ch.awaiting_revoke() {
+            let cs = ch.send_commitment().unwrap();
+            w.send(&Message::CommitmentSigned(cs)).await.unwrap();
+        }
+        seen.push(m);
+    }
+    seen
+}
+
+async fn reconnect(
+    ch: &mut Channel,
+    key: SecretKey,
+    node: &hub::node::Node,
+) -> (PeerWriter, PeerReader) {
+    ch.on_disconnect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut w, r) = connect(node.listen_addr(), key, node.node_id(), chain_hash())
+        .await
+        .unwrap();
+    w.send(&Message::ChannelReestablish(ch.reestablish_message()))
+        .await
+        .unwrap();
+    (w, r)
+}
+
+fn refused(seen: &[Message]) -> bool {
+    seen.iter().any(|m| matches!(m, Message::Warning(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_refuses_bad_signatures_secrets_and_order() {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let bob = start(&devnet, dir.path(), None).await;
+
+    // Mallory's own wallet, funded with one coinbase.
+    let mut wallet = Wallet::from_seed(&[9; 32], Network::Regtest).unwrap();
+    let addr = wallet.new_address().unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    devnet
+        .generate_to_script(100, &elsewhere().script_pubkey())
+        .unwrap();
+    let source: Arc<dyn ChainSource> = devnet.clone();
+    let genesis = source.block_hash(0).await.unwrap().unwrap();
+    let mut poller = ChainPoller::from_block(
+        source.clone(),
+        chain::BlockRef {
+            hash: genesis,
+            height: 0,
+        },
+    );
+    for e in poller.poll().await.unwrap() {
+        wallet.apply(&e).unwrap();
+    }
+
+    // Open a channel by hand.
+    let key = SecretKey::from_slice(&[0x4d; 32]).unwrap();
+    let secrets = ChannelSecrets::from_seed(&[0x4e; 32]);
+    let b = secrets.basepoints();
+    let (mut w, mut r) = connect(bob.listen_addr(), key, bob.node_id(), chain_hash())
+        .await
+        .unwrap();
+    let open = OpenChannel {
+        chain_hash: chain_hash(),
+        temporary_channel_id: ChannelId([0x4f; 32]),
+        funding_satoshis: 500_000,
+        push_msat: 0,
+        dust_limit_satoshis: 546,
+        max_htlc_value_in_flight_msat: 500_000_000,
+        channel_reserve_satoshis: 5_000,
+        htlc_minimum_msat: 1,
+        feerate_per_kw: 2500,
+        to_self_delay: 144,
+        max_accepted_htlcs: 30,
+        funding_pubkey: b.funding_pubkey,
+        revocation_basepoint: b.revocation_basepoint,
+        payment_basepoint: b.payment_basepoint,
+        delayed_payment_basepoint: b.delayed_payment_basepoint,
+        htlc_basepoint: b.htlc_basepoint,
+        first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
+        channel_flags: 0,
+        upfront_shutdown_script: None,
+        channel_type: None,
+    };
+    w.send(&Message::OpenChannel(open.clone())).await.unwrap();
+    let Some(Message::AcceptChannel(accept)) = next(&mut r).await else {
+        panic!("accept_channel")
+    };
+    check_accept_channel(&open, &accept, &OpenPolicy::default()).unwrap();
+    let script = channel::script::funding_script(&open.funding_pubkey, &accept.funding_pubkey);
+    let funding = wallet
+        .build_funding_tx(
+            ScriptBuf::new_p2wsh(&script.wscript_hash()),
+            Amount::from_sat(500_000),
+            bitcoin::FeeRate::from_sat_per_vb_u32(2),
+        )
+        .unwrap();
+    let outpoint = OutPoint::new(funding.tx.compute_txid(), funding.funding_output_index);
+    let mut ch = Channel::new(setup_from_messages(&open, &accept, outpoint, true), secrets);
+    w.send(&Message::FundingCreated(FundingCreated {
+        temporary_channel_id: open.temporary_channel_id,
+        funding_txid: outpoint.txid.to_byte_array(),
+        funding_output_index: outpoint.vout as u16,
+        signature: ch.sign_initial_remote_commitment().unwrap(),
+    }))
+    .await
+    .unwrap();
+    let Some(Message::FundingSigned(signed)) = next(&mut r).await else {
+        panic!("funding_signed")
+    };
+    ch.receive_initial_signature(signed.signature).unwrap();
+    source.broadcast(&funding.tx).await.unwrap();
+    devnet
+        .generate_to_script(3, &elsewhere().script_pubkey())
+        .unwrap();
+    let Some(Message::ChannelReady(ready)) = next(&mut r).await else {
+        panic!("channel_ready")
+    };
+    ch.receive_channel_ready(&ready).unwrap();
+    w.send(&Message::ChannelReady(ch.channel_ready()))
+        .await
+        .unwrap();
+    let id = ch.channel_id();
+    wait_until("bob's channel normal", || async {
+        bob.channel(&id)
+            .await
+            .map(|c| c.status == hub::node::ChannelStatus::Normal)
+            .unwrap_or(false)
+    })
+    .await;
+    let before = bob.channel(&id).await.unwrap();
+
+    let preimage = PaymentPreimage([0x50; 32]);
+    bob.add_preimage(preimage).await.unwrap();
+    let add = |ch: &mut Channel| {
+        ch.send_add_htlc(
+            Msat(20_000_000),
+            preimage.payment_hash(),
+            600,
+            OnionPacket::default(),
+        )
+        .unwrap()
+    };
+
+    // 1. An invalid commitment signature.
+    let m = add(&mut ch);
+    w.send(&Message::UpdateAddHtlc(m)).await.unwrap();
+    let mut bad = ch.clone().send_commitment().unwrap();
+    bad.signature = bitcoin::secp256k1::ecdsa::Signature::from_compact(&[3; 64]).unwrap();
+    w.send(&Message::CommitmentSigned(bad)).await.unwrap();
+    let seen = pump(&mut ch, &mut w, &mut r).await;
+    assert!(refused(&seen), "warned: {seen:?}");
+    assert!(r.recv().await.is_err(), "disconnected");
+    assert_eq!(bob.channel(&id).await.unwrap(), before, "state unchanged");
+
+    // 2. After reestablishing, the add again with a good signature, then a wrong secret.
+    let (mut w, mut r) = reconnect(&mut ch, key, &bob).await;
+    pump(&mut ch, &mut w, &mut r).await;
+    let m = add(&mut ch);
+    w.send(&Message::UpdateAddHtlc(m)).await.unwrap();
+    let cs = ch.send_commitment().unwrap();
+    w.send(&Message::CommitmentSigned(cs)).await.unwrap();
+    // Bob answers revoke_and_ack and his own commitment_signed.
+    let Some(Message::RevokeAndAck(raa)) = next(&mut r).await else {
+        panic!("revoke_and_ack")
+    };
+    ch.receive_revoke(&raa).unwrap();
+    let Some(Message::CommitmentSigned(theirs)) = next(&mut r).await else {
+        panic!("commitment_signed")
+    };
+    let mut honest = ch.clone();
+    let mut raa = honest.receive_commitment(&theirs).unwrap();
+    let before = bob.channel(&id).await.unwrap();
+    raa.per_commitment_secret = [0x33; 32];
+    w.send(&Message::RevokeAndAck(raa)).await.unwrap();
+    let seen = pump(&mut ch, &mut w, &mut r).await;
+    assert!(refused(&seen), "warned: {seen:?}");
+    assert_eq!(bob.channel(&id).await.unwrap(), before, "state unchanged");
+
+    // 3. Reestablish (Bob retransmits his commitment_signed), then a message out of
+    // order: a revoke_and_ack nobody asked for.
+    let (mut w, mut r) = reconnect(&mut ch, key, &bob).await;
+    pump(&mut ch, &mut w, &mut r).await;
+    let before = bob.channel(&id).await.unwrap();
+    let stray = RevokeAndAck {
+        channel_id: id,
+        per_commitment_secret: [0x34; 32],
+        next_per_commitment_point: PublicKey::from_secret_key(secp(), &key),
+    };
+    w.send(&Message::RevokeAndAck(stray)).await.unwrap();
+    let seen = pump(&mut ch, &mut w, &mut r).await;
+    assert!(refused(&seen), "warned: {seen:?}");
+    assert_eq!(bob.channel(&id).await.unwrap(), before, "state unchanged");
+
+    // 4. Behaving again: the HTLC is settled and Bob has exactly 20,000 sat.
+    let (mut w, mut r) = reconnect(&mut ch, key, &bob).await;
+    pump(&mut ch, &mut w, &mut r).await;
+    pump(&mut ch, &mut w, &mut r).await;
+    wait_until("settled", || async {
+        bob.channel(&id).await.unwrap().quiescent
+    })
+    .await;
+    let c = bob.channel(&id).await.unwrap();
+    assert_eq!((c.local.0, c.htlcs), (20_000_000, 0));
+    let v = ch.view(channel::state::ViewOf::CurrentLocal);
+    assert_eq!((v.local.0, v.remote.0), (480_000_000, 20_000_000));
+}
