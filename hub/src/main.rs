@@ -53,6 +53,13 @@ struct Args {
     /// Confirmations before a channel is usable (default 3 on devnet/regtest, 6 otherwise).
     #[arg(long, env = "HUB_MINIMUM_DEPTH")]
     minimum_depth: Option<u32>,
+    /// `hub` accepts any peer; `light` is a merchant's or user's node whose only peer is
+    /// its hub (`--hub-node-id`).
+    #[arg(long, env = "HUB_ROLE", default_value = "hub", value_parser = ["hub", "light"])]
+    role: String,
+    /// With `--role light`: the hub's node id; other peers are refused.
+    #[arg(long, env = "HUB_HUB_NODE_ID")]
+    hub_node_id: Option<bitcoin::secp256k1::PublicKey>,
     /// Operator API key (default: generated at first start and printed once).
     #[arg(long, env = "HUB_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -136,7 +143,14 @@ async fn main() -> anyhow::Result<()> {
                 (Arc::new(devnet), bitcoin::Network::Regtest, 3)
             }
         };
+    let role = match args.role.as_str() {
+        "light" => hub::node::Role::Light {
+            hub: args.hub_node_id,
+        },
+        _ => hub::node::Role::Hub,
+    };
     let node = Node::start(NodeConfig {
+        role,
         data_dir: args.data_dir.clone(),
         database_url: args.database_url.clone(),
         listen: args.listen,

@@ -23,6 +23,7 @@ async fn serve(node: Arc<Node>, key: &str) -> String {
 
 async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
     Node::start(NodeConfig {
+        role: hub::node::Role::Hub,
         data_dir: dir.to_path_buf(),
         database_url: None,
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -83,3 +83,37 @@ async fn misbehaving_peers_do_not_hurt_the_node() {
     assert_eq!(after.local.0, before.local.0 + 5_000_000);
     assert_eq!(after.status, ChannelStatus::Normal);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_node_talks_only_to_its_hub() {
+    use std::sync::Arc;
+    let devnet = Arc::new(chain::Devnet::in_memory());
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hub_node = start(&devnet, d1.path(), None).await;
+    let light = hub::node::Node::start(hub::node::NodeConfig {
+        role: hub::node::Role::Light {
+            hub: Some(hub_node.node_id()),
+        },
+        data_dir: d2.path().to_path_buf(),
+        database_url: None,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        chain: devnet.clone(),
+        network: Network::Regtest,
+        minimum_depth: 3,
+        chain_poll: std::time::Duration::from_millis(50),
+    })
+    .await
+    .unwrap();
+    // A stranger completes the handshake but is dropped.
+    let stranger = SecretKey::from_slice(&[0xab; 32]).unwrap();
+    let (_w, mut r) =
+        hub::peer::connect(light.listen_addr(), stranger, light.node_id(), chain_hash())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.recv().await.is_err(), "stranger disconnected");
+    // Its hub is welcome.
+    hub_node
+        .connect_peer(light.node_id(), light.listen_addr())
+        .await
+        .unwrap();
+}

@@ -27,9 +27,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+/// What a node is for: the same code runs both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The hub: accepts any peer and channels from anyone.
+    Hub,
+    /// A merchant's or user's node: its only peer is its hub (when `hub` is set, nobody
+    /// else may connect to it).
+    Light {
+        /// The hub's node id.
+        hub: Option<PublicKey>,
+    },
+}
+
 /// How a node is set up.
 #[derive(Clone)]
 pub struct NodeConfig {
+    /// Hub or light node.
+    pub role: Role,
     /// Where the seed (mode 0600) and the SQLite file live.
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; defaults to `sqlite://<data_dir>/hub.db`.

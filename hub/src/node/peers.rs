@@ -21,6 +21,9 @@ impl Node {
                 let node = self.clone();
                 tokio::spawn(async move {
                     match accept(stream, node.node_key, node.chain_hash()).await {
+                        Ok((peer, _, _)) if !node.accepts_peer(&peer) => {
+                            tracing::info!(%peer, "light node: refusing a peer that is not its hub");
+                        }
                         Ok((peer, w, r)) => node.run_peer(peer, w, r).await,
                         Err(e) => tracing::info!(%from, "inbound peer refused: {e}"),
                     }
@@ -53,6 +56,14 @@ impl Node {
         });
         let _ = ready_rx.await;
         Ok(())
+    }
+
+    /// Whether this node talks to `peer` (a light node talks only to its hub).
+    pub(super) fn accepts_peer(&self, peer: &PublicKey) -> bool {
+        match self.config.role {
+            super::Role::Light { hub: Some(hub) } => hub == *peer,
+            _ => true,
+        }
     }
 
     /// Dials `peer` again whenever it is not connected.

@@ -31,6 +31,7 @@ pub fn elsewhere() -> Address {
 
 pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<String>) -> Arc<Node> {
     Node::start(NodeConfig {
+        role: hub::node::Role::Hub,
         data_dir: dir.to_path_buf(),
         database_url: db,
         listen: "127.0.0.1:0".parse().unwrap(),
