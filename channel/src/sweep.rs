@@ -121,6 +121,39 @@ pub fn build_justice_tx(
     Ok(tx)
 }
 
+/// One input, one output to `destination`: prices the fee with a maximal placeholder
+/// witness, then signs with `sign` and fills in the real witness.
+#[allow(clippy::too_many_arguments)]
+fn single_input_sweep(
+    outpoint: OutPoint,
+    value: Amount,
+    sequence: Sequence,
+    lock_time: LockTime,
+    destination: ScriptBuf,
+    feerate: FeeratePerKw,
+    witness: impl Fn(&[u8]) -> Witness,
+    sign: impl Fn(&Transaction) -> bitcoin::secp256k1::ecdsa::Signature,
+) -> Result<Transaction, SweepError> {
+    let mut tx = Transaction {
+        version: Version::TWO,
+        lock_time,
+        input: vec![TxIn {
+            previous_output: outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence,
+            witness: witness(&MAX_SIG),
+        }],
+        output: vec![TxOut {
+            value: Amount::ZERO,
+            script_pubkey: destination,
+        }],
+    };
+    tx.output[0].value = Amount::from_sat(pay_out(value.to_sat(), tx.weight().to_wu(), feerate)?);
+    let sig = sign(&tx);
+    tx.input[0].witness = witness(&sig_all(&sig));
+    Ok(tx)
+}
+
 /// Builds and signs the sweep of one's own to_local output (or HTLC transaction output)
 /// after its CSV delay: nSequence = `to_self_delay`, witness `<sig> 0 <script>`.
 pub fn build_delayed_sweep(
@@ -132,31 +165,22 @@ pub fn build_delayed_sweep(
     destination: ScriptBuf,
     feerate: FeeratePerKw,
 ) -> Result<Transaction, SweepError> {
-    let witness = |sig: &[u8]| {
-        let mut w = Witness::new();
-        w.push(sig);
-        w.push([]);
-        w.push(witness_script.as_bytes());
-        w
-    };
-    let mut tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: outpoint,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::from_height(to_self_delay),
-            witness: witness(&MAX_SIG),
-        }],
-        output: vec![TxOut {
-            value: Amount::ZERO,
-            script_pubkey: destination,
-        }],
-    };
-    tx.output[0].value = Amount::from_sat(pay_out(value.to_sat(), tx.weight().to_wu(), feerate)?);
-    let sig = sign_input(&tx, 0, witness_script, value, delayed_key);
-    tx.input[0].witness = witness(&sig_all(&sig));
-    Ok(tx)
+    single_input_sweep(
+        outpoint,
+        value,
+        Sequence::from_height(to_self_delay),
+        LockTime::ZERO,
+        destination,
+        feerate,
+        |sig| {
+            let mut w = Witness::new();
+            w.push(sig);
+            w.push([]);
+            w.push(witness_script.as_bytes());
+            w
+        },
+        |tx| sign_input(tx, 0, witness_script, value, delayed_key),
+    )
 }
 
 /// Builds and signs the spend of a P2WPKH output of `key` to `destination`.
@@ -168,39 +192,32 @@ pub fn build_p2wpkh_sweep(
     feerate: FeeratePerKw,
 ) -> Result<Transaction, SweepError> {
     let pubkey = bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), key));
-    let witness = |sig: &[u8]| {
-        let mut w = Witness::new();
-        w.push(sig);
-        w.push(pubkey.to_bytes());
-        w
-    };
-    let mut tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: outpoint,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: witness(&MAX_SIG),
-        }],
-        output: vec![TxOut {
-            value: Amount::ZERO,
-            script_pubkey: destination,
-        }],
-    };
-    tx.output[0].value = Amount::from_sat(pay_out(value.to_sat(), tx.weight().to_wu(), feerate)?);
     let script_code = ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash());
-    let hash = bitcoin::sighash::SighashCache::new(&tx)
-        .p2wpkh_signature_hash(
-            0,
-            &script_code,
-            value,
-            bitcoin::sighash::EcdsaSighashType::All,
-        )
-        .expect("input 0 exists");
-    let sig = secp().sign_ecdsa(&bitcoin::secp256k1::Message::from(hash), key);
-    tx.input[0].witness = witness(&sig_all(&sig));
-    Ok(tx)
+    single_input_sweep(
+        outpoint,
+        value,
+        Sequence::ENABLE_RBF_NO_LOCKTIME,
+        LockTime::ZERO,
+        destination,
+        feerate,
+        |sig| {
+            let mut w = Witness::new();
+            w.push(sig);
+            w.push(pubkey.to_bytes());
+            w
+        },
+        |tx| {
+            let hash = bitcoin::sighash::SighashCache::new(tx)
+                .p2wpkh_signature_hash(
+                    0,
+                    &script_code,
+                    value,
+                    bitcoin::sighash::EcdsaSighashType::All,
+                )
+                .expect("input 0 exists");
+            secp().sign_ecdsa(&bitcoin::secp256k1::Message::from(hash), key)
+        },
+    )
 }
 
 /// Claims an HTLC output of the counterparty's commitment with our HTLC key: with the
@@ -217,32 +234,23 @@ pub fn build_htlc_claim(
     destination: ScriptBuf,
     feerate: FeeratePerKw,
 ) -> Result<Transaction, SweepError> {
-    let witness = |sig: &[u8]| {
-        let mut w = Witness::new();
-        w.push(sig);
-        match preimage {
-            Some(p) => w.push(p),
-            None => w.push([]),
-        }
-        w.push(witness_script.as_bytes());
-        w
-    };
-    let mut tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::from_consensus(if preimage.is_some() { 0 } else { cltv_expiry }),
-        input: vec![TxIn {
-            previous_output: outpoint,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: witness(&MAX_SIG),
-        }],
-        output: vec![TxOut {
-            value: Amount::ZERO,
-            script_pubkey: destination,
-        }],
-    };
-    tx.output[0].value = Amount::from_sat(pay_out(value.to_sat(), tx.weight().to_wu(), feerate)?);
-    let sig = sign_input(&tx, 0, witness_script, value, htlc_key);
-    tx.input[0].witness = witness(&sig_all(&sig));
-    Ok(tx)
+    single_input_sweep(
+        outpoint,
+        value,
+        Sequence::ENABLE_RBF_NO_LOCKTIME,
+        LockTime::from_consensus(if preimage.is_some() { 0 } else { cltv_expiry }),
+        destination,
+        feerate,
+        |sig| {
+            let mut w = Witness::new();
+            w.push(sig);
+            match preimage {
+                Some(p) => w.push(p),
+                None => w.push([]),
+            }
+            w.push(witness_script.as_bytes());
+            w
+        },
+        |tx| sign_input(tx, 0, witness_script, value, htlc_key),
+    )
 }
