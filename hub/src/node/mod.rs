@@ -175,6 +175,11 @@ impl Node {
         Ok(node)
     }
 
+    /// Database transactions committed so far (group commit folds many writes into one).
+    pub fn db_transactions(&self) -> u64 {
+        self.group.transactions()
+    }
+
     /// This node's id (BOLT 8 static key).
     pub fn node_id(&self) -> PublicKey {
         PublicKey::from_secret_key(secp(), &self.node_key)
