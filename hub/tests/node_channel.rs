@@ -410,3 +410,41 @@ async fn force_close_with_htlcs_in_flight() {
         CAPACITY
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_htlc_past_its_expiry_forces_the_channel_on_chain() {
+    let p = open_pair(None, None).await;
+    pay(&p, false, 100_000_000, 0).await;
+    quiescent(&p).await;
+    // Bob sits on an HTLC without settling or failing it.
+    let hash = channel::PaymentPreimage([0x41; 32]).payment_hash();
+    p.b.hold(hash).await;
+    let height = p.devnet.tip().1;
+    let (a, id) = (p.a.clone(), p.id);
+    let payment = tokio::spawn(async move {
+        a.pay(&id, channel::Msat(30_000_000), hash, height + 5)
+            .await
+    });
+    wait_until("HTLC committed", || async {
+        p.b.channel(&p.id).await.unwrap().htlcs == 1
+    })
+    .await;
+    mine(&p, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.a.channel(&p.id).await.unwrap().status,
+        ChannelStatus::Normal,
+        "not before the expiry"
+    );
+    mine(&p, 1).await;
+    wait_until("alice force-closes at the expiry", || async {
+        p.a.channel(&p.id).await.unwrap().status == ChannelStatus::ForceClosed
+    })
+    .await;
+    mine(&p, 1).await;
+    wait_until("bob sees the close", || async {
+        p.b.channel(&p.id).await.unwrap().status != ChannelStatus::Normal
+    })
+    .await;
+    payment.abort();
+}

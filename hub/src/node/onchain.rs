@@ -8,6 +8,10 @@ use bitcoin::Transaction;
 use chain::{ChainEvent, ChainPoller};
 use channel::FeeratePerKw;
 
+/// Blocks before an incoming HTLC's expiry by which it must be settled off chain, or
+/// claimed on chain with its preimage.
+const FULFILL_SAFETY: u32 = 6;
+
 /// Fee rate of our sweeps and justice transactions.
 const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
@@ -71,6 +75,7 @@ impl Node {
             }
         }
         self.rebroadcast_sweeps().await;
+        self.enforce_htlc_deadlines().await;
         self.check_confirmations().await;
     }
 
@@ -194,6 +199,49 @@ impl Node {
             }
         }
         false
+    }
+
+    /// BOLT 2 deadlines: an HTLC we offered that the peer has not removed by its
+    /// cltv_expiry, or one offered to us whose preimage we know when its expiry is
+    /// `FULFILL_SAFETY` blocks away, can only be resolved on chain: force-close.
+    async fn enforce_htlc_deadlines(&self) {
+        let Ok(tip) = self.config.chain.tip().await else {
+            return;
+        };
+        let preimages = self.preimages.lock().await.clone();
+        let due: Vec<ChannelId> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if e.funding_spent
+                    || !matches!(
+                        e.status,
+                        ChannelStatus::Normal | ChannelStatus::ShuttingDown
+                    )
+                {
+                    continue;
+                }
+                let view = e.channel.view(channel::state::ViewOf::Everything);
+                let late = view.htlcs.iter().any(|h| match h.offerer {
+                    channel::Side::Local => tip.height >= h.cltv_expiry,
+                    channel::Side::Remote => {
+                        preimages.contains_key(&h.payment_hash)
+                            && tip.height + FULFILL_SAFETY >= h.cltv_expiry
+                    }
+                });
+                if late {
+                    v.push(*id);
+                }
+            }
+            v
+        };
+        for id in due {
+            tracing::warn!(channel = %id, "an HTLC reached its deadline: force-closing");
+            if let Err(e) = self.force_close(&id).await {
+                tracing::warn!(channel = %id, "force close failed: {e}");
+            }
+        }
     }
 
     async fn check_confirmations(&self) {
