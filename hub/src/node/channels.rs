@@ -91,7 +91,6 @@ pub(super) struct PendingOpen {
     peer: PublicKey,
     index: u64,
     open: OpenChannel,
-    funding: Option<chain::wallet::FundingTx>,
 }
 
 /// A channel as the API reports it.
@@ -438,7 +437,6 @@ impl Node {
                 peer,
                 index,
                 open: open.clone(),
-                funding: None,
             },
         );
         self.send_all(&peer, vec![Message::OpenChannel(open)]).await;
@@ -490,7 +488,6 @@ impl Node {
                 peer,
                 index,
                 open: open.clone(),
-                funding: None,
             },
         );
         self.fundee_accepts
@@ -508,7 +505,7 @@ impl Node {
         accept: AcceptChannel,
     ) -> Result<(), NodeError> {
         let temp = accept.temporary_channel_id;
-        let mut pending = self
+        let pending = self
             .pending_opens
             .lock()
             .await
@@ -536,7 +533,6 @@ impl Node {
             funding_output_index: outpoint.vout as u16,
             signature: channel.sign_initial_remote_commitment()?,
         };
-        pending.funding = Some(funding.clone());
         let entry = ChannelEntry {
             channel,
             peer,
