@@ -153,6 +153,30 @@ fn our_params(funding_sat: u64) -> ChannelParams {
 }
 
 impl ChannelEntry {
+    /// A channel whose funding has just been signed.
+    fn opened(
+        channel: Channel,
+        peer: PublicKey,
+        index: u64,
+        minimum_depth: u32,
+        funding_tx: Option<Transaction>,
+    ) -> Self {
+        ChannelEntry {
+            channel,
+            peer,
+            index,
+            status: ChannelStatus::AwaitingLock,
+            minimum_depth,
+            funding_tx,
+            ready_sent: false,
+            ready_received: false,
+            closing_tx: None,
+            closing_started: false,
+            funding_spent: false,
+            sweeps: vec![],
+        }
+    }
+
     fn stored(&self) -> StoredChannel {
         let stored = Stored {
             state: self.channel.state().clone(),
@@ -533,20 +557,13 @@ impl Node {
             funding_output_index: outpoint.vout as u16,
             signature: channel.sign_initial_remote_commitment()?,
         };
-        let entry = ChannelEntry {
+        let entry = ChannelEntry::opened(
             channel,
             peer,
-            index: pending.index,
-            status: ChannelStatus::AwaitingLock,
-            minimum_depth: accept.minimum_depth,
-            funding_tx: Some(funding.tx),
-            ready_sent: false,
-            ready_received: false,
-            closing_tx: None,
-            closing_started: false,
-            funding_spent: false,
-            sweeps: vec![],
-        };
+            pending.index,
+            accept.minimum_depth,
+            Some(funding.tx),
+        );
         self.unsigned_funder
             .lock()
             .await
@@ -588,20 +605,13 @@ impl Node {
             channel_id: channel.channel_id(),
             signature: channel.sign_initial_remote_commitment()?,
         };
-        let entry = ChannelEntry {
+        let entry = ChannelEntry::opened(
             channel,
             peer,
-            index: pending.index,
-            status: ChannelStatus::AwaitingLock,
-            minimum_depth: self.config.minimum_depth,
-            funding_tx: None,
-            ready_sent: false,
-            ready_received: false,
-            closing_tx: None,
-            closing_started: false,
-            funding_spent: false,
-            sweeps: vec![],
-        };
+            pending.index,
+            self.config.minimum_depth,
+            None,
+        );
         // Durable before funding_signed lets the funder broadcast.
         self.group
             .commit(vec![Write::Channel(entry.stored())])
