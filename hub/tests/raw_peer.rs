@@ -210,7 +210,12 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
     let seen = pump(&mut ch, &mut w, &mut r).await;
     assert!(refused(&seen), "warned: {seen:?}");
     assert!(r.recv().await.is_err(), "disconnected");
-    assert_eq!(bob.channel(&id).await.unwrap(), before, "state unchanged");
+    // Once the node has handled the disconnect (it forgets uncommitted updates), its
+    // channel is exactly as before the bad message.
+    wait_until("state unchanged", || async {
+        bob.channel(&id).await.unwrap() == before
+    })
+    .await;
 
     // 2. After reestablishing, the add again with a good signature, then a wrong secret.
     let (mut w, mut r) = reconnect(&mut ch, key, &bob).await;
@@ -234,7 +239,12 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
     w.send(&Message::RevokeAndAck(raa)).await.unwrap();
     let seen = pump(&mut ch, &mut w, &mut r).await;
     assert!(refused(&seen), "warned: {seen:?}");
-    assert_eq!(bob.channel(&id).await.unwrap(), before, "state unchanged");
+    // Once the node has handled the disconnect (it forgets uncommitted updates), its
+    // channel is exactly as before the bad message.
+    wait_until("state unchanged", || async {
+        bob.channel(&id).await.unwrap() == before
+    })
+    .await;
 
     // 3. Reestablish (Bob retransmits his commitment_signed), then a message out of
     // order: a revoke_and_ack nobody asked for.
@@ -249,7 +259,12 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
     w.send(&Message::RevokeAndAck(stray)).await.unwrap();
     let seen = pump(&mut ch, &mut w, &mut r).await;
     assert!(refused(&seen), "warned: {seen:?}");
-    assert_eq!(bob.channel(&id).await.unwrap(), before, "state unchanged");
+    // Once the node has handled the disconnect (it forgets uncommitted updates), its
+    // channel is exactly as before the bad message.
+    wait_until("state unchanged", || async {
+        bob.channel(&id).await.unwrap() == before
+    })
+    .await;
 
     // 4. Behaving again: the HTLC is settled and Bob has exactly 20,000 sat.
     let (mut w, mut r) = reconnect(&mut ch, key, &bob).await;
