@@ -523,6 +523,21 @@ impl Node {
         Ok(())
     }
 
+    /// Takes the pending open `temp` if `peer` is the one it is with; a message from
+    /// anyone else leaves it in place.
+    async fn take_pending_open(
+        &self,
+        temp: &ChannelId,
+        peer: &PublicKey,
+        what: &'static str,
+    ) -> Result<PendingOpen, NodeError> {
+        let mut pending = self.pending_opens.lock().await;
+        match pending.get(temp) {
+            Some(p) if p.peer == *peer => Ok(pending.remove(temp).expect("present")),
+            _ => Err(NodeError::Invalid(what)),
+        }
+    }
+
     pub(super) async fn on_accept_channel(
         &self,
         peer: PublicKey,
@@ -530,14 +545,8 @@ impl Node {
     ) -> Result<(), NodeError> {
         let temp = accept.temporary_channel_id;
         let pending = self
-            .pending_opens
-            .lock()
-            .await
-            .remove(&temp)
-            .ok_or(NodeError::Invalid("unexpected accept_channel"))?;
-        if pending.peer != peer {
-            return Err(NodeError::Invalid("accept_channel from another peer"));
-        }
+            .take_pending_open(&temp, &peer, "unexpected accept_channel")
+            .await?;
         check_accept_channel(&pending.open, &accept, &OpenPolicy::default())
             .map_err(|_| NodeError::Invalid("accept_channel refused"))?;
         let script =
@@ -580,20 +589,14 @@ impl Node {
     ) -> Result<(), NodeError> {
         let temp = msg.temporary_channel_id;
         let pending = self
-            .pending_opens
-            .lock()
-            .await
-            .remove(&temp)
-            .ok_or(NodeError::Invalid("unexpected funding_created"))?;
+            .take_pending_open(&temp, &peer, "unexpected funding_created")
+            .await?;
         let accept = self
             .fundee_accepts
             .lock()
             .await
             .remove(&temp)
             .ok_or(NodeError::Invalid("unexpected funding_created"))?;
-        if pending.peer != peer {
-            return Err(NodeError::Invalid("funding_created from another peer"));
-        }
         let outpoint = OutPoint::new(
             Txid::from_byte_array(msg.funding_txid),
             u32::from(msg.funding_output_index),
@@ -631,16 +634,17 @@ impl Node {
         peer: PublicKey,
         msg: FundingSigned,
     ) -> Result<(), NodeError> {
-        let (temp, mut entry) = self
-            .unsigned_funder
-            .lock()
-            .await
-            .remove(&msg.channel_id)
-            .ok_or(NodeError::Invalid("unexpected funding_signed"))?;
-        if entry.peer != peer {
-            return Err(NodeError::Invalid("funding_signed from another peer"));
-        }
-        entry.channel.receive_initial_signature(msg.signature)?;
+        // Checked in place: a wrong sender or a bad signature leaves the open pending.
+        let (temp, entry) = {
+            let mut unsigned = self.unsigned_funder.lock().await;
+            match unsigned.get_mut(&msg.channel_id) {
+                Some((_, e)) if e.peer == peer => {
+                    e.channel.receive_initial_signature(msg.signature)?
+                }
+                _ => return Err(NodeError::Invalid("unexpected funding_signed")),
+            }
+            unsigned.remove(&msg.channel_id).expect("present")
+        };
         self.group
             .commit(vec![Write::Channel(entry.stored())])
             .await?;
