@@ -11,6 +11,7 @@ pub mod commitment;
 pub mod keys;
 pub mod msgs;
 pub mod noise;
+pub mod onion;
 pub mod script;
 pub mod secrets;
 pub mod sign;
