@@ -8,6 +8,7 @@
 
 pub mod close;
 pub mod commitment;
+pub mod invoice;
 pub mod keys;
 pub mod msgs;
 pub mod noise;
