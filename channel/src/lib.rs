@@ -1,5 +1,6 @@
 //! The Lightning channel protocol with no I/O: BOLT 3 keys, scripts and transactions,
-//! the BOLT 2 channel state machine and the BOLT 1 message codec.
+//! the BOLT 2 channel state machine, the BOLT 1 message codec, BOLT 4 onions and BOLT 11
+//! invoices.
 //!
 //! Everything here is a pure function of explicit inputs (or a plain state machine fed
 //! messages), so it can be tested against the specification's vectors.
