@@ -911,6 +911,37 @@ impl Channel {
         })
     }
 
+    /// Fails an HTLC the remote offered whose onion this node could not parse (BOLT 4:
+    /// a BADONION failure code, answered with update_fail_malformed_htlc because the
+    /// node has no shared secret to encrypt a reason with).
+    pub fn send_fail_malformed(
+        &mut self,
+        id: HtlcId,
+        sha256_of_onion: [u8; 32],
+        failure_code: u16,
+    ) -> Result<UpdateFailMalformedHtlc, ChannelError> {
+        if failure_code & 0x8000 == 0 {
+            return Err(ChannelError::MissingBadOnion);
+        }
+        self.check_removable(Side::Local, id.0)?;
+        self.s.log.push(
+            Side::Local,
+            UpdateKind::Remove(
+                id,
+                Removal::FailMalformed {
+                    sha256_of_onion,
+                    failure_code,
+                },
+            ),
+        );
+        Ok(UpdateFailMalformedHtlc {
+            channel_id: self.s.channel_id,
+            id: id.0,
+            sha256_of_onion,
+            failure_code,
+        })
+    }
+
     /// Takes the remote's update_fail_htlc; returns the HTLC it fails.
     pub fn receive_fail(&mut self, msg: &UpdateFailHtlc) -> Result<Htlc, ChannelError> {
         self.check_channel(&msg.channel_id)?;

@@ -39,6 +39,8 @@ pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<Strin
         network: Network::Regtest,
         minimum_depth: 3,
         chain_poll: Duration::from_millis(50),
+        policy: Default::default(),
+        webhook_retry: Default::default(),
     })
     .await
     .expect("node starts")
