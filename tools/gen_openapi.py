@@ -106,6 +106,8 @@ paths = {
                  "requestBody": body(obj({"url": S(), "events": arr(S())}, ["url"])),
                  "responses": resp("201", ref("Webhook"), "Created")}},
     "/v1/webhooks/{id}": {"delete": {"summary": "Delete a webhook", "description": BOTH, "parameters": idp, "responses": {"204": {"description": "Deleted"}}}},
+    "/v1/webhooks/{id}/test": {"post": {"summary": "Queue a webhook.test delivery to this webhook", "description": BOTH, "parameters": idp,
+                                        "responses": resp("202", obj({"delivery_id": S()}), "Queued")}},
     "/v1/webhooks/deliveries": {"get": {"summary": "Webhook deliveries and their state", "description": BOTH, "responses": resp("200", arr(ref("Delivery")))}},
     "/v1/merchants": {
         "get": {"summary": "List merchants", "description": OP, "responses": resp("200", arr(ref("Merchant")))},

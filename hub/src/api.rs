@@ -161,6 +161,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/forwards", get(list_forwards))
         .route("/v1/webhooks", get(list_webhooks).post(add_webhook))
         .route("/v1/webhooks/{id}", delete(delete_webhook))
+        .route("/v1/webhooks/{id}/test", post(test_webhook))
         .route("/v1/webhooks/deliveries", get(list_deliveries))
         .route("/v1/merchants", get(list_merchants).post(create_merchant))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
@@ -806,6 +807,19 @@ async fn delete_webhook(
         .delete_webhook(caller.owner().unwrap_or(""), &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test_webhook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let caller = authorize(&app, &headers)?;
+    let delivery = app
+        .node
+        .test_webhook(caller.owner().unwrap_or(""), &id)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"delivery_id": delivery}))))
 }
 
 async fn list_deliveries(

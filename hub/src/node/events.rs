@@ -403,6 +403,44 @@ impl Node {
         Ok(w)
     }
 
+    /// Queues a `webhook.test` delivery to one of `owner`'s webhooks (to check a
+    /// receiver and its signature verification); returns the delivery id.
+    pub async fn test_webhook(&self, owner: &str, id: &str) -> Result<String, NodeError> {
+        let created_at = unix_now();
+        let d = {
+            let pay = self.pay.lock().expect("pay lock");
+            let Some(w) = pay.events.webhooks.get(id).filter(|w| w.owner == owner) else {
+                return Err(NodeError::NotFound("webhook"));
+            };
+            let body = serde_json::json!({
+                "id": random_hex(16),
+                "type": "webhook.test",
+                "created_at": created_at,
+                "data": {"webhook_id": w.id},
+            })
+            .to_string();
+            DeliveryRecord {
+                id: random_hex(16),
+                webhook_id: w.id.clone(),
+                owner: w.owner.clone(),
+                event: "webhook.test".into(),
+                body,
+                attempts: 0,
+                next_attempt_at: created_at,
+                status: "pending".into(),
+                last_error: None,
+                created_at,
+            }
+        };
+        self.group
+            .commit(vec![Write::Record(Record::json("delivery", &d.id, &d.owner, created_at, &d))])
+            .await?;
+        let id = d.id.clone();
+        self.pay.lock().expect("pay lock").events.pending.insert(d.id.clone(), d);
+        self.deliveries_wake.notify_one();
+        Ok(id)
+    }
+
     /// `owner`'s webhooks.
     pub fn webhooks(&self, owner: &str) -> Vec<WebhookRecord> {
         let pay = self.pay.lock().expect("pay lock");
