@@ -93,7 +93,8 @@ async fn main() -> anyhow::Result<()> {
     let tower = Tower::open(store.clone(), chain.clone(), config.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(axum::serve(listener, watchtower::api::router(tower.clone())).into_future());
+    let app = watchtower::api::router(tower.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let clients = 16;
     let mut work = Vec::new();
     for c in 0..clients {
