@@ -88,6 +88,17 @@ async fn a_mined_breach_is_punished_and_the_penalty_confirmed() {
         "responding"
     );
     assert!(chain.in_mempool(&late.justice));
+
+    // SIGTERM stops it gracefully.
+    let mut tower = tower;
+    let pid = tower.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(tower.child.wait().unwrap().success());
+    assert!(tower.log_text().contains("shutting down"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

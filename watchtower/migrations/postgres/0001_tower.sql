@@ -33,4 +33,5 @@ CREATE TABLE appointments (
     UNIQUE (user_id, locator)
 );
 CREATE INDEX appointments_tag ON appointments (user_id, tag) WHERE tag IS NOT NULL;
-CREATE INDEX appointments_status ON appointments (status) WHERE status <> 'watching';
+-- Penalties in flight, read at every block.
+CREATE INDEX appointments_responding ON appointments (status) WHERE status = 'responding';
