@@ -8,7 +8,8 @@
 //! - [`gatekeeper`]: users, slots, subscription expiry;
 //! - [`watcher`]: the in-memory locator index and block scanning;
 //! - [`responder`]: gets penalties confirmed (rebroadcast, reorgs);
-//! - [`store`]: sqlx storage (SQLite or PostgreSQL);
+//! - [`store`]: sqlx storage (SQLite or PostgreSQL); [`writer`]: group commit of
+//!   appointments;
 //! - [`tower`]: ties them together and follows the chain;
 //! - [`api`], [`msgs`], [`metrics`]: the REST API;
 //! - [`client`]: the client library a node uses to talk to a tower.
@@ -26,6 +27,7 @@ pub mod sig;
 pub mod store;
 pub mod tower;
 pub mod watcher;
+pub mod writer;
 
 pub use appointment::Locator;
 pub use tower::{Tower, TowerConfig};

@@ -271,15 +271,40 @@ impl Store {
         a: &NewAppointment,
         slot_reserved: bool,
     ) -> Result<Upsert, StoreError> {
+        Ok(self
+            .upsert_appointments(&[(a.clone(), slot_reserved)])
+            .await?
+            .remove(0))
+    }
+
+    /// [`Self::upsert_appointment`] for many appointments sharing one transaction (one
+    /// fsync): all are durable, or none, when this returns.
+    pub async fn upsert_appointments(
+        &self,
+        batch: &[(NewAppointment, bool)],
+    ) -> Result<Vec<Upsert>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (a, slot_reserved) in batch {
+            outcomes.push(Self::upsert_in(&mut tx, a, *slot_reserved).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn upsert_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        a: &NewAppointment,
+        slot_reserved: bool,
+    ) -> Result<Upsert, StoreError> {
         let user = a.user_id.serialize().to_vec();
         let existing =
             sqlx::query("SELECT id, status FROM appointments WHERE user_id = $1 AND locator = $2")
                 .bind(user.clone())
                 .bind(a.locator.0.to_vec())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
-        let outcome = match existing {
+        Ok(match existing {
             Some(row) => {
                 let id: i64 = row.try_get("id")?;
                 let status: String = row.try_get("status")?;
@@ -296,11 +321,11 @@ impl Store {
                 .bind(a.user_signature.clone())
                 .bind(i64::from(a.start_height))
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 Upsert::Updated(id)
             }
-            None if !slot_reserved => return Ok(Upsert::NoSlot),
+            None if !slot_reserved => Upsert::NoSlot,
             None => {
                 let row = sqlx::query(
                     "INSERT INTO appointments (user_id, locator, encrypted_blob, to_self_delay, tag, \
@@ -314,13 +339,11 @@ impl Store {
                 .bind(a.tag.clone())
                 .bind(a.user_signature.clone())
                 .bind(i64::from(a.start_height))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
                 Upsert::Created(row.try_get("id")?)
             }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        })
     }
 
     /// Stores many new appointments in one transaction (for filling a tower in benchmarks

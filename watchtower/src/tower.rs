@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::responder::{self, Step};
 use crate::store::{NewAppointment, Status, Store, StoreError, StoredAppointment, Upsert};
 use crate::watcher::{self, LocatorIndex};
+use crate::writer::AppointmentWriter;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{Block, BlockHash};
@@ -116,6 +117,7 @@ impl RecentBlocks {
 /// The running tower.
 pub struct Tower {
     store: Store,
+    writer: AppointmentWriter,
     chain: Arc<dyn ChainSource>,
     config: TowerConfig,
     gatekeeper: Gatekeeper,
@@ -180,6 +182,7 @@ impl Tower {
             "tower loaded"
         );
         Ok(Arc::new(Tower {
+            writer: AppointmentWriter::start(store.clone()),
             store,
             chain,
             config,
@@ -247,7 +250,7 @@ impl Tower {
         let height = self.height();
         a.start_height = height;
         let reserved = self.gatekeeper.admit(&a.user_id, height)?;
-        let outcome = self.store.upsert_appointment(&a, reserved).await;
+        let outcome = self.writer.upsert(a.clone(), reserved).await;
         if !matches!(outcome, Ok(Upsert::Created(_))) && reserved {
             self.gatekeeper.release(&a.user_id, 1);
         }
