@@ -434,6 +434,7 @@ impl Tower {
         block: &Arc<Block>,
     ) -> Result<(), TowerError> {
         let breaches = self.scan(block);
+        tracing::debug!(height = block_ref.height, hash = %block_ref.hash, txs = block.txdata.len(), breaches = breaches.len(), "block scanned");
         Metrics::inc(&self.metrics.blocks_scanned);
         self.metrics
             .transactions_scanned

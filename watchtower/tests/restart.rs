@@ -12,7 +12,15 @@ use watchtower::client::{Appointment, TowerClient};
 async fn restarts(db: Option<String>) {
     let chain = chain(3).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--confirmations".to_string(), "3".to_string()];
+    // The password as the hub's devnet keeps it: in a file.
+    let pw_file = dir.path().join("rpcpassword");
+    std::fs::write(&pw_file, format!("{RPC_PASSWORD}\n")).unwrap();
+    let mut args = vec![
+        "--confirmations".to_string(),
+        "3".to_string(),
+        "--bitcoind-password-file".to_string(),
+        pw_file.display().to_string(),
+    ];
     if let Some(db) = &db {
         args.extend(["--database-url".to_string(), db.clone()]);
     }

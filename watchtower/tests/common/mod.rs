@@ -216,7 +216,11 @@ pub fn spawn_tower(rpc_url: &str, data_dir: &Path, extra: &[&str]) -> TowerProc 
         .args(["--listen", "127.0.0.1:0"])
         .args(["--bitcoind-url", rpc_url])
         .args(["--bitcoind-user", "devnet"])
-        .args(["--bitcoind-password", RPC_PASSWORD])
+        .args(if extra.contains(&"--bitcoind-password-file") {
+            vec![]
+        } else {
+            vec!["--bitcoind-password", RPC_PASSWORD]
+        })
         .args(["--poll-ms", "50"])
         .args(extra)
         .env("RUST_LOG", "info,watchtower=debug")
