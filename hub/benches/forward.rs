@@ -81,7 +81,10 @@ async fn run() {
             .unwrap();
     }
     mine(&rpc_client, 100).await;
-    wait_for("user funded", async || user.wallet_balance().await.to_sat() > 0).await;
+    wait_for("user funded", async || {
+        user.wallet_balance().await.to_sat() > 0
+    })
+    .await;
     user.connect_peer(hub_id, hub_addr).await.unwrap();
     merchant.connect_peer(hub_id, hub_addr).await.unwrap();
     let merchant_id = merchant.node_id().to_string();
@@ -103,7 +106,11 @@ async fn run() {
         .unwrap();
     mine(&rpc_client, 3).await;
     wait_for("channels usable with the hub's policy", async || {
-        let u = user.channel(&uchan).await.map(|c| c.status == hub::node::ChannelStatus::Normal).unwrap_or(false);
+        let u = user
+            .channel(&uchan)
+            .await
+            .map(|c| c.status == hub::node::ChannelStatus::Normal)
+            .unwrap_or(false);
         let m = merchant
             .list_channels()
             .await
@@ -126,7 +133,10 @@ async fn run() {
     }
     let (warm, timed) = invoices.split_at(50);
     for inv in warm {
-        let p = user.pay_invoice(inv, None, Duration::from_secs(60)).await.unwrap();
+        let p = user
+            .pay_invoice(inv, None, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(p.status, "succeeded", "{p:?}");
     }
 

@@ -35,7 +35,7 @@ async fn light(devnet: &Arc<Devnet>, dir: &std::path::Path, hub: &Arc<Node>) -> 
 }
 
 async fn synced(nodes: &[&Arc<Node>], devnet: &Arc<Devnet>) {
-    let height = u64::from(devnet.tip().1) + 1;
+    let height = u64::from(devnet.tip().1);
     for n in nodes {
         wait_until("node synced", || async { n.synced_blocks() >= height }).await;
     }
@@ -122,7 +122,11 @@ async fn stuck_outgoing_htlc_is_failed_back_before_the_incoming_expires() {
     .await;
     let forward = t.hub.forwards(None).pop().unwrap();
     assert_eq!(forward.status, "pending");
-    assert_eq!(forward.in_cltv, forward.out_cltv + 40, "the hub keeps its CLTV delta");
+    assert_eq!(
+        forward.in_cltv,
+        forward.out_cltv + 40,
+        "the hub keeps its CLTV delta"
+    );
 
     // Blocks go by: the hub force-closes its channel to the merchant at the outgoing
     // expiry, and fails the incoming HTLC back before it expires.
@@ -141,7 +145,11 @@ async fn stuck_outgoing_htlc_is_failed_back_before_the_incoming_expires() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let paid = t.user.payment(&inv.payment_hash).unwrap();
-    assert_eq!(paid.failure_code, Some(hub::node::codes::PERMANENT_CHANNEL_FAILURE), "{paid:?}");
+    assert_eq!(
+        paid.failure_code,
+        Some(hub::node::codes::PERMANENT_CHANNEL_FAILURE),
+        "{paid:?}"
+    );
     assert!(t.devnet.tip().1 < forward.in_cltv);
     // The user's channel is intact and back where it was.
     wait_until("user's HTLC removed", || async {
@@ -151,7 +159,10 @@ async fn stuck_outgoing_htlc_is_failed_back_before_the_incoming_expires() {
     let user_after = t.user.channel(&t.uchan).await.unwrap();
     assert_eq!(user_after.status, ChannelStatus::Normal);
     assert_eq!(user_after.local, user_before.local);
-    assert_eq!(t.hub.channel(&t.uchan).await.unwrap().status, ChannelStatus::Normal);
+    assert_eq!(
+        t.hub.channel(&t.uchan).await.unwrap().status,
+        ChannelStatus::Normal
+    );
     // The channel to the merchant went to chain.
     assert!(matches!(
         t.hub.channel(&t.mchan).await.unwrap().status,
@@ -177,10 +188,19 @@ async fn failures_on_the_route_leave_balances_unchanged() {
     // Unknown payment hash: the hub pays the merchant directly for a hash it never issued.
     let err = t
         .hub
-        .pay(&t.mchan, channel::Msat(5_000), channel::PaymentHash([9; 32]), t.devnet.tip().1 + 40)
+        .pay(
+            &t.mchan,
+            channel::Msat(5_000),
+            channel::PaymentHash([9; 32]),
+            t.devnet.tip().1 + 40,
+        )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("incorrect_or_unknown_payment_details"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("incorrect_or_unknown_payment_details"),
+        "{err}"
+    );
     // An invoice whose route hint names a channel the hub does not have: unknown_next_peer.
     let stranger = bitcoin::secp256k1::SecretKey::from_slice(&[5; 32]).unwrap();
     let bogus = channel::invoice::InvoiceBuilder::new(
@@ -206,7 +226,11 @@ async fn failures_on_the_route_leave_balances_unchanged() {
         .await
         .unwrap();
     assert_eq!(p.status, "failed");
-    assert_eq!(p.failure_code, Some(hub::node::codes::UNKNOWN_NEXT_PEER), "{p:?}");
+    assert_eq!(
+        p.failure_code,
+        Some(hub::node::codes::UNKNOWN_NEXT_PEER),
+        "{p:?}"
+    );
     // Too little fee for the hub: the payer's hint claims the hub is free.
     let inv = t
         .merchant
@@ -217,10 +241,21 @@ async fn failures_on_the_route_leave_balances_unchanged() {
     assert_eq!(parsed.route_hints().len(), 1);
     assert_eq!(parsed.route_hints()[0][0].src_node_id, t.hub.node_id());
     // Paying it works; paying twice pays once.
-    let ok = t.user.pay_invoice(&inv.bolt11, None, Duration::from_secs(30)).await.unwrap();
+    let ok = t
+        .user
+        .pay_invoice(&inv.bolt11, None, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(ok.status, "succeeded");
-    let again = t.user.pay_invoice(&inv.bolt11, None, Duration::from_secs(30)).await.unwrap();
-    assert_eq!((again.status.as_str(), again.preimage), ("succeeded", ok.preimage));
+    let again = t
+        .user
+        .pay_invoice(&inv.bolt11, None, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.status.as_str(), again.preimage),
+        ("succeeded", ok.preimage)
+    );
     wait_until("settled", || async {
         t.user.channel(&t.uchan).await.unwrap().htlcs == 0
             && t.hub.channel(&t.mchan).await.unwrap().htlcs == 0
@@ -232,8 +267,15 @@ async fn failures_on_the_route_leave_balances_unchanged() {
         t.hub.channel(&t.mchan).await.unwrap(),
     );
     let fee = 1000 + 30_000 * 100 / 1_000_000;
-    assert_eq!(after.0.local.0, before.0.local.0 - 30_000 - fee, "only the one payment moved");
+    assert_eq!(
+        after.0.local.0,
+        before.0.local.0 - 30_000 - fee,
+        "only the one payment moved"
+    );
     assert_eq!(after.1.local.0, before.1.local.0 + 30_000 + fee);
     assert_eq!(after.2.local.0, before.2.local.0 - 30_000);
-    assert_eq!(t.merchant.invoice(&inv.payment_hash, None).unwrap().status, "paid");
+    assert_eq!(
+        t.merchant.invoice(&inv.payment_hash, None).unwrap().status,
+        "paid"
+    );
 }

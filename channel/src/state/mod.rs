@@ -1247,6 +1247,41 @@ impl Channel {
     /// Sweeps our to_remote output from a commitment of the counterparty's that is on
     /// chain (with `option_static_remotekey` it pays our payment basepoint directly, no
     /// delay). `None` if the transaction has no such output.
+    /// The penalty for a revoked commitment as a watchtower should hold it: the justice
+    /// transaction plus our own to_remote output of that commitment, all to
+    /// `destination`, so the tower alone returns the whole channel to us.
+    pub fn penalty_tx(
+        &self,
+        revoked: &RevokedCommitment,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Result<Transaction, ChannelError> {
+        let secret = SecretKey::from_slice(&revoked.per_commitment_secret)
+            .map_err(|_| ChannelError::InvalidRevocationSecret)?;
+        if point_from_secret(&revoked.per_commitment_secret)
+            != revoked.commitment.keys.per_commitment_point
+        {
+            return Err(ChannelError::InvalidRevocationSecret);
+        }
+        let key = derive_revocation_privkey(&self.secrets.revocation_basepoint_secret, &secret);
+        let own = revoked
+            .commitment
+            .to_remote
+            .map(|vout| crate::sweep::OwnOutput {
+                outpoint: OutPoint::new(revoked.commitment.txid(), vout),
+                value: revoked.commitment.output_value(vout),
+                key: &self.secrets.payment_basepoint_secret,
+            });
+        Ok(crate::sweep::build_penalty_tx(
+            &revoked_outputs(&revoked.commitment),
+            &key,
+            own,
+            destination,
+            feerate,
+        )?)
+    }
+
+    /// Sweeps our to_remote output of the counterparty's commitment `commitment`.
     pub fn sweep_to_remote(
         &self,
         commitment: &Transaction,

@@ -989,6 +989,25 @@ impl Node {
                 let m = e
                     .channel
                     .send_add_htlc(amount, payment_hash, cltv_expiry, route.onion)?;
+                // Recorded like any payment, so a failure's reason can be read back.
+                let record = super::pay::PaymentRecord {
+                    payment_hash,
+                    bolt11: None,
+                    payee: Some(e.peer),
+                    amount_msat: amount.0,
+                    fee_msat: 0,
+                    status: "pending".into(),
+                    preimage: None,
+                    failure: None,
+                    failure_code: None,
+                    created_at: now(),
+                    completed_at: None,
+                    channel_id: e.channel.channel_id(),
+                    htlc_id: Some(m.id),
+                    shared_secrets: route.shared_secrets,
+                    sent_at_ms: super::now_ms(),
+                };
+                self.pay.lock().expect("pay lock").put_payment(record, out);
                 out.messages.push(Message::UpdateAddHtlc(m));
                 Ok(())
             })
@@ -1014,26 +1033,29 @@ impl Node {
         if m.chain_hash != self.chain_hash() {
             return Err(NodeError::Invalid("channel_update for another chain"));
         }
-        let id = self
-            .pay
-            .lock()
-            .expect("pay lock")
-            .scids
-            .get(&m.short_channel_id)
-            .copied();
+        let policy = ForwardingPolicy {
+            fee_base_msat: m.fee_base_msat,
+            fee_proportional_millionths: m.fee_proportional_millionths,
+            cltv_expiry_delta: m.cltv_expiry_delta,
+        };
+        let id = {
+            let mut pay = self.pay.lock().expect("pay lock");
+            let id = pay.scids.get(&m.short_channel_id).copied();
+            if id.is_none() {
+                // The funding is not confirmed on our side yet: applied when it is.
+                pay.pending_updates
+                    .insert(m.short_channel_id, (peer, policy));
+            }
+            id
+        };
         let Some(id) = id else {
-            // Not confirmed on our side yet: the peer sends it again on reconnection.
             return Ok(());
         };
         self.with_channel(&id, |e, _| {
             if e.peer != peer {
                 return Err(NodeError::UnknownChannel);
             }
-            e.remote_policy = Some(ForwardingPolicy {
-                fee_base_msat: m.fee_base_msat,
-                fee_proportional_millionths: m.fee_proportional_millionths,
-                cltv_expiry_delta: m.cltv_expiry_delta,
-            });
+            e.remote_policy = Some(policy);
             Ok(())
         })
         .await

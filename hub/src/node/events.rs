@@ -433,10 +433,17 @@ impl Node {
             }
         };
         self.group
-            .commit(vec![Write::Record(Record::json("delivery", &d.id, &d.owner, created_at, &d))])
+            .commit(vec![Write::Record(Record::json(
+                "delivery", &d.id, &d.owner, created_at, &d,
+            ))])
             .await?;
         let id = d.id.clone();
-        self.pay.lock().expect("pay lock").events.pending.insert(d.id.clone(), d);
+        self.pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .pending
+            .insert(d.id.clone(), d);
         self.deliveries_wake.notify_one();
         Ok(id)
     }

@@ -210,7 +210,14 @@ impl Node {
             let _ = self
                 .with_channel(&id, |e, out| {
                     e.scid = Some(scid);
-                    self.pay.lock().expect("pay lock").scids.insert(scid, id);
+                    let mut pay = self.pay.lock().expect("pay lock");
+                    pay.scids.insert(scid, id);
+                    if let Some((peer, policy)) = pay.pending_updates.remove(&scid) {
+                        if peer == e.peer {
+                            e.remote_policy = Some(policy);
+                        }
+                    }
+                    drop(pay);
                     if hub {
                         out.messages
                             .extend(self.channel_update(e).map(Message::ChannelUpdate));

@@ -286,6 +286,8 @@ pub(super) struct PayState {
     pub events: super::events::EventBook,
     /// Best block height seen.
     pub tip_height: u32,
+    /// Peers' channel_updates for channels not yet confirmed on our side.
+    pub pending_updates: HashMap<u64, (PublicKey, ForwardingPolicy)>,
 }
 
 /// What to do with an incoming HTLC.

@@ -14,7 +14,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    for _ in 0..600 {
+    for _ in 0..1200 {
         if f().await {
             return;
         }
