@@ -83,6 +83,8 @@ paths = {
     "/v1/channels/{id}/pay": {"post": {"summary": "Pay the channel's peer directly for a payment hash (no invoice)", "description": OP, "parameters": idp,
                                        "requestBody": body(obj({"amount_msat": I(), "payment_hash": S(), "cltv_expiry": I()}, ["amount_msat", "payment_hash"])),
                                        "responses": resp("200", obj({"payment_preimage": S()}))}},
+    "/v1/channels/{id}/commitment": {"get": {"summary": "Our current signed commitment transaction (what a force close broadcasts)", "description": OP, "parameters": idp,
+                                            "responses": resp("200", obj({"txid": S(), "hex": S()}))}},
     "/v1/preimages": {"post": {"summary": "Register a preimage: HTLCs for its hash are settled", "description": OP,
                                "requestBody": body(obj({"preimage": S()}, ["preimage"])), "responses": resp("200", obj({"payment_hash": S()}))}},
     "/v1/invoices": {

@@ -153,6 +153,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/channels/{id}", get(show_channel))
         .route("/v1/channels/{id}/close", post(close_channel))
         .route("/v1/channels/{id}/pay", post(pay))
+        .route("/v1/channels/{id}/commitment", get(signed_commitment))
         .route("/v1/preimages", post(add_preimage))
         .route("/v1/invoices", get(list_invoices).post(create_invoice))
         .route("/v1/invoices/{hash}", get(show_invoice))
@@ -538,6 +539,21 @@ fn merchant_json(m: &MerchantRecord) -> serde_json::Value {
         "node_id": m.node_id.to_string(),
         "created_at": m.created_at,
     })
+}
+
+/// Our current commitment transaction, fully signed: what a force close would broadcast
+/// (for an operator's own records or a manual recovery).
+async fn signed_commitment(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?.operator_only()?;
+    let tx = app.node.signed_commitment(&parse_channel_id(&id)?).await?;
+    Ok(Json(json!({
+        "txid": tx.compute_txid().to_string(),
+        "hex": bitcoin::consensus::encode::serialize_hex(&tx),
+    })))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -72,6 +72,10 @@ struct Args {
     /// Blocks between an incoming HTLC's expiry and the outgoing one's when forwarding.
     #[arg(long, env = "HUB_CLTV_EXPIRY_DELTA", default_value_t = 40)]
     cltv_expiry_delta: u16,
+    /// Watchtower URLs (repeat the flag, or comma-separate in the variable): each gets an
+    /// appointment for every commitment a peer revokes.
+    #[arg(long = "tower-url", env = "HUB_TOWER_URLS", value_delimiter = ',')]
+    tower_urls: Vec<String>,
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
@@ -178,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
         webhook_retry: hub::node::RetryPolicy {
             base: Duration::from_secs(args.webhook_retry_secs.max(1)),
         },
+        towers: args.tower_urls.clone(),
     })
     .await?;
 

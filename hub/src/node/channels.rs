@@ -492,6 +492,7 @@ impl Node {
                     }
                 }
                 FollowUp::Deliveries => self.deliveries_wake.notify_one(),
+                FollowUp::Towers => self.towers_wake.notify_one(),
             }
         }
     }
@@ -920,6 +921,7 @@ impl Node {
                 Message::RevokeAndAck(m) => {
                     let revoked = ch.receive_revoke(&m)?;
                     out.writes.push(revoked_write(&revoked, ch.channel_id()));
+                    self.queue_appointments(ch, &revoked, out);
                 }
                 Message::Shutdown(m) => {
                     ch.receive_shutdown(&m)?;

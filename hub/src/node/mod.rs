@@ -11,6 +11,7 @@ mod invoices;
 mod onchain;
 mod pay;
 mod peers;
+mod towers;
 
 pub use channels::{ChannelStatus, ChannelSummary};
 pub use events::{
@@ -70,6 +71,8 @@ pub struct NodeConfig {
     pub policy: ForwardingPolicy,
     /// How webhook deliveries are retried.
     pub webhook_retry: RetryPolicy,
+    /// Watchtowers (base URLs) that get an appointment for every revoked commitment.
+    pub towers: Vec<String>,
 }
 
 impl NodeConfig {
@@ -91,6 +94,7 @@ impl NodeConfig {
             chain_poll: Duration::from_millis(200),
             policy: ForwardingPolicy::default(),
             webhook_retry: RetryPolicy::default(),
+            towers: Vec::new(),
         }
     }
 }
@@ -163,6 +167,12 @@ pub struct Node {
     pay: std::sync::Mutex<pay::PayState>,
     waiters: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
     deliveries_wake: Arc<tokio::sync::Notify>,
+    towers: std::sync::Mutex<towers::TowerBook>,
+    towers_wake: Arc<tokio::sync::Notify>,
+    /// Where penalties held by towers pay (one of the wallet's addresses, kept).
+    penalty_script: bitcoin::ScriptBuf,
+    /// Key of the tags on tower appointments.
+    tag_key: [u8; 32],
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
@@ -193,6 +203,21 @@ impl Node {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("hub.db").display()));
         let store = Store::open(&url).await?;
+        let mut wallet = wallet;
+        let penalty_script = match store.meta("penalty_script").await? {
+            Some(s) => bitcoin::ScriptBuf::from_bytes(s),
+            None => {
+                let s = wallet.new_address()?.script_pubkey();
+                store
+                    .write(&[crate::store::Write::Meta {
+                        key: "penalty_script".into(),
+                        value: s.to_bytes(),
+                    }])
+                    .await?;
+                s
+            }
+        };
+        let tag_key = tagged_hash(&seed, b"tower tag", 0);
         let group = GroupCommit::start(store.clone());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -214,6 +239,10 @@ impl Node {
             pay: std::sync::Mutex::new(pay::PayState::default()),
             waiters: Mutex::new(HashMap::new()),
             deliveries_wake: Arc::new(tokio::sync::Notify::new()),
+            towers: std::sync::Mutex::new(towers::TowerBook::default()),
+            towers_wake: Arc::new(tokio::sync::Notify::new()),
+            penalty_script,
+            tag_key,
             open_waiters: Mutex::new(HashMap::new()),
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
@@ -223,6 +252,7 @@ impl Node {
         node.load_channels().await?;
         node.fail_unsent_forwards().await;
         node.spawn_delivery_worker();
+        node.start_towers().await?;
         node.clone().spawn_listener(listener);
         node.restore_peers().await?;
         node.clone().spawn_chain_follower().await?;

@@ -13,7 +13,7 @@ use channel::FeeratePerKw;
 pub(super) const FULFILL_SAFETY: u32 = 6;
 
 /// Fee rate of our sweeps and justice transactions.
-const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
+pub(super) const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
 use channel::ChannelId;
 

@@ -260,6 +260,8 @@ pub(super) enum FollowUp {
     PaymentDone(PaymentHash, Result<PaymentPreimage, String>),
     /// Webhook deliveries were queued.
     Deliveries,
+    /// Tower appointments were queued.
+    Towers,
 }
 
 /// The node's payment book-keeping, behind one (synchronous) lock that is only ever taken
