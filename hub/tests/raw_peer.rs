@@ -191,12 +191,27 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
 
     let preimage = PaymentPreimage([0x50; 32]);
     bob.add_preimage(preimage).await.unwrap();
+    // A one-hop BOLT 4 onion telling Bob he is the payee.
+    let (onion, _) = channel::onion::create_onion(
+        &SecretKey::from_slice(&[0x51; 32]).unwrap(),
+        &[(
+            bob.node_id(),
+            channel::onion::HopPayload {
+                amt_to_forward: 20_000_000,
+                outgoing_cltv_value: 600,
+                short_channel_id: None,
+                payment_data: None,
+            },
+        )],
+        &preimage.payment_hash().0,
+    )
+    .unwrap();
     let add = |ch: &mut Channel| {
         ch.send_add_htlc(
             Msat(20_000_000),
             preimage.payment_hash(),
             600,
-            OnionPacket::default(),
+            onion.clone(),
         )
         .unwrap()
     };
