@@ -12,6 +12,7 @@ use bitcoin::secp256k1::PublicKey;
 use channel::{ChannelId, Msat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Shared state of the handlers.
@@ -187,27 +188,33 @@ struct ConnectRequest {
     address: String,
 }
 
+impl ConnectRequest {
+    fn check(&self) -> Result<(PublicKey, SocketAddr), ApiError> {
+        let node_id: PublicKey = self.node_id.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_node_id",
+                "node_id must be a 33-byte hex public key",
+            )
+        })?;
+        let addr = self.address.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_address",
+                "address must be host:port",
+            )
+        })?;
+        Ok((node_id, addr))
+    }
+}
+
 async fn connect_peer(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     payload: Result<Json<ConnectRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&app, &headers)?;
-    let req = body(payload)?;
-    let node_id: PublicKey = req.node_id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_node_id",
-            "node_id must be a 33-byte hex public key",
-        )
-    })?;
-    let addr = req.address.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_address",
-            "address must be host:port",
-        )
-    })?;
+    let (node_id, addr) = body(payload)?.check()?;
     app.node.connect_peer(node_id, addr).await?;
     Ok(Json(json!({"connected": true})))
 }
@@ -220,6 +227,26 @@ struct OpenRequest {
     push_msat: u64,
 }
 
+impl OpenRequest {
+    fn check(&self) -> Result<PublicKey, ApiError> {
+        let peer: PublicKey = self.peer_id.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_node_id",
+                "peer_id must be a 33-byte hex public key",
+            )
+        })?;
+        if self.push_msat > self.capacity_sat.saturating_mul(1000) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_amount",
+                "push_msat exceeds the capacity",
+            ));
+        }
+        Ok(peer)
+    }
+}
+
 async fn open_channel(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -227,20 +254,7 @@ async fn open_channel(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     authorize(&app, &headers)?;
     let req = body(payload)?;
-    let peer: PublicKey = req.peer_id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_node_id",
-            "peer_id must be a 33-byte hex public key",
-        )
-    })?;
-    if req.push_msat > req.capacity_sat.saturating_mul(1000) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_amount",
-            "push_msat exceeds the capacity",
-        ));
-    }
+    let peer = req.check()?;
     let id = app
         .node
         .open_channel(peer, req.capacity_sat, Msat(req.push_msat))
@@ -315,6 +329,15 @@ struct PreimageRequest {
     preimage: String,
 }
 
+impl PreimageRequest {
+    fn check(&self) -> Result<channel::PaymentPreimage, ApiError> {
+        Ok(channel::PaymentPreimage(hex32(
+            &self.preimage,
+            "invalid_preimage",
+        )?))
+    }
+}
+
 /// Registers a payment preimage: HTLCs paying its hash are fulfilled. (Invoices will
 /// wrap this.)
 async fn add_preimage(
@@ -323,8 +346,7 @@ async fn add_preimage(
     payload: Result<Json<PreimageRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&app, &headers)?;
-    let req = body(payload)?;
-    let preimage = channel::PaymentPreimage(hex32(&req.preimage, "invalid_preimage")?);
+    let preimage = body(payload)?.check()?;
     let hash = app.node.add_preimage(preimage).await?;
     Ok(Json(json!({"payment_hash": hex::encode(hash.0)})))
 }
@@ -337,6 +359,20 @@ struct PayRequest {
     cltv_expiry: Option<u32>,
 }
 
+impl PayRequest {
+    fn check(&self) -> Result<channel::PaymentHash, ApiError> {
+        let hash = channel::PaymentHash(hex32(&self.payment_hash, "invalid_payment_hash")?);
+        if self.amount_msat == 0 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_amount",
+                "amount_msat must be positive",
+            ));
+        }
+        Ok(hash)
+    }
+}
+
 /// Pays the channel's peer directly: an HTLC for `payment_hash`; returns the preimage.
 async fn pay(
     State(app): State<Arc<App>>,
@@ -347,14 +383,7 @@ async fn pay(
     authorize(&app, &headers)?;
     let id = parse_channel_id(&id)?;
     let req = body(payload)?;
-    let hash = channel::PaymentHash(hex32(&req.payment_hash, "invalid_payment_hash")?);
-    if req.amount_msat == 0 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_amount",
-            "amount_msat must be positive",
-        ));
-    }
+    let hash = req.check()?;
     let cltv = match req.cltv_expiry {
         Some(c) => c,
         None => {
@@ -369,4 +398,53 @@ async fn pay(
     };
     let preimage = app.node.pay(&id, Msat(req.amount_msat), hash, cltv).await?;
     Ok(Json(json!({"payment_preimage": hex::encode(preimage.0)})))
+}
+
+/// The JSON bodies of the API's POST routes, named by route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// `POST /v1/peers`.
+    ConnectPeer,
+    /// `POST /v1/channels`.
+    OpenChannel,
+    /// `POST /v1/channels/{id}/close`.
+    CloseChannel,
+    /// `POST /v1/preimages`.
+    AddPreimage,
+    /// `POST /v1/channels/{id}/pay`.
+    Pay,
+}
+
+impl RequestBody {
+    /// Every body, for tests and fuzzing.
+    pub const ALL: [RequestBody; 5] = [
+        RequestBody::ConnectPeer,
+        RequestBody::OpenChannel,
+        RequestBody::CloseChannel,
+        RequestBody::AddPreimage,
+        RequestBody::Pay,
+    ];
+}
+
+/// Decodes `bytes` as the body of `kind` and runs the checks its handler makes before it
+/// touches the node, with the same errors a client would get. The handlers do the same
+/// through axum's `Json` extractor; this entry point exists so the decoding and checks can
+/// be fuzzed without a server or a node.
+pub fn check_body(kind: RequestBody, bytes: &[u8]) -> Result<(), ApiError> {
+    fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))
+    }
+    match kind {
+        RequestBody::ConnectPeer => decode::<ConnectRequest>(bytes)?.check().map(|_| ()),
+        RequestBody::OpenChannel => decode::<OpenRequest>(bytes)?.check().map(|_| ()),
+        RequestBody::CloseChannel => decode::<CloseRequest>(bytes).map(|_| ()),
+        RequestBody::AddPreimage => decode::<PreimageRequest>(bytes)?.check().map(|_| ()),
+        RequestBody::Pay => decode::<PayRequest>(bytes)?.check().map(|_| ()),
+    }
+}
+
+/// Parses the `{id}` of a `/v1/channels/{id}` path as the handlers do.
+pub fn check_channel_id(id: &str) -> Result<ChannelId, ApiError> {
+    parse_channel_id(id)
 }
