@@ -73,11 +73,14 @@ pub fn tlv_stream(data: &[u8]) -> u64 {
     label
 }
 
+/// A message type, its fields' letters, and its TLV records (type, fields' letters).
+type Layout = (u16, &'static str, &'static [(u8, &'static str)]);
+
 /// Field layouts of the messages in `channel::msgs`, one letter per field, used to build
 /// valid seeds without the crate's test-only generators: `h` 32 bytes, `q` u64, `i` u32,
 /// `s` u16, `b` u8, `k` public key, `g` signature, `v` u16-prefixed bytes, `G` u16-counted
 /// signatures, `o` onion packet. The third element is TLV records appended after.
-const LAYOUTS: &[(u16, &str, &[(u8, &str)])] = &[
+const LAYOUTS: &[Layout] = &[
     (1, "hv", &[]),
     (16, "vv", &[(1, "hh"), (3, "v")]),
     (17, "hv", &[]),
