@@ -89,6 +89,15 @@ impl TlvValue for FeeRange {
     }
 }
 
+impl ChannelUpdate {
+    /// The double SHA-256 the signature covers: the encoded message after the signature.
+    pub fn signing_hash(&self) -> [u8; 32] {
+        use bitcoin::hashes::{sha256d, Hash};
+        let encoded = Message::ChannelUpdate(self.clone()).encode();
+        sha256d::Hash::hash(&encoded[2 + 64..]).to_byte_array()
+    }
+}
+
 macro_rules! messages {
     ($(
         $(#[$doc:meta])*
@@ -478,6 +487,35 @@ messages! {
         your_last_per_commitment_secret: [u8; 32],
         /// The sender's current per-commitment point.
         my_current_per_commitment_point: PublicKey,
+    } tlvs {}
+
+    /// BOLT 7 `channel_update` (type 258): the sender's forwarding policy for one
+    /// direction of a channel. A hub sends it straight to its peer for unannounced channels,
+    /// so a merchant can put the hub's fees in its invoices' route hints.
+    ChannelUpdate = 258 {
+        /// Signature of the double SHA-256 of everything after this field, by the
+        /// sender's node key.
+        signature: Signature,
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// The channel: block height, transaction index and output index.
+        short_channel_id: u64,
+        /// Unix seconds; a newer update replaces an older one.
+        timestamp: u32,
+        /// Bit 0 is always 1 (`htlc_maximum_msat` present).
+        message_flags: u8,
+        /// Bit 0: direction (0 when the sender is the lesser node id); bit 1: disabled.
+        channel_flags: u8,
+        /// Blocks the sender subtracts from the incoming HTLC's expiry.
+        cltv_expiry_delta: u16,
+        /// Smallest HTLC the sender forwards.
+        htlc_minimum_msat: u64,
+        /// Fixed forwarding fee.
+        fee_base_msat: u32,
+        /// Proportional forwarding fee, in millionths.
+        fee_proportional_millionths: u32,
+        /// Largest HTLC the sender forwards.
+        htlc_maximum_msat: u64,
     } tlvs {}
 }
 

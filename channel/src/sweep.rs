@@ -77,7 +77,31 @@ pub fn build_justice_tx(
     destination: ScriptBuf,
     feerate: FeeratePerKw,
 ) -> Result<Transaction, SweepError> {
-    if outputs.is_empty() {
+    build_penalty_tx(outputs, revocation_key, None, destination, feerate)
+}
+
+/// Our own output on the counterparty's commitment (to_remote, P2WPKH to our payment
+/// basepoint), added to a penalty so that one transaction takes the whole channel.
+pub struct OwnOutput<'a> {
+    /// The output.
+    pub outpoint: OutPoint,
+    /// Its value.
+    pub value: Amount,
+    /// The key it pays.
+    pub key: &'a SecretKey,
+}
+
+/// The justice transaction plus, when given, our own to_remote output of the same
+/// revoked commitment: what a watchtower broadcasts for a client that is offline, so the
+/// client's whole channel balance reaches its address without the client coming back.
+pub fn build_penalty_tx(
+    outputs: &[RevokedOutput],
+    revocation_key: &SecretKey,
+    own: Option<OwnOutput<'_>>,
+    destination: ScriptBuf,
+    feerate: FeeratePerKw,
+) -> Result<Transaction, SweepError> {
+    if outputs.is_empty() && own.is_none() {
         return Err(SweepError::NoInputs);
     }
     let revocation_pubkey = PublicKey::from_secret_key(secp(), revocation_key);
@@ -108,7 +132,22 @@ pub fn build_justice_tx(
             script_pubkey: destination,
         }],
     };
-    let total: u64 = outputs.iter().map(|o| o.value.to_sat()).sum();
+    let own_pubkey = own
+        .as_ref()
+        .map(|o| bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), o.key)));
+    if let (Some(o), Some(pk)) = (&own, &own_pubkey) {
+        let mut w = Witness::new();
+        w.push(MAX_SIG);
+        w.push(pk.to_bytes());
+        tx.input.push(TxIn {
+            previous_output: o.outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: w,
+        });
+    }
+    let total: u64 = outputs.iter().map(|o| o.value.to_sat()).sum::<u64>()
+        + own.as_ref().map(|o| o.value.to_sat()).unwrap_or(0);
     tx.output[0].value = Amount::from_sat(pay_out(total, tx.weight().to_wu(), feerate)?);
     let sigs: Vec<_> = outputs
         .iter()
@@ -117,6 +156,16 @@ pub fn build_justice_tx(
         .collect();
     for (i, (o, sig)) in outputs.iter().zip(sigs).enumerate() {
         tx.input[i].witness = witness_for(o, &sig_all(&sig));
+    }
+    if let (Some(o), Some(pk)) = (own, own_pubkey) {
+        // BIP 143: a P2WPKH input is signed with the P2PKH script of its key hash.
+        let script_code = ScriptBuf::new_p2pkh(&pk.pubkey_hash());
+        let i = outputs.len();
+        let sig = sign_input(&tx, i, &script_code, o.value, o.key);
+        let mut w = Witness::new();
+        w.push(sig_all(&sig));
+        w.push(pk.to_bytes());
+        tx.input[i].witness = w;
     }
     Ok(tx)
 }

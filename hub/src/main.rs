@@ -63,6 +63,22 @@ struct Args {
     /// Operator API key (default: generated at first start and printed once).
     #[arg(long, env = "HUB_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Forwarding fee: fixed part per HTLC.
+    #[arg(long, env = "HUB_FEE_BASE_MSAT", default_value_t = 1000)]
+    fee_base_msat: u32,
+    /// Forwarding fee: proportional part, in millionths of the amount.
+    #[arg(long, env = "HUB_FEE_PROPORTIONAL_MILLIONTHS", default_value_t = 100)]
+    fee_proportional_millionths: u32,
+    /// Blocks between an incoming HTLC's expiry and the outgoing one's when forwarding.
+    #[arg(long, env = "HUB_CLTV_EXPIRY_DELTA", default_value_t = 40)]
+    cltv_expiry_delta: u16,
+    /// Watchtower URLs (repeat the flag, or comma-separate in the variable): each gets an
+    /// appointment for every commitment a peer revokes.
+    #[arg(long = "tower-url", env = "HUB_TOWER_URLS", value_delimiter = ',')]
+    tower_urls: Vec<String>,
+    /// Seconds before the first retry of a failed webhook delivery (doubled after each).
+    #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
+    webhook_retry_secs: u64,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -158,6 +174,15 @@ async fn main() -> anyhow::Result<()> {
         network,
         minimum_depth: args.minimum_depth.unwrap_or(depth),
         chain_poll: Duration::from_millis(500),
+        policy: hub::node::ForwardingPolicy {
+            fee_base_msat: args.fee_base_msat,
+            fee_proportional_millionths: args.fee_proportional_millionths,
+            cltv_expiry_delta: args.cltv_expiry_delta,
+        },
+        webhook_retry: hub::node::RetryPolicy {
+            base: Duration::from_secs(args.webhook_retry_secs.max(1)),
+        },
+        towers: args.tower_urls.clone(),
     })
     .await?;
 
@@ -196,8 +221,17 @@ async fn main() -> anyhow::Result<()> {
     );
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            // SIGINT or SIGTERM: stop taking requests, let the ones in flight finish.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
         })
         .await?;
+    node.shutdown().await;
     Ok(())
 }

@@ -31,6 +31,9 @@ async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
         network: Network::Regtest,
         minimum_depth: 1,
         chain_poll: Duration::from_millis(50),
+        policy: Default::default(),
+        webhook_retry: Default::default(),
+        towers: vec![],
     })
     .await
     .unwrap()

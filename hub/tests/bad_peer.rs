@@ -101,6 +101,9 @@ async fn light_node_talks_only_to_its_hub() {
         network: Network::Regtest,
         minimum_depth: 3,
         chain_poll: std::time::Duration::from_millis(50),
+        policy: Default::default(),
+        webhook_retry: Default::default(),
+        towers: vec![],
     })
     .await
     .unwrap();

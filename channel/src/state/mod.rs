@@ -911,6 +911,37 @@ impl Channel {
         })
     }
 
+    /// Fails an HTLC the remote offered whose onion this node could not parse (BOLT 4:
+    /// a BADONION failure code, answered with update_fail_malformed_htlc because the
+    /// node has no shared secret to encrypt a reason with).
+    pub fn send_fail_malformed(
+        &mut self,
+        id: HtlcId,
+        sha256_of_onion: [u8; 32],
+        failure_code: u16,
+    ) -> Result<UpdateFailMalformedHtlc, ChannelError> {
+        if failure_code & 0x8000 == 0 {
+            return Err(ChannelError::MissingBadOnion);
+        }
+        self.check_removable(Side::Local, id.0)?;
+        self.s.log.push(
+            Side::Local,
+            UpdateKind::Remove(
+                id,
+                Removal::FailMalformed {
+                    sha256_of_onion,
+                    failure_code,
+                },
+            ),
+        );
+        Ok(UpdateFailMalformedHtlc {
+            channel_id: self.s.channel_id,
+            id: id.0,
+            sha256_of_onion,
+            failure_code,
+        })
+    }
+
     /// Takes the remote's update_fail_htlc; returns the HTLC it fails.
     pub fn receive_fail(&mut self, msg: &UpdateFailHtlc) -> Result<Htlc, ChannelError> {
         self.check_channel(&msg.channel_id)?;
@@ -1216,6 +1247,41 @@ impl Channel {
     /// Sweeps our to_remote output from a commitment of the counterparty's that is on
     /// chain (with `option_static_remotekey` it pays our payment basepoint directly, no
     /// delay). `None` if the transaction has no such output.
+    /// The penalty for a revoked commitment as a watchtower should hold it: the justice
+    /// transaction plus our own to_remote output of that commitment, all to
+    /// `destination`, so the tower alone returns the whole channel to us.
+    pub fn penalty_tx(
+        &self,
+        revoked: &RevokedCommitment,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Result<Transaction, ChannelError> {
+        let secret = SecretKey::from_slice(&revoked.per_commitment_secret)
+            .map_err(|_| ChannelError::InvalidRevocationSecret)?;
+        if point_from_secret(&revoked.per_commitment_secret)
+            != revoked.commitment.keys.per_commitment_point
+        {
+            return Err(ChannelError::InvalidRevocationSecret);
+        }
+        let key = derive_revocation_privkey(&self.secrets.revocation_basepoint_secret, &secret);
+        let own = revoked
+            .commitment
+            .to_remote
+            .map(|vout| crate::sweep::OwnOutput {
+                outpoint: OutPoint::new(revoked.commitment.txid(), vout),
+                value: revoked.commitment.output_value(vout),
+                key: &self.secrets.payment_basepoint_secret,
+            });
+        Ok(crate::sweep::build_penalty_tx(
+            &revoked_outputs(&revoked.commitment),
+            &key,
+            own,
+            destination,
+            feerate,
+        )?)
+    }
+
+    /// Sweeps our to_remote output of the counterparty's commitment `commitment`.
     pub fn sweep_to_remote(
         &self,
         commitment: &Transaction,

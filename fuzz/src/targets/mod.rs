@@ -9,6 +9,7 @@ mod bolt11;
 mod bolt8;
 mod json;
 mod onion;
+mod tower;
 mod wire;
 
 pub use bolt11::{bolt11, fix_checksum};
@@ -90,10 +91,13 @@ pub fn all() -> Vec<Target> {
             dictionary: json::DICTIONARY,
             json: true,
         },
-        // watchtower_appointment: the `watchtower` crate is being written on another
-        // branch. When it lands, add a `watchtower_appointment(data: &[u8]) -> u64` that
-        // decodes an appointment (locator, encrypted blob) from arbitrary bytes and as a
-        // REST body, seeded from its vectors, and register it here.
+        Target {
+            name: "watchtower_appointment",
+            run: tower::watchtower_appointment,
+            seeds: tower::seeds,
+            dictionary: json::DICTIONARY,
+            json: true,
+        },
     ]
 }
 

@@ -2,7 +2,10 @@
 //! reestablishment, each applied under the channel's lock and made durable before any
 //! reply leaves.
 
-use super::{Node, NodeError};
+use super::events::Event;
+use super::pay::ForwardingPolicy;
+use super::pay::{codes, usable, Ctx, Failure, FollowUp};
+use super::{Node, NodeError, Role};
 use crate::store::{StoredChannel, Write};
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::PublicKey;
@@ -13,9 +16,9 @@ use channel::msgs::*;
 use channel::state::open::{
     check_accept_channel, check_open_channel, setup_from_messages, OpenPolicy,
 };
-use channel::state::{Channel, ChannelParams, ChannelState, HtlcStatus, RevokedCommitment, ViewOf};
+use channel::state::{Channel, ChannelParams, ChannelState, RevokedCommitment, ViewOf};
 use channel::*;
-use std::collections::HashMap;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
@@ -38,7 +41,8 @@ pub enum ChannelStatus {
 }
 
 impl ChannelStatus {
-    fn as_str(self) -> &'static str {
+    /// The status as the API and the database spell it.
+    pub fn as_str(self) -> &'static str {
         match self {
             ChannelStatus::AwaitingLock => "awaiting_lock",
             ChannelStatus::Normal => "normal",
@@ -65,6 +69,14 @@ struct Stored {
     funding_spent: bool,
     #[serde(default)]
     sweeps: Vec<Transaction>,
+    #[serde(default)]
+    scid: Option<u64>,
+    #[serde(default)]
+    remote_policy: Option<ForwardingPolicy>,
+    #[serde(default)]
+    opened_reported: bool,
+    #[serde(default)]
+    closed_reported: bool,
 }
 
 /// A channel and the node's bookkeeping about it.
@@ -84,6 +96,14 @@ pub(super) struct ChannelEntry {
     /// Our transactions taking our funds from a commitment on chain, broadcast until
     /// they confirm.
     pub sweeps: Vec<Transaction>,
+    /// BOLT 7 short channel id, once the funding transaction is confirmed.
+    pub scid: Option<u64>,
+    /// The peer's forwarding policy for this channel (from its channel_update).
+    pub remote_policy: Option<ForwardingPolicy>,
+    /// channel.opened was reported.
+    pub opened_reported: bool,
+    /// channel.closed was reported.
+    pub closed_reported: bool,
 }
 
 /// A channel being opened, before the funding signatures.
@@ -116,13 +136,17 @@ pub struct ChannelSummary {
     pub closing_tx: Option<Transaction>,
     /// Our sweeps of a commitment on chain still waiting to confirm.
     pub pending_sweeps: Vec<Transaction>,
+    /// BOLT 7 short channel id, once confirmed.
+    pub short_channel_id: Option<u64>,
+    /// The funding outpoint.
+    pub funding_outpoint: OutPoint,
+    /// The peer's forwarding policy over this channel, from its channel_update.
+    pub peer_policy: Option<ForwardingPolicy>,
 }
 
 /// Things to do after a channel's new state is durable.
 pub(super) enum Effect {
     Broadcast(Transaction),
-    PaymentSucceeded(PaymentHash, PaymentPreimage),
-    PaymentFailed(PaymentHash, String),
 }
 
 /// What one step on a channel produced.
@@ -131,6 +155,7 @@ pub(super) struct Outcome {
     pub messages: Vec<Message>,
     pub writes: Vec<Write>,
     pub effects: Vec<Effect>,
+    pub follow: Vec<FollowUp>,
 }
 
 fn now() -> u64 {
@@ -174,6 +199,10 @@ impl ChannelEntry {
             closing_started: false,
             funding_spent: false,
             sweeps: vec![],
+            scid: None,
+            remote_policy: None,
+            opened_reported: false,
+            closed_reported: false,
         }
     }
 
@@ -189,6 +218,10 @@ impl ChannelEntry {
             closing_started: self.closing_started,
             funding_spent: self.funding_spent,
             sweeps: self.sweeps.clone(),
+            scid: self.scid,
+            remote_policy: self.remote_policy,
+            opened_reported: self.opened_reported,
+            closed_reported: self.closed_reported,
         };
         StoredChannel {
             channel_id: self.channel.channel_id().0,
@@ -213,49 +246,22 @@ impl ChannelEntry {
             quiescent: self.channel.log().updates.is_empty() && !self.channel.awaiting_revoke(),
             closing_tx: self.closing_tx.clone(),
             pending_sweeps: self.sweeps.clone(),
+            short_channel_id: self.scid,
+            funding_outpoint: self.channel.setup().funding_outpoint,
+            peer_policy: self.remote_policy,
         }
     }
 
-    /// Follow-ups after any change: settle incoming HTLCs, sign pending changes, and
-    /// start closing negotiation when the channel is clean.
-    fn advance(
-        &mut self,
-        preimages: &HashMap<PaymentHash, PaymentPreimage>,
-        held: &std::collections::HashSet<PaymentHash>,
-        out: &mut Outcome,
-    ) -> Result<(), NodeError> {
+    /// Follow-ups after any change: settle, fail or forward incoming HTLCs, sign pending
+    /// changes, and start closing negotiation when the channel is clean.
+    fn advance(&mut self, ctx: &mut Ctx<'_>, out: &mut Outcome) -> Result<(), NodeError> {
         if !matches!(
             self.status,
             ChannelStatus::Normal | ChannelStatus::ShuttingDown
         ) {
             return Ok(());
         }
-        let incoming: Vec<(HtlcId, PaymentHash)> = self
-            .channel
-            .log()
-            .committed_htlcs
-            .iter()
-            .filter(|h| h.offerer == Side::Remote)
-            .filter(|h| {
-                matches!(
-                    self.channel.log().find_htlc(Side::Remote, h.id),
-                    Some((_, HtlcStatus::Committed))
-                )
-            })
-            .filter(|h| !held.contains(&h.payment_hash))
-            .map(|h| (h.id, h.payment_hash))
-            .collect();
-        for (id, hash) in incoming {
-            let msg = match preimages.get(&hash) {
-                Some(p) => Message::UpdateFulfillHtlc(self.channel.send_fulfill(id, *p)?),
-                // BOLT 4 incorrect_or_unknown_payment_details (PERM|15), unencrypted here.
-                None => Message::UpdateFailHtlc(
-                    self.channel
-                        .send_fail(id, 0x400fu16.to_be_bytes().to_vec())?,
-                ),
-            };
-            out.messages.push(msg);
-        }
+        self.resolve_incoming(ctx, out)?;
         if self.channel.has_changes_to_sign()
             && !self.channel.awaiting_revoke()
             && self.ready_received
@@ -307,18 +313,41 @@ impl Node {
                 closing_started: stored.closing_started,
                 funding_spent: stored.funding_spent,
                 sweeps: stored.sweeps,
+                scid: stored.scid,
+                remote_policy: stored.remote_policy,
+                opened_reported: stored.opened_reported,
+                closed_reported: stored.closed_reported,
             };
+            {
+                let mut pay = self.pay.lock().expect("pay lock");
+                if let Some(scid) = entry.scid {
+                    pay.scids.insert(scid, ChannelId(row.channel_id));
+                }
+                pay.events
+                    .channel_peers
+                    .insert(ChannelId(row.channel_id), peer);
+            }
             self.channels
                 .lock()
                 .await
                 .insert(ChannelId(row.channel_id), Arc::new(Mutex::new(entry)));
         }
-        for (key, value) in self.store.metas_with_prefix("preimage:").await? {
+        let metas = self.store.metas_with_prefix("preimage:").await?;
+        let mut records = Vec::new();
+        for kind in [
+            "merchant", "webhook", "delivery", "invoice", "payment", "forward",
+        ] {
+            records.extend(self.store.records(kind, None).await?);
+        }
+        let mut pay = self.pay.lock().expect("pay lock");
+        for (_, value) in metas {
             if let Ok(p) = <[u8; 32]>::try_from(value.as_slice()) {
-                let _ = key;
                 let p = PaymentPreimage(p);
-                self.preimages.lock().await.insert(p.payment_hash(), p);
+                pay.preimages.insert(p.payment_hash(), p);
             }
+        }
+        for r in &records {
+            pay.load(r)?;
         }
         Ok(())
     }
@@ -353,30 +382,189 @@ impl Node {
     }
 
     /// Runs `f` on a channel under its lock, then advances it, makes the result durable,
-    /// and only then sends the messages and carries out the effects.
+    /// and only then sends the messages, carries out the effects and runs the follow-ups
+    /// (which may touch other channels: a forward's outgoing HTLC, a settlement flowing
+    /// back upstream).
     pub(super) async fn with_channel<F>(&self, id: &ChannelId, f: F) -> Result<(), NodeError>
     where
         F: FnOnce(&mut ChannelEntry, &mut Outcome) -> Result<(), NodeError>,
     {
-        let entry = self.entry(id).await?;
+        let (result, follow) = self.with_channel_once(id, f).await;
+        self.run_follow_ups(follow).await;
+        result
+    }
+
+    /// [`Node::with_channel`] without the follow-ups, which are returned.
+    pub(super) async fn with_channel_once<F>(
+        &self,
+        id: &ChannelId,
+        f: F,
+    ) -> (Result<(), NodeError>, Vec<FollowUp>)
+    where
+        F: FnOnce(&mut ChannelEntry, &mut Outcome) -> Result<(), NodeError>,
+    {
+        let entry = match self.entry(id).await {
+            Ok(e) => e,
+            Err(e) => return (Err(e), vec![]),
+        };
         let mut e = entry.lock().await;
+        let connected = self.peers.lock().await.contains_key(&e.peer);
         let before = e.channel.clone();
+        let before_flags = (e.opened_reported, e.closed_reported);
         let mut out = Outcome::default();
-        let result = f(&mut e, &mut out);
-        if result.is_ok() {
-            let preimages = self.preimages.lock().await.clone();
-            let held = self.held.lock().await.clone();
-            e.advance(&preimages, &held, &mut out)?;
+        let mut result = f(&mut e, &mut out);
+        self.report_lifecycle(&mut e, &mut out);
+        // Updates are only made while the peer is connected: one made offline would never
+        // be sent, and the next commitment_signed would not match the peer's view.
+        if result.is_ok() && connected {
+            let mut pay = self.pay.lock().expect("pay lock");
+            let mut ctx = Ctx {
+                node_key: &self.node_key,
+                policy: &self.config.policy,
+                forwards_allowed: self.config.role == Role::Hub,
+                pay: &mut pay,
+            };
+            result = e.advance(&mut ctx, &mut out);
         }
-        if result.is_ok() || e.channel != before {
+        if result.is_ok()
+            || e.channel != before
+            || before_flags != (e.opened_reported, e.closed_reported)
+        {
             out.writes.push(Write::Channel(e.stored()));
-            self.group.commit(std::mem::take(&mut out.writes)).await?;
+            if let Err(err) = self.group.commit(std::mem::take(&mut out.writes)).await {
+                return (Err(err.into()), vec![]);
+            }
             let peer = e.peer;
             self.send_all(&peer, out.messages).await;
             drop(e);
             self.run_effects(out.effects).await;
+            return (result, out.follow);
         }
-        result
+        (result, vec![])
+    }
+
+    /// channel.opened once a channel is usable, channel.closed once its funding is spent.
+    fn report_lifecycle(&self, e: &mut ChannelEntry, out: &mut Outcome) {
+        let mut pay = self.pay.lock().expect("pay lock");
+        let id = e.channel.channel_id();
+        pay.events.channel_peers.entry(id).or_insert(e.peer);
+        let owner = pay.events.owner_of_peer(&e.peer);
+        let data = || {
+            serde_json::json!({
+                "channel_id": hex::encode(id.0),
+                "peer_id": e.peer.to_string(),
+                "capacity_sat": e.channel.setup().funding_sat,
+                "status": e.status.as_str(),
+            })
+        };
+        if e.status == ChannelStatus::Normal && !e.opened_reported {
+            e.opened_reported = true;
+            let d = data();
+            pay.events
+                .emit(Event::new("channel.opened", &owner, d), out);
+        }
+        if e.funding_spent && !e.closed_reported {
+            e.closed_reported = true;
+            let d = data();
+            pay.events
+                .emit(Event::new("channel.closed", &owner, d), out);
+        }
+    }
+
+    /// Runs follow-ups until none are left.
+    pub(super) async fn run_follow_ups(&self, follow: Vec<FollowUp>) {
+        let mut queue: std::collections::VecDeque<FollowUp> = follow.into();
+        while let Some(f) = queue.pop_front() {
+            match f {
+                FollowUp::Forward(in_channel, in_htlc) => {
+                    queue.extend(self.add_forward(in_channel, in_htlc).await);
+                }
+                FollowUp::Advance(id) => {
+                    let (r, more) = self.with_channel_once(&id, |_, _| Ok(())).await;
+                    if let Err(e) = r {
+                        tracing::debug!(channel = %id, "advancing: {e}");
+                    }
+                    queue.extend(more);
+                }
+                FollowUp::PaymentDone(hash, result) => {
+                    if let Some(w) = self.waiters.lock().await.remove(&hash) {
+                        let _ = w.send(result);
+                    }
+                }
+                FollowUp::Deliveries => self.deliveries_wake.notify_one(),
+                FollowUp::Towers => self.towers_wake.notify_one(),
+            }
+        }
+    }
+
+    /// Adds the outgoing HTLC of a forward; a refusal fails the incoming one back.
+    async fn add_forward(&self, in_channel: ChannelId, in_htlc: u64) -> Vec<FollowUp> {
+        let f = {
+            let pay = self.pay.lock().expect("pay lock");
+            match pay.forwards.get(&(in_channel, in_htlc)) {
+                Some(f) if f.status == "pending" && f.out_htlc.is_none() => f.clone(),
+                _ => return vec![],
+            }
+        };
+        let out_peer = match self.entry(&f.out_channel).await {
+            Ok(e) => Some(e.lock().await.peer),
+            Err(_) => None,
+        };
+        let connected = match out_peer {
+            Some(p) => self.peers.lock().await.contains_key(&p),
+            None => false,
+        };
+        let onion = f.next_onion.clone().unwrap_or_default();
+        let (result, mut follow) = if connected {
+            let f2 = f.clone();
+            self.with_channel_once(&f.out_channel, move |e, out| {
+                if !usable(e) {
+                    return Err(NodeError::Invalid("outgoing channel is not usable"));
+                }
+                let m = e.channel.send_add_htlc(
+                    Msat(f2.out_amount_msat),
+                    f2.payment_hash,
+                    f2.out_cltv,
+                    onion,
+                )?;
+                let mut f2 = f2;
+                f2.out_htlc = Some(m.id);
+                f2.next_onion = None;
+                self.pay.lock().expect("pay lock").put_forward(f2, out);
+                out.messages.push(Message::UpdateAddHtlc(m));
+                Ok(())
+            })
+            .await
+        } else {
+            (Err(NodeError::NotConnected), vec![])
+        };
+        if let Err(e) = result {
+            let code = match e {
+                NodeError::NotConnected | NodeError::UnknownChannel => codes::UNKNOWN_NEXT_PEER,
+                _ => codes::TEMPORARY_CHANNEL_FAILURE,
+            };
+            let data: Vec<u8> = if code & codes::UPDATE != 0 {
+                0u16.to_be_bytes().to_vec()
+            } else {
+                vec![]
+            };
+            let mut out = Outcome::default();
+            {
+                let mut pay = self.pay.lock().expect("pay lock");
+                let current = pay.forwards.get(&(in_channel, in_htlc)).cloned();
+                if let Some(cur) = current.filter(|c| c.status == "pending" && c.out_htlc.is_none())
+                {
+                    let packet = channel::onion::build_failure(&cur.shared_secret, code, &data);
+                    pay.fail_forward(cur, packet, format!("could not forward: {e}"), &mut out);
+                }
+            }
+            if let Err(e) = self.group.commit(out.writes).await {
+                tracing::warn!("recording a failed forward: {e}");
+                return follow;
+            }
+            follow.extend(out.follow);
+        }
+        follow
     }
 
     pub(super) async fn send_all(&self, peer: &PublicKey, messages: Vec<Message>) {
@@ -393,16 +581,6 @@ impl Node {
                 Effect::Broadcast(tx) => {
                     if let Err(e) = self.config.chain.broadcast(&tx).await {
                         tracing::warn!(txid = %tx.compute_txid(), "broadcast failed: {e}");
-                    }
-                }
-                Effect::PaymentSucceeded(hash, preimage) => {
-                    if let Some(w) = self.payments.lock().await.remove(&hash) {
-                        let _ = w.send(Ok(preimage));
-                    }
-                }
-                Effect::PaymentFailed(hash, why) => {
-                    if let Some(w) = self.payments.lock().await.remove(&hash) {
-                        let _ = w.send(Err(why));
                     }
                 }
             }
@@ -681,6 +859,7 @@ impl Node {
             Message::Shutdown(m) => m.channel_id,
             Message::ClosingSigned(m) => m.channel_id,
             Message::ChannelReestablish(m) => m.channel_id,
+            Message::ChannelUpdate(m) => return self.on_channel_update(peer, m.clone()).await,
             _ => return Ok(()),
         };
         let shutdown_script = if matches!(msg, Message::Shutdown(_)) {
@@ -706,22 +885,33 @@ impl Node {
                 Message::UpdateAddHtlc(m) => ch.receive_add_htlc(&m)?,
                 Message::UpdateFulfillHtlc(m) => {
                     let h = ch.receive_fulfill(&m)?;
-                    out.effects
-                        .push(Effect::PaymentSucceeded(h.payment_hash, m.payment_preimage));
+                    let id = ch.channel_id();
+                    self.pay.lock().expect("pay lock").on_fulfilled(
+                        id,
+                        &h,
+                        m.payment_preimage,
+                        out,
+                    );
                 }
                 Message::UpdateFailHtlc(m) => {
                     let h = ch.receive_fail(&m)?;
-                    out.effects.push(Effect::PaymentFailed(
-                        h.payment_hash,
-                        format!("failed by peer ({} bytes of reason)", m.reason.len()),
-                    ));
+                    let id = ch.channel_id();
+                    self.pay.lock().expect("pay lock").on_failed(
+                        id,
+                        &h,
+                        Failure::Onion(m.reason),
+                        out,
+                    );
                 }
                 Message::UpdateFailMalformedHtlc(m) => {
                     let h = ch.receive_fail_malformed(&m)?;
-                    out.effects.push(Effect::PaymentFailed(
-                        h.payment_hash,
-                        "malformed onion".into(),
-                    ));
+                    let id = ch.channel_id();
+                    self.pay.lock().expect("pay lock").on_failed(
+                        id,
+                        &h,
+                        Failure::Malformed(m.failure_code, m.sha256_of_onion),
+                        out,
+                    );
                 }
                 Message::UpdateFee(m) => ch.receive_update_fee(&m)?,
                 Message::CommitmentSigned(m) => {
@@ -731,6 +921,7 @@ impl Node {
                 Message::RevokeAndAck(m) => {
                     let revoked = ch.receive_revoke(&m)?;
                     out.writes.push(revoked_write(&revoked, ch.channel_id()));
+                    self.queue_appointments(ch, &revoked, out);
                 }
                 Message::Shutdown(m) => {
                     ch.receive_shutdown(&m)?;
@@ -768,8 +959,9 @@ impl Node {
         .await
     }
 
-    /// Pays `amount` over `channel_id` for `payment_hash`; returns the preimage once the
-    /// peer reveals it.
+    /// Pays `amount` to the peer of `channel_id` for `payment_hash` (a one-hop onion
+    /// with no payment secret: the peer settles it if it knows the preimage); returns the
+    /// preimage once the peer reveals it. Invoices are paid with [`Node::pay_invoice`].
     pub async fn pay(
         &self,
         channel_id: &ChannelId,
@@ -778,24 +970,52 @@ impl Node {
         cltv_expiry: u32,
     ) -> Result<PaymentPreimage, NodeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.payments.lock().await.insert(payment_hash, tx);
+        self.waiters.lock().await.insert(payment_hash, tx);
+        let session =
+            bitcoin::secp256k1::SecretKey::new(&mut bitcoin::secp256k1::rand::thread_rng());
         let added = self
             .with_channel(channel_id, |e, out| {
                 if e.status != ChannelStatus::Normal {
                     return Err(NodeError::Invalid("channel is not open for payments"));
                 }
-                let m = e.channel.send_add_htlc(
-                    amount,
-                    payment_hash,
+                let route = super::pay::build_route(
+                    &session,
+                    &[],
+                    e.peer,
+                    amount.0,
                     cltv_expiry,
-                    OnionPacket::default(),
-                )?;
+                    None,
+                    &payment_hash,
+                )
+                .map_err(NodeError::BadRequest)?;
+                let m = e
+                    .channel
+                    .send_add_htlc(amount, payment_hash, cltv_expiry, route.onion)?;
+                // Recorded like any payment, so a failure's reason can be read back.
+                let record = super::pay::PaymentRecord {
+                    payment_hash,
+                    bolt11: None,
+                    payee: Some(e.peer),
+                    amount_msat: amount.0,
+                    fee_msat: 0,
+                    status: "pending".into(),
+                    preimage: None,
+                    failure: None,
+                    failure_code: None,
+                    created_at: now(),
+                    completed_at: None,
+                    channel_id: e.channel.channel_id(),
+                    htlc_id: Some(m.id),
+                    shared_secrets: route.shared_secrets,
+                    sent_at_ms: super::now_ms(),
+                };
+                self.pay.lock().expect("pay lock").put_payment(record, out);
                 out.messages.push(Message::UpdateAddHtlc(m));
                 Ok(())
             })
             .await;
         if let Err(e) = added {
-            self.payments.lock().await.remove(&payment_hash);
+            self.waiters.lock().await.remove(&payment_hash);
             return Err(e);
         }
         match rx.await {
@@ -803,6 +1023,68 @@ impl Node {
             Ok(Err(why)) => Err(NodeError::PaymentFailed(why)),
             Err(_) => Err(NodeError::PaymentFailed("node stopped".into())),
         }
+    }
+
+    /// A peer's forwarding policy for one of our channels with it (BOLT 7 channel_update
+    /// sent directly for an unannounced channel). Checked against the peer's node key.
+    async fn on_channel_update(&self, peer: PublicKey, m: ChannelUpdate) -> Result<(), NodeError> {
+        let msg = bitcoin::secp256k1::Message::from_digest(m.signing_hash());
+        channel::keys::secp()
+            .verify_ecdsa(&msg, &m.signature, &peer)
+            .map_err(|_| NodeError::Invalid("channel_update signature invalid"))?;
+        if m.chain_hash != self.chain_hash() {
+            return Err(NodeError::Invalid("channel_update for another chain"));
+        }
+        let policy = ForwardingPolicy {
+            fee_base_msat: m.fee_base_msat,
+            fee_proportional_millionths: m.fee_proportional_millionths,
+            cltv_expiry_delta: m.cltv_expiry_delta,
+        };
+        let id = {
+            let mut pay = self.pay.lock().expect("pay lock");
+            let id = pay.scids.get(&m.short_channel_id).copied();
+            if id.is_none() {
+                // The funding is not confirmed on our side yet: applied when it is.
+                pay.pending_updates
+                    .insert(m.short_channel_id, (peer, policy));
+            }
+            id
+        };
+        let Some(id) = id else {
+            return Ok(());
+        };
+        self.with_channel(&id, |e, _| {
+            if e.peer != peer {
+                return Err(NodeError::UnknownChannel);
+            }
+            e.remote_policy = Some(policy);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Our channel_update for a confirmed channel, signed with the node key.
+    pub(super) fn channel_update(&self, e: &ChannelEntry) -> Option<ChannelUpdate> {
+        let scid = e.scid?;
+        let ours = self.node_id().serialize();
+        let direction = u8::from(ours > e.peer.serialize());
+        let policy = self.config.policy;
+        let mut m = ChannelUpdate {
+            signature: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[1u8; 64]).ok()?,
+            chain_hash: self.chain_hash(),
+            short_channel_id: scid,
+            timestamp: now() as u32,
+            message_flags: 1,
+            channel_flags: direction,
+            cltv_expiry_delta: policy.cltv_expiry_delta,
+            htlc_minimum_msat: 1,
+            fee_base_msat: policy.fee_base_msat,
+            fee_proportional_millionths: policy.fee_proportional_millionths,
+            htlc_maximum_msat: e.channel.capacity().0,
+        };
+        let msg = bitcoin::secp256k1::Message::from_digest(m.signing_hash());
+        m.signature = channel::keys::secp().sign_ecdsa(&msg, &self.node_key);
+        Some(m)
     }
 
     /// Starts a cooperative close: sends shutdown; the closing transaction is negotiated

@@ -6,10 +6,18 @@
 //! leaves before the state it depends on is durable.
 
 mod channels;
+mod events;
+mod invoices;
 mod onchain;
+mod pay;
 mod peers;
+mod towers;
 
 pub use channels::{ChannelStatus, ChannelSummary};
+pub use events::{
+    signature_header, DeliveryRecord, MerchantRecord, RetryPolicy, WebhookRecord, EVENT_TYPES,
+};
+pub use pay::{codes, now_ms, ForwardRecord, ForwardingPolicy, InvoiceRecord, PaymentRecord};
 
 use crate::store::{GroupCommit, Store, StoreError};
 use bitcoin::hashes::{sha256, Hash, HashEngine};
@@ -59,6 +67,36 @@ pub struct NodeConfig {
     pub minimum_depth: u32,
     /// How often to poll the chain tip.
     pub chain_poll: Duration,
+    /// Fees and CLTV delta for forwarding (announced to peers in channel_update).
+    pub policy: ForwardingPolicy,
+    /// How webhook deliveries are retried.
+    pub webhook_retry: RetryPolicy,
+    /// Watchtowers (base URLs) that get an appointment for every revoked commitment.
+    pub towers: Vec<String>,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults for everything but what must be given.
+    pub fn new(
+        role: Role,
+        data_dir: PathBuf,
+        chain: Arc<dyn ChainSource>,
+        network: Network,
+    ) -> NodeConfig {
+        NodeConfig {
+            role,
+            data_dir,
+            database_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            chain,
+            network,
+            minimum_depth: 3,
+            chain_poll: Duration::from_millis(200),
+            policy: ForwardingPolicy::default(),
+            webhook_retry: RetryPolicy::default(),
+            towers: Vec::new(),
+        }
+    }
 }
 
 /// Node-level failures.
@@ -91,6 +129,24 @@ pub enum NodeError {
     /// A payment failed.
     #[error("payment failed: {0}")]
     PaymentFailed(String),
+    /// The request is malformed or out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No channel leads to the payee.
+    #[error("no route to the payee")]
+    NoRoute,
+    /// The invoice has expired.
+    #[error("the invoice has expired")]
+    InvoiceExpired,
+    /// No channel has the balance for the payment.
+    #[error("insufficient capacity: {0}")]
+    InsufficientCapacity(String),
+    /// No such object (or not the caller's).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with what exists.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// Stored data could not be read back.
     #[error("corrupt stored state: {0}")]
     Corrupt(String),
@@ -108,9 +164,15 @@ pub struct Node {
     pending_opens: Mutex<HashMap<ChannelId, channels::PendingOpen>>,
     peers: Mutex<HashMap<PublicKey, mpsc::UnboundedSender<Message>>>,
     peer_addrs: Mutex<HashMap<PublicKey, SocketAddr>>,
-    preimages: Mutex<HashMap<PaymentHash, PaymentPreimage>>,
-    held: Mutex<std::collections::HashSet<PaymentHash>>,
-    payments: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
+    pay: std::sync::Mutex<pay::PayState>,
+    waiters: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
+    deliveries_wake: Arc<tokio::sync::Notify>,
+    towers: std::sync::Mutex<towers::TowerBook>,
+    towers_wake: Arc<tokio::sync::Notify>,
+    /// Where penalties held by towers pay (one of the wallet's addresses, kept).
+    penalty_script: bitcoin::ScriptBuf,
+    /// Key of the tags on tower appointments.
+    tag_key: [u8; 32],
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
@@ -141,6 +203,21 @@ impl Node {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("hub.db").display()));
         let store = Store::open(&url).await?;
+        let mut wallet = wallet;
+        let penalty_script = match store.meta("penalty_script").await? {
+            Some(s) => bitcoin::ScriptBuf::from_bytes(s),
+            None => {
+                let s = wallet.new_address()?.script_pubkey();
+                store
+                    .write(&[crate::store::Write::Meta {
+                        key: "penalty_script".into(),
+                        value: s.to_bytes(),
+                    }])
+                    .await?;
+                s
+            }
+        };
+        let tag_key = tagged_hash(&seed, b"tower tag", 0);
         let group = GroupCommit::start(store.clone());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -159,9 +236,13 @@ impl Node {
             pending_opens: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             peer_addrs: Mutex::new(HashMap::new()),
-            preimages: Mutex::new(HashMap::new()),
-            held: Mutex::new(std::collections::HashSet::new()),
-            payments: Mutex::new(HashMap::new()),
+            pay: std::sync::Mutex::new(pay::PayState::default()),
+            waiters: Mutex::new(HashMap::new()),
+            deliveries_wake: Arc::new(tokio::sync::Notify::new()),
+            towers: std::sync::Mutex::new(towers::TowerBook::default()),
+            towers_wake: Arc::new(tokio::sync::Notify::new()),
+            penalty_script,
+            tag_key,
             open_waiters: Mutex::new(HashMap::new()),
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
@@ -169,10 +250,19 @@ impl Node {
             listen_addr,
         });
         node.load_channels().await?;
+        node.fail_unsent_forwards().await;
+        node.spawn_delivery_worker();
+        node.start_towers().await?;
         node.clone().spawn_listener(listener);
         node.restore_peers().await?;
         node.clone().spawn_chain_follower().await?;
         Ok(node)
+    }
+
+    /// Stops cleanly: every state is already durable (nothing is sent before its commit),
+    /// so this only closes the database.
+    pub async fn shutdown(&self) {
+        self.store.close().await;
     }
 
     /// Database transactions committed so far (group commit folds many writes into one).
@@ -188,6 +278,11 @@ impl Node {
     /// Where peers can connect.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+
+    /// The chain's network.
+    pub fn network(&self) -> Network {
+        self.config.network
     }
 
     /// The chain this node uses.
@@ -217,12 +312,12 @@ impl Node {
     /// Holds incoming HTLCs for `hash`: they are neither fulfilled nor failed off-chain
     /// until [`Node::release`] (a "hold invoice"). On chain, a known preimage is used.
     pub async fn hold(&self, hash: PaymentHash) {
-        self.held.lock().await.insert(hash);
+        self.pay.lock().expect("pay lock").held.insert(hash);
     }
 
     /// Stops holding `hash`: its HTLCs are settled (or failed) at the next update.
     pub async fn release(&self, hash: &PaymentHash) {
-        self.held.lock().await.remove(hash);
+        self.pay.lock().expect("pay lock").held.remove(hash);
         let ids: Vec<ChannelId> = self.channels.lock().await.keys().copied().collect();
         for id in ids {
             // Advancing settles the released HTLCs.
@@ -234,12 +329,13 @@ impl Node {
     pub async fn add_preimage(&self, preimage: PaymentPreimage) -> Result<PaymentHash, NodeError> {
         let hash = preimage.payment_hash();
         self.group
-            .commit(vec![crate::store::Write::Meta {
-                key: format!("preimage:{}", hex::encode(hash.0)),
-                value: preimage.0.to_vec(),
-            }])
+            .commit(vec![pay::preimage_write(&preimage)])
             .await?;
-        self.preimages.lock().await.insert(hash, preimage);
+        self.pay
+            .lock()
+            .expect("pay lock")
+            .preimages
+            .insert(hash, preimage);
         Ok(hash)
     }
 }

@@ -10,12 +10,24 @@ use channel::FeeratePerKw;
 
 /// Blocks before an incoming HTLC's expiry by which it must be settled off chain, or
 /// claimed on chain with its preimage.
-const FULFILL_SAFETY: u32 = 6;
+pub(super) const FULFILL_SAFETY: u32 = 6;
 
 /// Fee rate of our sweeps and justice transactions.
-const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
+pub(super) const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
 use channel::ChannelId;
+
+/// The parts of an HTLC the payment book-keeping looks at, for one resolved on chain.
+fn fake_htlc(id: u64, hash: channel::PaymentHash) -> channel::state::Htlc {
+    channel::state::Htlc {
+        offerer: channel::Side::Local,
+        id: channel::HtlcId(id),
+        amount: channel::Msat(0),
+        payment_hash: hash,
+        cltv_expiry: 0,
+        onion: Default::default(),
+    }
+}
 use std::sync::Arc;
 
 impl Node {
@@ -74,9 +86,239 @@ impl Node {
                 }
             }
         }
+        if let Ok(tip) = self.config.chain.tip().await {
+            self.pay.lock().expect("pay lock").tip_height = tip.height;
+        }
+        self.learn_preimages(block).await;
         self.rebroadcast_sweeps().await;
         self.enforce_htlc_deadlines().await;
         self.check_confirmations().await;
+        self.assign_short_channel_ids().await;
+        self.reconcile_forwards().await;
+    }
+
+    /// Every preimage this node may use on chain: registered, learnt, or of an invoice it
+    /// accepted a payment for.
+    pub(super) fn known_preimages(
+        &self,
+    ) -> std::collections::HashMap<channel::PaymentHash, channel::PaymentPreimage> {
+        let pay = self.pay.lock().expect("pay lock");
+        let mut m = pay.preimages.clone();
+        for i in pay.invoices.values().filter(|i| i.status == "paid") {
+            m.insert(i.payment_hash, i.preimage);
+        }
+        m
+    }
+
+    /// A counterparty that claims an HTLC we offered on chain reveals the preimage in its
+    /// witness: learn it, so the incoming HTLC of a forward (or our payment) settles.
+    async fn learn_preimages(&self, block: &bitcoin::Block) {
+        let wanted: std::collections::HashSet<channel::PaymentHash> = {
+            let pay = self.pay.lock().expect("pay lock");
+            pay.forwards
+                .values()
+                .filter(|f| f.status == "pending")
+                .map(|f| f.payment_hash)
+                .chain(
+                    pay.payments
+                        .values()
+                        .filter(|p| p.status == "pending")
+                        .map(|p| p.payment_hash),
+                )
+                .collect()
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        for tx in &block.txdata {
+            for input in &tx.input {
+                for item in input.witness.iter().filter(|w| w.len() == 32) {
+                    let p = channel::PaymentPreimage(item.try_into().expect("32 bytes"));
+                    if wanted.contains(&p.payment_hash()) {
+                        found.push(p);
+                    }
+                }
+            }
+        }
+        for p in found {
+            tracing::info!(hash = %hex::encode(p.payment_hash().0), "learnt a preimage on chain");
+            let mut out = super::channels::Outcome::default();
+            {
+                let mut pay = self.pay.lock().expect("pay lock");
+                let keys: Vec<(ChannelId, u64)> = pay
+                    .forwards
+                    .iter()
+                    .filter(|(_, f)| f.status == "pending" && f.payment_hash == p.payment_hash())
+                    .filter_map(|(_, f)| f.out_htlc.map(|o| (f.out_channel, o)))
+                    .collect();
+                let payments: Vec<(ChannelId, u64)> = pay
+                    .payments
+                    .values()
+                    .filter(|x| x.status == "pending" && x.payment_hash == p.payment_hash())
+                    .filter_map(|x| x.htlc_id.map(|h| (x.channel_id, h)))
+                    .collect();
+                for (channel, id) in keys.into_iter().chain(payments) {
+                    let htlc = fake_htlc(id, p.payment_hash());
+                    pay.on_fulfilled(channel, &htlc, p, &mut out);
+                }
+            }
+            if let Err(e) = self.group.commit(out.writes).await {
+                tracing::warn!("recording a preimage learnt on chain: {e}");
+                continue;
+            }
+            self.run_follow_ups(out.follow).await;
+        }
+    }
+
+    /// Gives each confirmed channel its short channel id (and sends our channel_update to
+    /// the peer: it is how a light node learns the hub's fees for its route hints).
+    async fn assign_short_channel_ids(&self) {
+        let todo: Vec<(ChannelId, bitcoin::OutPoint)> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if e.scid.is_none() && !e.funding_spent {
+                    v.push((*id, e.channel.setup().funding_outpoint));
+                }
+            }
+            v
+        };
+        for (id, outpoint) in todo {
+            let Ok(chain::TxStatus::Confirmed { block, .. }) =
+                self.config.chain.tx_status(&outpoint.txid).await
+            else {
+                continue;
+            };
+            let Ok(Some(b)) = self.config.chain.block(&block.hash).await else {
+                continue;
+            };
+            let Some(index) = b
+                .txdata
+                .iter()
+                .position(|t| t.compute_txid() == outpoint.txid)
+            else {
+                continue;
+            };
+            if block.height >= 1 << 24 || index >= 1 << 24 || outpoint.vout >= 1 << 16 {
+                continue;
+            }
+            let scid =
+                (u64::from(block.height) << 40) | ((index as u64) << 16) | u64::from(outpoint.vout);
+            let hub = self.config.role == super::Role::Hub;
+            let _ = self
+                .with_channel(&id, |e, out| {
+                    e.scid = Some(scid);
+                    let mut pay = self.pay.lock().expect("pay lock");
+                    pay.scids.insert(scid, id);
+                    if let Some((peer, policy)) = pay.pending_updates.remove(&scid) {
+                        if peer == e.peer {
+                            e.remote_policy = Some(policy);
+                        }
+                    }
+                    drop(pay);
+                    if hub {
+                        out.messages
+                            .extend(self.channel_update(e).map(Message::ChannelUpdate));
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+    }
+
+    /// Forwards whose outgoing HTLC can no longer settle off chain: failed back when it
+    /// is gone from the outgoing channel, or when the outgoing channel closed on chain
+    /// and the incoming HTLC is about to expire with no preimage seen.
+    async fn reconcile_forwards(&self) {
+        let tip = self.pay.lock().expect("pay lock").tip_height;
+        let pending: Vec<super::ForwardRecord> = {
+            let pay = self.pay.lock().expect("pay lock");
+            pay.forwards
+                .values()
+                .filter(|f| f.status == "pending" && f.out_htlc.is_some())
+                .cloned()
+                .collect()
+        };
+        for f in pending {
+            let Ok(entry) = self.entry(&f.out_channel).await else {
+                continue;
+            };
+            let (spent, present) = {
+                let e = entry.lock().await;
+                let present = e
+                    .channel
+                    .log()
+                    .find_htlc(
+                        channel::Side::Local,
+                        channel::HtlcId(f.out_htlc.unwrap_or(0)),
+                    )
+                    .is_some();
+                (e.funding_spent, present)
+            };
+            let why = if !spent && !present {
+                "the outgoing HTLC is gone"
+            } else if spent && tip + 2 >= f.in_cltv {
+                "the outgoing channel closed on chain and the HTLC timed out there"
+            } else {
+                continue;
+            };
+            let mut out = super::channels::Outcome::default();
+            {
+                let mut pay = self.pay.lock().expect("pay lock");
+                let Some(cur) = pay
+                    .forwards
+                    .get(&(f.in_channel, f.in_htlc))
+                    .cloned()
+                    .filter(|c| c.status == "pending")
+                else {
+                    continue;
+                };
+                let packet = channel::onion::build_failure(
+                    &cur.shared_secret,
+                    super::codes::PERMANENT_CHANNEL_FAILURE,
+                    &[],
+                );
+                pay.fail_forward(cur, packet, why.into(), &mut out);
+            }
+            if self.group.commit(out.writes).await.is_ok() {
+                self.run_follow_ups(out.follow).await;
+            }
+        }
+    }
+
+    /// At start-up: a forward recorded without its outgoing HTLC never left (the two are
+    /// written together), so it is failed back.
+    pub(super) async fn fail_unsent_forwards(&self) {
+        let mut out = super::channels::Outcome::default();
+        {
+            let mut pay = self.pay.lock().expect("pay lock");
+            let unsent: Vec<super::ForwardRecord> = pay
+                .forwards
+                .values()
+                .filter(|f| f.status == "pending" && f.out_htlc.is_none())
+                .cloned()
+                .collect();
+            for f in unsent {
+                let packet = channel::onion::build_failure(
+                    &f.shared_secret,
+                    super::codes::TEMPORARY_CHANNEL_FAILURE,
+                    &0u16.to_be_bytes(),
+                );
+                pay.fail_forward(
+                    f,
+                    packet,
+                    "node restarted before forwarding".into(),
+                    &mut out,
+                );
+            }
+        }
+        if !out.writes.is_empty() {
+            if let Err(e) = self.group.commit(out.writes).await {
+                tracing::warn!("failing unsent forwards: {e}");
+            }
+        }
     }
 
     /// The funding output was spent by `tx`: a mutual close, our commitment, the
@@ -92,10 +334,11 @@ impl Node {
         };
         let dest = self.wallet.lock().await.new_address()?.script_pubkey();
         let feerate = SWEEP_FEERATE;
-        let preimages = self.preimages.lock().await.clone();
+        let preimages = self.known_preimages();
         let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
         self.with_channel(id, |e, _out| {
             e.funding_spent = true;
+            self.pay.lock().expect("pay lock").scids.retain(|_, c| c != id);
             if e.closing_tx.as_ref().map(|t| t.compute_txid()) == Some(txid) {
                 e.status = ChannelStatus::Closed;
                 return Ok(());
@@ -208,7 +451,7 @@ impl Node {
         let Ok(tip) = self.config.chain.tip().await else {
             return;
         };
-        let preimages = self.preimages.lock().await.clone();
+        let preimages = self.known_preimages();
         let due: Vec<ChannelId> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();

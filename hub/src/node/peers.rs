@@ -134,6 +134,9 @@ impl Node {
                 let e = e.lock().await;
                 if e.peer == peer {
                     v.push(Message::ChannelReestablish(e.channel.reestablish_message()));
+                    if self.config.role == super::Role::Hub && !e.funding_spent {
+                        v.extend(self.channel_update(&e).map(Message::ChannelUpdate));
+                    }
                 }
             }
             v
@@ -213,12 +216,17 @@ impl Node {
         for id in ids {
             let _ = self
                 .with_channel(&id, |e, out| {
+                    let channel_id = e.channel.channel_id();
                     for dropped in e.channel.on_disconnect() {
                         if let channel::state::UpdateKind::Add(h) = dropped {
-                            out.effects.push(super::channels::Effect::PaymentFailed(
-                                h.payment_hash,
-                                "peer disconnected".into(),
-                            ));
+                            if h.offerer == channel::Side::Local {
+                                self.pay.lock().expect("pay lock").on_failed(
+                                    channel_id,
+                                    &h,
+                                    super::pay::Failure::Local("peer disconnected".into()),
+                                    out,
+                                );
+                            }
                         }
                     }
                     Ok(())

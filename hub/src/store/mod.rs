@@ -35,6 +35,9 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored document could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
     /// The group-commit writer has stopped.
     #[error("storage writer stopped")]
     WriterStopped,
@@ -63,6 +66,55 @@ pub enum Write {
         /// Its value.
         value: Vec<u8>,
     },
+    /// Insert or replace a record (invoice, payment, forward, merchant, webhook, ...).
+    Record(Record),
+    /// Delete a record.
+    DeleteRecord {
+        /// Its kind.
+        kind: String,
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A JSON document of some kind, owned by the operator (`owner == ""`) or a merchant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// What it is: "invoice", "payment", "forward", "merchant", "webhook", "delivery".
+    pub kind: String,
+    /// Its id within the kind.
+    pub id: String,
+    /// The merchant it belongs to, `""` for the operator.
+    pub owner: String,
+    /// The document.
+    pub data: Vec<u8>,
+    /// Unix seconds when first written (kept on update).
+    pub created_at: u64,
+}
+
+impl Record {
+    /// A record holding `value` as JSON.
+    pub fn json<T: serde::Serialize>(
+        kind: &str,
+        id: &str,
+        owner: &str,
+        created_at: u64,
+        value: &T,
+    ) -> Record {
+        Record {
+            kind: kind.into(),
+            id: id.into(),
+            owner: owner.into(),
+            data: serde_json::to_vec(value).expect("records serialize"),
+            created_at,
+        }
+    }
+
+    /// The document, decoded.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
+        serde_json::from_slice(&self.data)
+            .map_err(|e| StoreError::Corrupt(format!("{} {}: {e}", self.kind, self.id)))
+    }
 }
 
 /// A channel row.
@@ -92,6 +144,14 @@ pub struct Store {
 fn to_i64(v: u64) -> i64 {
     // Values stored here (indices, commitment numbers < 2^48, seconds) fit in i64.
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn from_i64(v: i64) -> u64 {
@@ -195,6 +255,29 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Write::Record(r) => {
+                    sqlx::query(
+                        "INSERT INTO records (kind, id, owner, data, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (kind, id) DO UPDATE SET owner = excluded.owner, \
+                         data = excluded.data, updated_at = excluded.updated_at",
+                    )
+                    .bind(r.kind.clone())
+                    .bind(r.id.clone())
+                    .bind(r.owner.clone())
+                    .bind(r.data.clone())
+                    .bind(to_i64(r.created_at))
+                    .bind(to_i64(unix_now()))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::DeleteRecord { kind, id } => {
+                    sqlx::query("DELETE FROM records WHERE kind = $1 AND id = $2")
+                        .bind(kind.clone())
+                        .bind(id.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
         }
         tx.commit().await?;
@@ -284,6 +367,61 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
             .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    fn record_from_row(row: &AnyRow) -> Result<Record, sqlx::Error> {
+        Ok(Record {
+            kind: row.try_get("kind")?,
+            id: row.try_get("id")?,
+            owner: row.try_get("owner")?,
+            data: row.try_get("data")?,
+            created_at: from_i64(row.try_get("created_at")?),
+        })
+    }
+
+    /// One record.
+    pub async fn record(&self, kind: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(
+            "SELECT kind, id, owner, data, created_at FROM records WHERE kind = $1 AND id = $2",
+        )
+        .bind(kind.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(Self::record_from_row).transpose()?)
+    }
+
+    /// Records of one kind, oldest first; only `owner`'s when it is given.
+    pub async fn records(
+        &self,
+        kind: &str,
+        owner: Option<&str>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let rows = match owner {
+            Some(owner) => {
+                sqlx::query(
+                    "SELECT kind, id, owner, data, created_at FROM records \
+                     WHERE kind = $1 AND owner = $2 ORDER BY created_at, id",
+                )
+                .bind(kind.to_string())
+                .bind(owner.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT kind, id, owner, data, created_at FROM records \
+                     WHERE kind = $1 ORDER BY created_at, id",
+                )
+                .bind(kind.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(Self::record_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Closes the pool (waits for connections to finish).

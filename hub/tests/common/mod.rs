@@ -14,7 +14,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    for _ in 0..600 {
+    for _ in 0..1200 {
         if f().await {
             return;
         }
@@ -39,6 +39,9 @@ pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<Strin
         network: Network::Regtest,
         minimum_depth: 3,
         chain_poll: Duration::from_millis(50),
+        policy: Default::default(),
+        webhook_retry: Default::default(),
+        towers: vec![],
     })
     .await
     .expect("node starts")

@@ -1,0 +1,208 @@
+//! Payments user → hub → merchant over real loopback connections, every node on durable
+//! SQLite (WAL, synchronous=FULL). The hub is a real `hub` process (so its CPU time can be
+//! read from /proc); the user's and the merchant's light nodes run in this process.
+//! Prints payments/s, p50/p99 latency and the hub's CPU time per payment.
+//!
+//! `cargo bench -p hub --bench forward` (env `FORWARD_PAYMENTS`, `FORWARD_CONCURRENCY`).
+
+#[path = "../tests/procs/mod.rs"]
+mod procs;
+
+use hub::node::{Node, NodeConfig, Role};
+use procs::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    ticks / hz
+}
+
+async fn light(
+    dir: &std::path::Path,
+    hub_id: bitcoin::secp256k1::PublicKey,
+    chain: Arc<dyn chain::ChainSource>,
+) -> Arc<Node> {
+    let mut c = NodeConfig::new(
+        Role::Light { hub: Some(hub_id) },
+        dir.to_path_buf(),
+        chain,
+        bitcoin::Network::Regtest,
+    );
+    c.chain_poll = Duration::from_millis(100);
+    Node::start(c).await.unwrap()
+}
+
+async fn run() {
+    let payments = env_or("FORWARD_PAYMENTS", 1000);
+    let concurrency = env_or("FORWARD_CONCURRENCY", 16);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hub = spawn(&devnet_args(
+        dirs[0].path().join("hub").to_str().unwrap(),
+        "op",
+    ));
+    let devnet = hub.devnet.clone().unwrap();
+    let rpc_client = rpc(&devnet);
+    let chain: Arc<dyn chain::ChainSource> = Arc::new(rpc(&devnet));
+    let hub_id: bitcoin::secp256k1::PublicKey = hub.node_id.parse().unwrap();
+    let hub_addr: std::net::SocketAddr = hub.peer_addr.parse().unwrap();
+    let user = light(dirs[1].path(), hub_id, chain.clone()).await;
+    let merchant = light(dirs[2].path(), hub_id, chain.clone()).await;
+    let api = Api::default();
+
+    fund(&api, &hub.api, "op", &rpc_client).await;
+    let addr = user.new_address().await.unwrap();
+    {
+        use chain::ChainControl;
+        rpc_client
+            .generate_to_address(1, &addr.to_string().parse().unwrap())
+            .await
+            .unwrap();
+    }
+    mine(&rpc_client, 100).await;
+    wait_for("user funded", async || {
+        user.wallet_balance().await.to_sat() > 0
+    })
+    .await;
+    user.connect_peer(hub_id, hub_addr).await.unwrap();
+    merchant.connect_peer(hub_id, hub_addr).await.unwrap();
+    let merchant_id = merchant.node_id().to_string();
+    wait_for("merchant connected", async || {
+        api.call(
+            &hub.api,
+            "op",
+            "POST",
+            "/v1/channels",
+            Some(json!({"peer_id": merchant_id, "capacity_sat": 16_000_000u64})),
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    let uchan = user
+        .open_channel(hub_id, 16_000_000, channel::Msat(0))
+        .await
+        .unwrap();
+    mine(&rpc_client, 3).await;
+    wait_for("channels usable with the hub's policy", async || {
+        let u = user
+            .channel(&uchan)
+            .await
+            .map(|c| c.status == hub::node::ChannelStatus::Normal)
+            .unwrap_or(false);
+        let m = merchant
+            .list_channels()
+            .await
+            .iter()
+            .any(|c| c.status == hub::node::ChannelStatus::Normal && c.peer_policy.is_some());
+        u && m
+    })
+    .await;
+
+    // Invoices first: the timed part is paying them.
+    let mut invoices = Vec::with_capacity(payments + 50);
+    for _ in 0..payments + 50 {
+        invoices.push(
+            merchant
+                .create_invoice(Some(10_000), "bench", 3600, "")
+                .await
+                .unwrap()
+                .bolt11,
+        );
+    }
+    let (warm, timed) = invoices.split_at(50);
+    for inv in warm {
+        let p = user
+            .pay_invoice(inv, None, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(p.status, "succeeded", "{p:?}");
+    }
+
+    let queue = Arc::new(std::sync::Mutex::new(timed.to_vec()));
+    let cpu0 = cpu_secs(hub.child.id());
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (queue, user) = (queue.clone(), user.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = 0usize;
+            loop {
+                let Some(inv) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let t = Instant::now();
+                match user.pay_invoice(&inv, None, Duration::from_secs(60)).await {
+                    Ok(p) if p.status == "succeeded" => lat.push(t.elapsed()),
+                    _ => failed += 1,
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for w in workers {
+        let (l, f) = w.await.unwrap();
+        lat.extend(l);
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(hub.child.id()) - cpu0;
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "user -> hub -> merchant, {} payments, {concurrency} in flight, durable SQLite on all three nodes:",
+        lat.len()
+    );
+    println!(
+        "  {:.0} payments/s, latency p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        lat.len() as f64 / secs,
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  hub process CPU: {:.2} ms per payment ({:.0}% of one core)",
+        cpu * 1000.0 / lat.len() as f64,
+        cpu / secs * 100.0
+    );
+    println!(
+        "  light nodes' database transactions per payment: {:.1}",
+        (user.db_transactions() + merchant.db_transactions()) as f64 / (lat.len() + 50) as f64
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs this with --bench absent; only measure when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}

@@ -1,0 +1,563 @@
+//! Merchants (tenants of a hub), webhooks and their durable deliveries.
+//!
+//! An event is turned into one delivery record per matching webhook, written in the same
+//! database transaction as the state change it reports; a worker then POSTs it, signed,
+//! and retries with exponential backoff until the receiver answers 2xx. A restart
+//! resumes the deliveries that were still pending.
+
+use super::channels::Outcome;
+use super::pay::FollowUp;
+use super::{Node, NodeError};
+use crate::store::{unix_now, Record, StoreError, Write};
+use bitcoin::secp256k1::rand::{thread_rng, RngCore};
+use bitcoin::secp256k1::PublicKey;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Event types a webhook can subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "invoice.paid",
+    "payment.succeeded",
+    "payment.failed",
+    "channel.opened",
+    "channel.closed",
+];
+
+/// Deliveries give up after this many attempts.
+pub const MAX_ATTEMPTS: u32 = 12;
+
+/// A merchant account on a hub.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MerchantRecord {
+    /// Random id (hex).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The merchant's light node.
+    pub node_id: PublicKey,
+    /// SHA-256 of its API key (hex); the key itself is shown once and never stored.
+    pub key_hash: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A registered webhook.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    /// Random id (hex).
+    pub id: String,
+    /// Owner: `""` for the operator, else a merchant id.
+    pub owner: String,
+    /// Where to POST.
+    pub url: String,
+    /// The HMAC key (hex); shown once at creation.
+    pub secret: String,
+    /// Event types it wants.
+    pub events: Vec<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// One event to deliver to one webhook.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// Random id (hex).
+    pub id: String,
+    /// The webhook.
+    pub webhook_id: String,
+    /// Owner of the webhook.
+    pub owner: String,
+    /// Event type.
+    pub event: String,
+    /// The exact JSON body to POST.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt_at: u64,
+    /// "pending", "delivered" or "failed".
+    pub status: String,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// An event to report.
+pub struct Event {
+    kind: &'static str,
+    owner: String,
+    data: serde_json::Value,
+}
+
+impl Event {
+    /// An event of type `kind` about something `owner` (a merchant id, or `""`) owns.
+    pub fn new(kind: &'static str, owner: &str, data: serde_json::Value) -> Event {
+        Event {
+            kind,
+            owner: owner.into(),
+            data,
+        }
+    }
+}
+
+/// A random 16-byte hex id or 32-byte secret.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The `Hub-Signature` header value: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+/// "<t>.<body>")>`.
+pub fn signature_header(secret: &[u8], timestamp: u64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Merchants, webhooks and pending deliveries, in memory (the database has the durable copy).
+#[derive(Default)]
+pub struct EventBook {
+    /// Merchants by id.
+    pub merchants: HashMap<String, MerchantRecord>,
+    /// Merchant id by API key hash.
+    pub merchant_keys: HashMap<String, String>,
+    /// Merchant id by node id.
+    pub merchant_nodes: HashMap<PublicKey, String>,
+    /// Webhooks by id.
+    pub webhooks: HashMap<String, WebhookRecord>,
+    /// Deliveries not yet delivered or given up.
+    pub pending: HashMap<String, DeliveryRecord>,
+    /// The peer of each channel (to find a channel's merchant).
+    pub channel_peers: HashMap<channel::ChannelId, PublicKey>,
+}
+
+impl EventBook {
+    /// Loads a record read at start-up.
+    pub fn load(&mut self, r: &Record) -> Result<(), StoreError> {
+        match r.kind.as_str() {
+            "merchant" => {
+                let m: MerchantRecord = r.decode()?;
+                self.add_merchant(m);
+            }
+            "webhook" => {
+                let w: WebhookRecord = r.decode()?;
+                self.webhooks.insert(w.id.clone(), w);
+            }
+            "delivery" => {
+                let d: DeliveryRecord = r.decode()?;
+                if d.status == "pending" {
+                    self.pending.insert(d.id.clone(), d);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Adds a merchant to the maps.
+    pub fn add_merchant(&mut self, m: MerchantRecord) {
+        self.merchant_keys.insert(m.key_hash.clone(), m.id.clone());
+        self.merchant_nodes.insert(m.node_id, m.id.clone());
+        self.merchants.insert(m.id.clone(), m);
+    }
+
+    /// The merchant whose node is the peer of `channel`, `""` if none.
+    pub fn owner_of_peer_channel(&self, channel: &channel::ChannelId) -> String {
+        self.channel_peers
+            .get(channel)
+            .and_then(|p| self.merchant_nodes.get(p))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The merchant whose node is `peer`, `""` if none.
+    pub fn owner_of_peer(&self, peer: &PublicKey) -> String {
+        self.merchant_nodes.get(peer).cloned().unwrap_or_default()
+    }
+
+    /// Queues one delivery per webhook that wants `event`: the operator's webhooks see
+    /// every event, a merchant's only its own.
+    pub(super) fn emit(&mut self, event: Event, out: &mut Outcome) {
+        let created_at = unix_now();
+        let event_id = random_hex(16);
+        let body = serde_json::json!({
+            "id": event_id,
+            "type": event.kind,
+            "created_at": created_at,
+            "data": event.data,
+        })
+        .to_string();
+        let mut queued = false;
+        for w in self.webhooks.values() {
+            let wants = w.events.iter().any(|e| e == event.kind);
+            let sees = w.owner.is_empty() || w.owner == event.owner;
+            if !(wants && sees) {
+                continue;
+            }
+            let d = DeliveryRecord {
+                id: random_hex(16),
+                webhook_id: w.id.clone(),
+                owner: w.owner.clone(),
+                event: event.kind.into(),
+                body: body.clone(),
+                attempts: 0,
+                next_attempt_at: created_at,
+                status: "pending".into(),
+                last_error: None,
+                created_at,
+            };
+            out.writes.push(Write::Record(Record::json(
+                "delivery", &d.id, &d.owner, created_at, &d,
+            )));
+            self.pending.insert(d.id.clone(), d);
+            queued = true;
+        }
+        if queued {
+            out.follow.push(FollowUp::Deliveries);
+        }
+    }
+}
+
+/// How webhook deliveries are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Wait after the first failure; doubled after each further one (capped at an hour).
+    pub base: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempts: u32) -> u64 {
+        let secs = self.base.as_secs().max(1);
+        secs.saturating_mul(1u64 << attempts.min(16).saturating_sub(1))
+            .min(3600)
+    }
+}
+
+impl Node {
+    /// Runs webhook deliveries until the node stops.
+    pub(super) fn spawn_delivery_worker(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        let wake = self.deliveries_wake.clone();
+        tokio::spawn(async move {
+            let client = match reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("webhook client: {e}");
+                    return;
+                }
+            };
+            loop {
+                let Some(node) = node.upgrade() else { return };
+                node.deliver_due(&client).await;
+                let next = node.next_delivery_in();
+                drop(node);
+                let _ = tokio::time::timeout(next, wake.notified()).await;
+            }
+        });
+    }
+
+    fn next_delivery_in(&self) -> Duration {
+        let pay = self.pay.lock().expect("pay lock");
+        let now = unix_now();
+        pay.events
+            .pending
+            .values()
+            .map(|d| d.next_attempt_at.saturating_sub(now))
+            .min()
+            .map(|s| Duration::from_secs(s.clamp(1, 60)))
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    async fn deliver_due(&self, client: &reqwest::Client) {
+        let now = unix_now();
+        let due: Vec<(DeliveryRecord, Option<WebhookRecord>)> = {
+            let pay = self.pay.lock().expect("pay lock");
+            pay.events
+                .pending
+                .values()
+                .filter(|d| d.next_attempt_at <= now)
+                .map(|d| (d.clone(), pay.events.webhooks.get(&d.webhook_id).cloned()))
+                .collect()
+        };
+        for (mut d, hook) in due {
+            let result = match &hook {
+                None => Err("webhook deleted".to_string()),
+                Some(w) => {
+                    let t = unix_now();
+                    let secret = hex::decode(&w.secret).unwrap_or_default();
+                    client
+                        .post(&w.url)
+                        .header("content-type", "application/json")
+                        .header("hub-signature", signature_header(&secret, t, &d.body))
+                        .header("hub-event", &d.event)
+                        .header("hub-delivery", &d.id)
+                        .body(d.body.clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| {
+                            if r.status().is_success() {
+                                Ok(())
+                            } else {
+                                Err(format!("HTTP {}", r.status()))
+                            }
+                        })
+                }
+            };
+            d.attempts += 1;
+            match result {
+                Ok(()) => {
+                    d.status = "delivered".into();
+                    crate::metrics::webhook_delivery("delivered");
+                }
+                Err(e) => {
+                    tracing::info!(delivery = %d.id, attempt = d.attempts, "webhook delivery failed: {e}");
+                    d.last_error = Some(e);
+                    if hook.is_none() || d.attempts >= MAX_ATTEMPTS {
+                        d.status = "failed".into();
+                        crate::metrics::webhook_delivery("failed");
+                    } else {
+                        d.next_attempt_at =
+                            unix_now() + self.config.webhook_retry.delay(d.attempts);
+                        crate::metrics::webhook_delivery("retry");
+                    }
+                }
+            }
+            let write = Write::Record(Record::json("delivery", &d.id, &d.owner, d.created_at, &d));
+            if let Err(e) = self.group.commit(vec![write]).await {
+                tracing::warn!("recording a webhook delivery: {e}");
+                continue;
+            }
+            let mut pay = self.pay.lock().expect("pay lock");
+            if d.status == "pending" {
+                pay.events.pending.insert(d.id.clone(), d);
+            } else {
+                pay.events.pending.remove(&d.id);
+            }
+        }
+    }
+
+    /// Registers a webhook for `owner`; returns it with its secret (shown once).
+    pub async fn add_webhook(
+        &self,
+        owner: &str,
+        url: &str,
+        events: Vec<String>,
+    ) -> Result<WebhookRecord, NodeError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|_| NodeError::BadRequest("url is not a valid URL".into()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(NodeError::BadRequest("url must be http or https".into()));
+        }
+        let events = if events.is_empty() {
+            EVENT_TYPES.iter().map(|s| s.to_string()).collect()
+        } else {
+            events
+        };
+        if let Some(bad) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+            return Err(NodeError::BadRequest(format!("unknown event type {bad}")));
+        }
+        let w = WebhookRecord {
+            id: random_hex(16),
+            owner: owner.into(),
+            url: url.into(),
+            secret: random_hex(32),
+            events,
+            created_at: unix_now(),
+        };
+        self.group
+            .commit(vec![Write::Record(Record::json(
+                "webhook",
+                &w.id,
+                owner,
+                w.created_at,
+                &w,
+            ))])
+            .await?;
+        self.pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .webhooks
+            .insert(w.id.clone(), w.clone());
+        Ok(w)
+    }
+
+    /// Queues a `webhook.test` delivery to one of `owner`'s webhooks (to check a
+    /// receiver and its signature verification); returns the delivery id.
+    pub async fn test_webhook(&self, owner: &str, id: &str) -> Result<String, NodeError> {
+        let created_at = unix_now();
+        let d = {
+            let pay = self.pay.lock().expect("pay lock");
+            let Some(w) = pay.events.webhooks.get(id).filter(|w| w.owner == owner) else {
+                return Err(NodeError::NotFound("webhook"));
+            };
+            let body = serde_json::json!({
+                "id": random_hex(16),
+                "type": "webhook.test",
+                "created_at": created_at,
+                "data": {"webhook_id": w.id},
+            })
+            .to_string();
+            DeliveryRecord {
+                id: random_hex(16),
+                webhook_id: w.id.clone(),
+                owner: w.owner.clone(),
+                event: "webhook.test".into(),
+                body,
+                attempts: 0,
+                next_attempt_at: created_at,
+                status: "pending".into(),
+                last_error: None,
+                created_at,
+            }
+        };
+        self.group
+            .commit(vec![Write::Record(Record::json(
+                "delivery", &d.id, &d.owner, created_at, &d,
+            ))])
+            .await?;
+        let id = d.id.clone();
+        self.pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .pending
+            .insert(d.id.clone(), d);
+        self.deliveries_wake.notify_one();
+        Ok(id)
+    }
+
+    /// `owner`'s webhooks.
+    pub fn webhooks(&self, owner: &str) -> Vec<WebhookRecord> {
+        let pay = self.pay.lock().expect("pay lock");
+        let mut v: Vec<_> = pay
+            .events
+            .webhooks
+            .values()
+            .filter(|w| w.owner == owner)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        v
+    }
+
+    /// Deletes one of `owner`'s webhooks.
+    pub async fn delete_webhook(&self, owner: &str, id: &str) -> Result<(), NodeError> {
+        let exists = self
+            .pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .webhooks
+            .get(id)
+            .is_some_and(|w| w.owner == owner);
+        if !exists {
+            return Err(NodeError::NotFound("webhook"));
+        }
+        self.group
+            .commit(vec![Write::DeleteRecord {
+                kind: "webhook".into(),
+                id: id.into(),
+            }])
+            .await?;
+        self.pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .webhooks
+            .remove(id);
+        Ok(())
+    }
+
+    /// `owner`'s deliveries (all states), newest last.
+    pub async fn deliveries(&self, owner: &str) -> Result<Vec<DeliveryRecord>, NodeError> {
+        let mut v = Vec::new();
+        for r in self.store.records("delivery", Some(owner)).await? {
+            v.push(r.decode()?);
+        }
+        Ok(v)
+    }
+
+    /// Creates a merchant whose light node is `node_id`; returns it and its API key
+    /// (shown once; only its hash is stored).
+    pub async fn create_merchant(
+        &self,
+        name: &str,
+        node_id: PublicKey,
+    ) -> Result<(MerchantRecord, String), NodeError> {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(NodeError::BadRequest(
+                "name must be 1 to 200 characters".into(),
+            ));
+        }
+        if self
+            .pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .merchant_nodes
+            .contains_key(&node_id)
+        {
+            return Err(NodeError::Conflict("a merchant with this node id exists"));
+        }
+        let key = format!("mk_{}", random_hex(32));
+        let m = MerchantRecord {
+            id: random_hex(16),
+            name: name.into(),
+            node_id,
+            key_hash: crate::api::key_hash_hex(&key),
+            created_at: unix_now(),
+        };
+        self.group
+            .commit(vec![Write::Record(Record::json(
+                "merchant",
+                &m.id,
+                &m.id,
+                m.created_at,
+                &m,
+            ))])
+            .await?;
+        self.pay
+            .lock()
+            .expect("pay lock")
+            .events
+            .add_merchant(m.clone());
+        Ok((m, key))
+    }
+
+    /// The merchant holding an API key with this hash.
+    pub fn merchant_by_key_hash(&self, hash_hex: &str) -> Option<MerchantRecord> {
+        let pay = self.pay.lock().expect("pay lock");
+        let id = pay.events.merchant_keys.get(hash_hex)?;
+        pay.events.merchants.get(id).cloned()
+    }
+
+    /// Every merchant.
+    pub fn merchants(&self) -> Vec<MerchantRecord> {
+        let pay = self.pay.lock().expect("pay lock");
+        let mut v: Vec<_> = pay.events.merchants.values().cloned().collect();
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        v
+    }
+}

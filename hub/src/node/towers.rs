@@ -1,0 +1,239 @@
+//! The client side of watchtowers: after every revoke_and_ack the node receives, it builds
+//! the penalty for the commitment just revoked (the justice transaction plus our own
+//! to_remote output, so the tower alone returns the whole channel to our wallet) and
+//! queues one appointment per configured tower. The queue is written in the same
+//! transaction as the revocation, so a crash or a tower that is down loses nothing: a
+//! worker keeps sending until each tower has acknowledged (its acknowledgement means the
+//! appointment is durable there).
+
+use super::channels::Outcome;
+use super::Node;
+use crate::store::{unix_now, Record, Write};
+use bitcoin::hashes::{sha256, Hash, HashEngine};
+use bitcoin::{Transaction, Txid};
+use channel::state::RevokedCommitment;
+use channel::ChannelId;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use watchtower::client::{Appointment, ClientError, TowerClient};
+
+/// One appointment waiting to be acknowledged by one tower.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TowerJob {
+    /// Index of the tower in the node's configuration.
+    pub tower: String,
+    /// The revoked commitment.
+    pub revoked_txid: Txid,
+    /// The signed penalty transaction.
+    pub penalty: Transaction,
+    /// The CSV delay the cheater must wait out.
+    pub to_self_delay: u32,
+    /// Tag of the channel's appointments (derived from the channel id).
+    pub tag: [u8; 16],
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt_at: u64,
+}
+
+impl TowerJob {
+    fn id(&self) -> String {
+        format!("{}|{}", self.tower, self.revoked_txid)
+    }
+}
+
+/// The tag a channel's appointments carry: lets the node delete them all once the
+/// channel closed cleanly, without telling the tower which channel it is.
+pub fn channel_tag(seed_tag_key: &[u8; 32], channel: &ChannelId) -> [u8; 16] {
+    let mut e = sha256::Hash::engine();
+    e.input(b"tower tag");
+    e.input(seed_tag_key);
+    e.input(&channel.0);
+    let h = sha256::Hash::from_engine(e).to_byte_array();
+    h[..16].try_into().expect("16 bytes")
+}
+
+/// The node's towers and its queue of appointments to send.
+#[derive(Default)]
+pub struct TowerBook {
+    /// Clients by tower URL.
+    pub clients: HashMap<String, TowerClient>,
+    /// Jobs not yet acknowledged.
+    pub jobs: HashMap<String, TowerJob>,
+}
+
+impl Node {
+    /// Queues the appointments for `revoked` (called under the channel's lock, with the
+    /// writes of the revocation itself).
+    pub(super) fn queue_appointments(
+        &self,
+        channel: &channel::state::Channel,
+        revoked: &RevokedCommitment,
+        out: &mut Outcome,
+    ) {
+        let mut book = self.towers.lock().expect("towers lock");
+        if book.clients.is_empty() {
+            return;
+        }
+        let penalty = match channel.penalty_tx(
+            revoked,
+            self.penalty_script.clone(),
+            super::onchain::SWEEP_FEERATE,
+        ) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(
+                    "no penalty for revoked commitment {}: {e}",
+                    revoked.number.0
+                );
+                return;
+            }
+        };
+        let tag = channel_tag(&self.tag_key, &channel.channel_id());
+        let urls: Vec<String> = book.clients.keys().cloned().collect();
+        for tower in urls {
+            let job = TowerJob {
+                tower,
+                revoked_txid: revoked.commitment.txid(),
+                penalty: penalty.clone(),
+                to_self_delay: u32::from(revoked.commitment.to_self_delay),
+                tag,
+                attempts: 0,
+                next_attempt_at: 0,
+            };
+            out.writes.push(Write::Record(Record::json(
+                "tower_job",
+                &job.id(),
+                "",
+                unix_now(),
+                &job,
+            )));
+            book.jobs.insert(job.id(), job);
+        }
+        out.follow.push(super::pay::FollowUp::Towers);
+    }
+
+    /// Loads queued jobs and starts the sender.
+    pub(super) async fn start_towers(self: &Arc<Self>) -> Result<(), super::NodeError> {
+        if self.config.towers.is_empty() {
+            return Ok(());
+        }
+        let key =
+            bitcoin::secp256k1::SecretKey::from_slice(&super::tagged_hash(&self.seed, b"tower", 0))
+                .expect("hash is a valid key");
+        let jobs = self.store.records("tower_job", None).await?;
+        {
+            let mut book = self.towers.lock().expect("towers lock");
+            for url in &self.config.towers {
+                book.clients
+                    .insert(url.clone(), TowerClient::new(url.clone(), key));
+            }
+            for r in jobs {
+                let job: TowerJob = r.decode()?;
+                if book.clients.contains_key(&job.tower) {
+                    book.jobs.insert(job.id(), job);
+                }
+            }
+        }
+        let node = Arc::downgrade(self);
+        let wake = self.towers_wake.clone();
+        tokio::spawn(async move {
+            let mut registered: std::collections::HashSet<String> = Default::default();
+            loop {
+                let Some(node) = node.upgrade() else { return };
+                node.send_appointments(&mut registered).await;
+                drop(node);
+                let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn send_appointments(&self, registered: &mut std::collections::HashSet<String>) {
+        let now = unix_now();
+        let due: Vec<(TowerJob, TowerClient)> = {
+            let book = self.towers.lock().expect("towers lock");
+            book.jobs
+                .values()
+                .filter(|j| j.next_attempt_at <= now)
+                .filter_map(|j| book.clients.get(&j.tower).map(|c| (j.clone(), c.clone())))
+                .collect()
+        };
+        for (mut job, client) in due {
+            if !registered.contains(&job.tower) {
+                match client.register().await {
+                    Ok(_) => {
+                        registered.insert(job.tower.clone());
+                    }
+                    Err(e) => {
+                        tracing::info!(tower = %job.tower, "tower registration failed: {e}");
+                        self.retry_later(job).await;
+                        continue;
+                    }
+                }
+            }
+            let appointment = Appointment::new(job.revoked_txid, &job.penalty, job.to_self_delay)
+                .with_tag(job.tag.to_vec());
+            match client.add_appointment(&appointment).await {
+                Ok(_) => {
+                    let _ = self
+                        .group
+                        .commit(vec![Write::DeleteRecord {
+                            kind: "tower_job".into(),
+                            id: job.id(),
+                        }])
+                        .await;
+                    self.towers
+                        .lock()
+                        .expect("towers lock")
+                        .jobs
+                        .remove(&job.id());
+                }
+                Err(ClientError::Refused { code, .. })
+                    if code == "unknown_user" || code == "subscription_expired" =>
+                {
+                    registered.remove(&job.tower);
+                    self.retry_later(job).await;
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::info!(tower = %job.tower, "tower unreachable, will retry: {e}");
+                    self.retry_later(job).await;
+                }
+                Err(e) => {
+                    // Refused for good (too large, over quota): keep it, retry slowly, and
+                    // say so loudly; the node still watches the chain itself when online.
+                    tracing::warn!(tower = %job.tower, "tower refused an appointment: {e}");
+                    job.attempts = job.attempts.max(8);
+                    self.retry_later(job).await;
+                }
+            }
+        }
+    }
+
+    async fn retry_later(&self, mut job: TowerJob) {
+        job.attempts += 1;
+        job.next_attempt_at = unix_now() + (1u64 << job.attempts.min(10)).min(600);
+        let _ = self
+            .group
+            .commit(vec![Write::Record(Record::json(
+                "tower_job",
+                &job.id(),
+                "",
+                unix_now(),
+                &job,
+            ))])
+            .await;
+        self.towers
+            .lock()
+            .expect("towers lock")
+            .jobs
+            .insert(job.id(), job);
+    }
+
+    /// Appointments not yet acknowledged by their tower.
+    pub fn pending_appointments(&self) -> usize {
+        self.towers.lock().expect("towers lock").jobs.len()
+    }
+}

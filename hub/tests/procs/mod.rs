@@ -1,0 +1,334 @@
+//! Real `hub` processes for the scenario tests: started on 127.0.0.1 with ports chosen
+//! at run time, addresses read from their stdout, killed when dropped.
+#![allow(dead_code)]
+
+use chain::rpc::client::{RpcClient, RpcCredentials};
+use chain::ChainControl;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `hub` process.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub api: String,
+    pub peer_addr: String,
+    pub node_id: String,
+    /// The devnet's RPC URL and password, when this process runs the devnet.
+    pub devnet: Option<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| {
+        line[i + marker.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+    })
+}
+
+/// Starts `hub` with `args` and waits for it to print its addresses.
+pub fn spawn(args: &[String]) -> Proc {
+    let name = args
+        .iter()
+        .position(|a| a == "--data-dir")
+        .map(|i| args[i + 1].rsplit('/').next().unwrap_or("hub").to_string())
+        .unwrap_or_default();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(args)
+        .env("RUST_LOG", "info,hub=debug")
+        .stdout(Stdio::piped())
+        .stderr(match std::env::var("HUB_TEST_LOG_DIR") {
+            Ok(dir) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("{dir}/hub-{name}.log"))
+                    .unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        })
+        .spawn()
+        .expect("hub starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut p = Proc {
+        child,
+        lines,
+        api: String::new(),
+        peer_addr: String::new(),
+        node_id: String::new(),
+        devnet: None,
+        args: args.to_vec(),
+    };
+    let mut devnet_url = None;
+    while p.api.is_empty() {
+        let line = p
+            .lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("hub prints its addresses");
+        if let Some(url) = after(&line, "JSON-RPC on ") {
+            devnet_url = Some(url.to_string());
+        }
+        if let Some(path) = after(&line, "password in ") {
+            let pw = std::fs::read_to_string(path.trim_end_matches(')'))
+                .unwrap()
+                .trim()
+                .to_string();
+            p.devnet = Some((devnet_url.clone().unwrap(), pw));
+        }
+        if let Some(id) = after(&line, "node id ") {
+            p.node_id = id.to_string();
+            p.peer_addr = after(&line, "peers on ").unwrap().to_string();
+        }
+        if let Some(api) = after(&line, "REST API on ") {
+            p.api = api.to_string();
+        }
+    }
+    p
+}
+
+/// Arguments of a process that runs the devnet itself.
+pub fn devnet_args(data_dir: &str, api_key: &str) -> Vec<String> {
+    [
+        "--data-dir",
+        data_dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--devnet-rpc",
+        "127.0.0.1:0",
+        "--api-key",
+        api_key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Arguments of a process that uses another's devnet.
+pub fn client_args(data_dir: &str, api_key: &str, devnet: &(String, String)) -> Vec<String> {
+    [
+        "--data-dir",
+        data_dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--bitcoind-url",
+        &devnet.0,
+        "--bitcoind-user",
+        "devnet",
+        "--bitcoind-password",
+        &devnet.1,
+        "--network",
+        "regtest",
+        "--api-key",
+        api_key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A REST client.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Api {
+    /// Calls `method path` with `key`; returns the status and the JSON body (Null if none).
+    pub async fn raw(
+        &self,
+        base: &str,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{base}{path}");
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url),
+        }
+        .timeout(Duration::from_secs(60));
+        let req = match key {
+            Some(k) => req.header("authorization", format!("Bearer {k}")),
+            None => req,
+        };
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+
+    /// Calls and expects a 2xx.
+    pub async fn ok(
+        &self,
+        base: &str,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, v) = self.raw(base, Some(key), method, path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    /// Calls; `Ok` on 2xx.
+    pub async fn call(
+        &self,
+        base: &str,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let (status, v) = self.raw(base, Some(key), method, path, body).await;
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err(format!("{status} {v}"))
+        }
+    }
+}
+
+/// Polls `f` every 100 ms for up to two minutes.
+pub async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..1200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The devnet, over RPC.
+pub fn rpc(devnet: &(String, String)) -> RpcClient {
+    RpcClient::new(
+        devnet.0.clone(),
+        RpcCredentials::UserPass("devnet".into(), devnet.1.clone()),
+    )
+    .unwrap()
+}
+
+/// An address nobody can spend from, to mine blocks to.
+pub fn burn_address() -> String {
+    bitcoin::Address::p2wsh(
+        &bitcoin::ScriptBuf::from_bytes(vec![0x51]),
+        bitcoin::Network::Regtest,
+    )
+    .to_string()
+}
+
+/// Mines `n` blocks to the burn address.
+pub async fn mine(rpc: &RpcClient, n: u32) {
+    rpc.generate_to_address(n, &burn_address().parse().unwrap())
+        .await
+        .unwrap();
+}
+
+/// Gives the node behind `api` one mature coinbase (50 BTC on regtest).
+pub async fn fund(api: &Api, base: &str, key: &str, rpc: &RpcClient) {
+    let addr = api.ok(base, key, "POST", "/v1/address", None).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rpc.generate_to_address(1, &addr.parse().unwrap())
+        .await
+        .unwrap();
+    mine(rpc, 100).await;
+    wait_for("wallet funded", async || {
+        api.call(base, key, "GET", "/v1/info", None)
+            .await
+            .map(|v| v["onchain_balance_sat"].as_u64() > Some(0))
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+/// A throw-away PostgreSQL database (`None` when `HUB_TEST_POSTGRES_URL` is unset); the
+/// guard drops it.
+pub async fn postgres_db(tag: &str) -> Option<(String, PgGuard)> {
+    use sqlx::Connection;
+    let admin = std::env::var("HUB_TEST_POSTGRES_URL").ok()?;
+    let name = format!("hub_{tag}_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0.to_string();
+    Some((format!("{base}/{name}"), PgGuard { admin, name }))
+}
+
+/// Drops its database when dropped.
+pub struct PgGuard {
+    admin: String,
+    name: String,
+}
+
+impl Drop for PgGuard {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,299 @@
+//! A watchtower protects an offline merchant, with real processes on 127.0.0.1: the
+//! merchant's node sends an appointment for every commitment the hub revokes; the
+//! merchant's node stops; the hub broadcasts a revoked commitment; the tower's penalty
+//! confirms long before the CSV delay and pays the merchant's address the whole channel.
+//! Then a reorg drops the breach and the penalty; the breach comes back, and so does the
+//! penalty.
+
+mod procs;
+
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::Transaction;
+use chain::{ChainControl, ChainSource};
+use procs::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Tower {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Tower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `watchtower` binary: next to `hub` when the workspace is built (as `cargo test
+/// --workspace` does); built here otherwise.
+fn tower_binary() -> std::path::PathBuf {
+    let hub = std::path::PathBuf::from(env!("CARGO_BIN_EXE_hub"));
+    let path = hub.with_file_name("watchtower");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "watchtower", "--bin", "watchtower"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the watchtower");
+    }
+    path
+}
+
+fn spawn_tower(dir: &str, devnet: &(String, String)) -> Tower {
+    let mut child = Command::new(tower_binary())
+        .args([
+            "--data-dir",
+            dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--bitcoind-url",
+            &devnet.0,
+            "--bitcoind-user",
+            "devnet",
+            "--bitcoind-password",
+            &devnet.1,
+            "--confirmations",
+            "3",
+            "--poll-ms",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watchtower starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("tower prints its address").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    Tower { child, url }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let d = |i: usize, n: &str| dirs[i].path().join(n).to_str().unwrap().to_string();
+    let hub = spawn(&devnet_args(&d(0, "hub"), "op-hub"));
+    let devnet = hub.devnet.clone().unwrap();
+    let tower = spawn_tower(&d(1, "tower"), &devnet);
+    let mut margs = client_args(&d(2, "merchant"), "op-m", &devnet);
+    margs.extend([
+        "--role".into(),
+        "light".into(),
+        "--hub-node-id".into(),
+        hub.node_id.clone(),
+        "--tower-url".into(),
+        tower.url.clone(),
+    ]);
+    let merchant = spawn(&margs);
+    let api = Api::default();
+    let rpc = rpc(&devnet);
+    fund(&api, &hub.api, "op-hub", &rpc).await;
+    api.ok(
+        &merchant.api,
+        "op-m",
+        "POST",
+        "/v1/peers",
+        Some(json!({"node_id": hub.node_id, "address": hub.peer_addr})),
+    )
+    .await;
+    const CAP: u64 = 400_000;
+    let id = api
+        .ok(
+            &hub.api,
+            "op-hub",
+            "POST",
+            "/v1/channels",
+            Some(json!({"peer_id": merchant.node_id, "capacity_sat": CAP})),
+        )
+        .await["channel_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    mine(&rpc, 3).await;
+    wait_for(
+        "merchant's channel usable with the hub's policy",
+        async || {
+            api.call(
+                &merchant.api,
+                "op-m",
+                "GET",
+                &format!("/v1/channels/{id}"),
+                None,
+            )
+            .await
+            .map(|c| c["status"] == "normal" && c["peer_policy"].is_object())
+            .unwrap_or(false)
+        },
+    )
+    .await;
+
+    // Payments to the merchant: the hub keeps the commitment of the first state.
+    let pay = async |amount: u64| {
+        let inv = api
+            .ok(
+                &merchant.api,
+                "op-m",
+                "POST",
+                "/v1/invoices",
+                Some(json!({"amount_msat": amount})),
+            )
+            .await;
+        let p = api
+            .ok(
+                &hub.api,
+                "op-hub",
+                "POST",
+                "/v1/payments",
+                Some(json!({"invoice": inv["bolt11"]})),
+            )
+            .await;
+        assert_eq!(p["status"], "succeeded", "{p}");
+    };
+    pay(50_000_000).await;
+    let quiet = async || {
+        api.call(
+            &hub.api,
+            "op-hub",
+            "GET",
+            &format!("/v1/channels/{id}"),
+            None,
+        )
+        .await
+        .map(|c| c["htlcs"] == 0)
+        .unwrap_or(false)
+    };
+    wait_for("settled", quiet).await;
+    let old: Transaction = deserialize_hex(
+        api.ok(
+            &hub.api,
+            "op-hub",
+            "GET",
+            &format!("/v1/channels/{id}/commitment"),
+            None,
+        )
+        .await["hex"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        pay(60_000_000).await;
+    }
+    wait_for("settled", quiet).await;
+    // Every revoked commitment reached the tower before the merchant goes offline.
+    let tower_info = async || -> u64 {
+        reqwest::get(format!("{}/v1/info", tower.url))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["appointments"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for("appointments at the tower", async || {
+        tower_info().await >= 8
+    })
+    .await;
+    let merchant_wallet_before = api.ok(&merchant.api, "op-m", "GET", "/v1/info", None).await
+        ["onchain_balance_sat"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(merchant_wallet_before, 0);
+    drop(merchant); // SIGKILL: the merchant is offline from here on.
+
+    // The hub cheats.
+    let old_txid = old.compute_txid();
+    let old_total: u64 = old.output.iter().map(|o| o.value.to_sat()).sum();
+    rpc.broadcast(&old)
+        .await
+        .expect("a revoked commitment is a valid transaction");
+    let breach_block = rpc
+        .generate_to_address(1, &burn_address().parse().unwrap())
+        .await
+        .unwrap()[0];
+    // The tower sees it and broadcasts the penalty.
+    let penalty_of = async || {
+        rpc.find_spend(&bitcoin::OutPoint::new(old_txid, 0), 0)
+            .await
+            .unwrap()
+            .map(|s| s.tx)
+    };
+    wait_for("penalty in the mempool", async || {
+        penalty_of().await.is_some()
+    })
+    .await;
+    mine(&rpc, 1).await;
+    let penalty = penalty_of().await.unwrap();
+    assert_eq!(rpc.confirmations(&penalty.compute_txid()).await.unwrap(), 1);
+    // One transaction takes every output of the revoked commitment, the hub's and the
+    // merchant's own, to one address of the merchant.
+    assert_eq!(penalty.input.len(), old.output.len());
+    for vout in 0..old.output.len() as u32 {
+        let s = rpc
+            .find_spend(&bitcoin::OutPoint::new(old_txid, vout), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.tx.compute_txid(), penalty.compute_txid());
+    }
+    assert_eq!(penalty.output.len(), 1);
+    let fee = old_total - penalty.output[0].value.to_sat();
+    assert!(fee < 2_000, "a small fee: {fee}");
+    assert!(
+        penalty.output[0].value.to_sat() > CAP - 10_000,
+        "the whole channel less fees"
+    );
+
+    // Reorg: the blocks with the breach and the penalty are dropped...
+    rpc.invalidate_block(&breach_block).await.unwrap();
+    wait_for("penalty unconfirmed", async || {
+        rpc.confirmations(&penalty.compute_txid()).await.unwrap() == 0
+    })
+    .await;
+    // ... and the breach comes back: the penalty confirms again.
+    let _ = rpc.broadcast(&old).await;
+    for _ in 0..20 {
+        mine(&rpc, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if rpc.confirmations(&penalty.compute_txid()).await.unwrap() >= 1 {
+            break;
+        }
+    }
+    assert!(
+        rpc.confirmations(&old_txid).await.unwrap() >= 1,
+        "breach back on chain"
+    );
+    assert!(
+        rpc.confirmations(&penalty.compute_txid()).await.unwrap() >= 1,
+        "the penalty confirmed again"
+    );
+    mine(&rpc, 3).await;
+
+    // Only now does the merchant come back: its wallet holds the whole channel, less the
+    // penalty's fee, in satoshis.
+    let mut margs2 = margs.clone();
+    let i = margs2.iter().position(|a| a == "--tower-url").unwrap();
+    margs2.drain(i..i + 2);
+    let merchant = spawn(&margs2);
+    let expected = penalty.output[0].value.to_sat();
+    wait_for("merchant's wallet has the penalty", async || {
+        api.call(&merchant.api, "op-m", "GET", "/v1/info", None)
+            .await
+            .map(|v| v["onchain_balance_sat"].as_u64() == Some(expected))
+            .unwrap_or(false)
+    })
+    .await;
+    assert_eq!(expected, old_total - fee);
+    let _ = (hub, tower);
+}

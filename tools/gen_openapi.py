@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes hub/src/openapi.json, the OpenAPI 3 document the hub serves at /v1/openapi.json.
+
+Run after changing the REST API: python3 tools/gen_openapi.py. A test checks that every
+route of the router is documented here.
+"""
+import json, pathlib
+
+def obj(props, required=()):
+    return {"type": "object", "properties": props, "required": list(required)}
+
+S = lambda d="": {"type": "string", "description": d} if d else {"type": "string"}
+I = lambda d="": {"type": "integer", "format": "int64", "minimum": 0, "description": d}
+B = {"type": "boolean"}
+ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
+
+schemas = {
+    "Error": obj({"error": obj({"code": S("stable error code"), "message": S("for people")}, ["code", "message"])}, ["error"]),
+    "Channel": obj({
+        "channel_id": S("hex"), "peer_id": S("hex node id"),
+        "status": {"type": "string", "enum": ["awaiting_lock", "normal", "shutting_down", "closing", "force_closed", "closed"]},
+        "capacity_sat": I(), "local_balance_msat": I(), "remote_balance_msat": I(), "htlcs": I(),
+        "short_channel_id": S("BLOCKxTXxOUTPUT once confirmed"), "funding_txid": S(), "funding_output_index": I(),
+        "peer_policy": obj({"fee_base_msat": I(), "fee_proportional_millionths": I(), "cltv_expiry_delta": I()}),
+        "closing_txid": S()}),
+    "Invoice": obj({
+        "payment_hash": S("hex"), "bolt11": S("BOLT 11 payment request"), "amount_msat": I(), "description": S(),
+        "status": {"type": "string", "enum": ["open", "paid", "expired"]}, "created_at": I("unix seconds"),
+        "expires_at": I("unix seconds"), "amount_received_msat": I(), "paid_at": I("unix seconds")}),
+    "Payment": obj({
+        "payment_hash": S(), "bolt11": S(), "payee": S(), "amount_msat": I(), "fee_msat": I(),
+        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "preimage": S("proof of payment, once succeeded"), "failure": S(), "failure_code": I("BOLT 4 failure code"),
+        "created_at": I(), "completed_at": I(), "channel_id": S("first hop")}),
+    "Forward": obj({
+        "payment_hash": S(), "in_channel_id": S(), "in_amount_msat": I(), "out_channel_id": S(),
+        "out_amount_msat": I(), "fee_msat": I(), "status": {"type": "string", "enum": ["pending", "settled", "failed"]},
+        "failure": S(), "created_at": I(), "resolved_at": I()}),
+    "Webhook": obj({"id": S(), "url": S(), "events": {"type": "array", "items": S()}, "created_at": I(),
+                    "secret": S("hex HMAC key; only in the creation response")}),
+    "Delivery": obj({"id": S(), "webhook_id": S(), "event": S(), "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                     "attempts": I(), "next_attempt_at": I(), "last_error": S(), "created_at": I()}),
+    "Merchant": obj({"id": S(), "name": S(), "node_id": S(), "created_at": I(), "api_key": S("only in the creation response")}),
+    "Info": obj({"node_id": S(), "listen": S(), "network": S(), "block_height": I(), "channels": I(),
+                 "channel_local_balance_msat": I(), "channel_remote_balance_msat": I(),
+                 "onchain_balance_sat": I("operator only"), "merchant": ref("Merchant")}),
+}
+
+def body(schema):
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+def resp(code, schema, desc="OK"):
+    r = {code: {"description": desc, "content": {"application/json": {"schema": schema}}}}
+    r["4XX"] = {"description": "Error", "content": {"application/json": {"schema": ref("Error")}}}
+    return r
+
+arr = lambda s: {"type": "array", "items": s}
+hashp = [{"name": "hash", "in": "path", "required": True, "schema": S("payment hash, hex")}]
+idp = [{"name": "id", "in": "path", "required": True, "schema": S("hex id")}]
+OP = "Operator key only."
+BOTH = "Operator key, or a merchant key (a merchant sees only its own)."
+
+paths = {
+    "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format"}}}},
+    "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
+    "/v1/info": {"get": {"summary": "Node info and balances", "description": BOTH, "responses": resp("200", ref("Info"))}},
+    "/v1/address": {"post": {"summary": "New on-chain address of the node's wallet", "description": OP,
+                             "responses": resp("200", obj({"address": S()}))}},
+    "/v1/peers": {"post": {"summary": "Connect to a peer", "description": OP,
+                           "requestBody": body(obj({"node_id": S(), "address": S("host:port")}, ["node_id", "address"])),
+                           "responses": resp("200", obj({"connected": B}))}},
+    "/v1/channels": {
+        "get": {"summary": "List channels", "description": BOTH, "responses": resp("200", arr(ref("Channel")))},
+        "post": {"summary": "Open a channel funded by the node's wallet",
+                 "description": "Operator: to `peer_id`. Merchant: inbound liquidity, a channel from the hub to the merchant's own node (leave out peer_id).",
+                 "requestBody": body(obj({"peer_id": S(), "capacity_sat": I("20000 to 16777215"), "push_msat": I()}, ["capacity_sat"])),
+                 "responses": resp("201", obj({"channel_id": S()}), "Created")}},
+    "/v1/channels/{id}": {"get": {"summary": "Show a channel", "description": BOTH, "parameters": idp, "responses": resp("200", ref("Channel"))}},
+    "/v1/channels/{id}/close": {"post": {"summary": "Close a channel (cooperative, or force)", "description": BOTH, "parameters": idp,
+                                         "requestBody": {"required": False, "content": {"application/json": {"schema": obj({"force": B})}}},
+                                         "responses": resp("200", obj({"closing": S(), "commitment_txid": S()}))}},
+    "/v1/channels/{id}/pay": {"post": {"summary": "Pay the channel's peer directly for a payment hash (no invoice)", "description": OP, "parameters": idp,
+                                       "requestBody": body(obj({"amount_msat": I(), "payment_hash": S(), "cltv_expiry": I()}, ["amount_msat", "payment_hash"])),
+                                       "responses": resp("200", obj({"payment_preimage": S()}))}},
+    "/v1/channels/{id}/commitment": {"get": {"summary": "Our current signed commitment transaction (what a force close broadcasts)", "description": OP, "parameters": idp,
+                                            "responses": resp("200", obj({"txid": S(), "hex": S()}))}},
+    "/v1/preimages": {"post": {"summary": "Register a preimage: HTLCs for its hash are settled", "description": OP,
+                               "requestBody": body(obj({"preimage": S()}, ["preimage"])), "responses": resp("200", obj({"payment_hash": S()}))}},
+    "/v1/invoices": {
+        "get": {"summary": "List invoices", "description": OP, "responses": resp("200", arr(ref("Invoice")))},
+        "post": {"summary": "Create a BOLT 11 invoice", "description": OP + " A light node adds a route hint through its hub.",
+                 "requestBody": body(obj({"amount_msat": I(), "description": S(), "expiry_secs": I("default 3600")})),
+                 "responses": resp("201", ref("Invoice"), "Created")}},
+    "/v1/invoices/{hash}": {"get": {"summary": "Look up an invoice", "description": OP, "parameters": hashp, "responses": resp("200", ref("Invoice"))}},
+    "/v1/payments": {
+        "get": {"summary": "List payments", "description": "Operator: payments sent. Merchant: payments the hub forwarded into its channels (Forward objects).",
+                "responses": resp("200", arr(ref("Payment")))},
+        "post": {"summary": "Pay a BOLT 11 invoice (idempotent per payment hash)", "description": OP + " 200 succeeded, 202 still pending after wait_secs, 422 failed.",
+                 "requestBody": body(obj({"invoice": S(), "amount_msat": I("only for invoices without an amount"), "wait_secs": I("default 30, max 120")}, ["invoice"])),
+                 "responses": resp("200", ref("Payment"))}},
+    "/v1/payments/{hash}": {"get": {"summary": "Look up a payment", "description": BOTH, "parameters": hashp, "responses": resp("200", ref("Payment"))}},
+    "/v1/forwards": {"get": {"summary": "HTLCs forwarded by this node", "description": BOTH, "responses": resp("200", arr(ref("Forward")))}},
+    "/v1/webhooks": {
+        "get": {"summary": "List webhooks", "description": BOTH, "responses": resp("200", arr(ref("Webhook")))},
+        "post": {"summary": "Register a webhook",
+                 "description": BOTH + " Deliveries are POSTed with header `Hub-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`, retried with exponential backoff, kept across restarts. Events: invoice.paid, payment.succeeded, payment.failed, channel.opened, channel.closed.",
+                 "requestBody": body(obj({"url": S(), "events": arr(S())}, ["url"])),
+                 "responses": resp("201", ref("Webhook"), "Created")}},
+    "/v1/webhooks/{id}": {"delete": {"summary": "Delete a webhook", "description": BOTH, "parameters": idp, "responses": {"204": {"description": "Deleted"}}}},
+    "/v1/webhooks/{id}/test": {"post": {"summary": "Queue a webhook.test delivery to this webhook", "description": BOTH, "parameters": idp,
+                                        "responses": resp("202", obj({"delivery_id": S()}), "Queued")}},
+    "/v1/webhooks/deliveries": {"get": {"summary": "Webhook deliveries and their state", "description": BOTH, "responses": resp("200", arr(ref("Delivery")))}},
+    "/v1/merchants": {
+        "get": {"summary": "List merchants", "description": OP, "responses": resp("200", arr(ref("Merchant")))},
+        "post": {"summary": "Create a merchant and its API key (shown once)", "description": OP,
+                 "requestBody": body(obj({"name": S(), "node_id": S("the merchant's light node")}, ["name", "node_id"])),
+                 "responses": resp("201", ref("Merchant"), "Created")}},
+}
+
+doc = {
+    "openapi": "3.0.3",
+    "info": {"title": "hub REST API", "version": "1",
+             "description": "Amounts are integers with the unit in the name; ids and hashes are lowercase hex; times are Unix seconds."},
+    "security": [{"bearer": []}],
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
+    "paths": paths,
+}
+out = pathlib.Path(__file__).resolve().parent.parent / "hub" / "src" / "openapi.json"
+out.write_text(json.dumps(doc, indent=1) + "\n")
