@@ -901,3 +901,97 @@ async fn list_merchants(
         app.node.merchants().iter().map(merchant_json).collect(),
     ))
 }
+
+/// The JSON bodies the API accepts, for checking one without a running node (the fuzz
+/// targets feed arbitrary bytes through [`check_body`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestBody {
+    /// `POST /v1/peers`.
+    ConnectPeer,
+    /// `POST /v1/channels`.
+    OpenChannel,
+    /// `POST /v1/channels/{id}/close`.
+    CloseChannel,
+    /// `POST /v1/preimages`.
+    AddPreimage,
+    /// `POST /v1/channels/{id}/pay`.
+    Pay,
+    /// `POST /v1/invoices`.
+    CreateInvoice,
+    /// `POST /v1/payments`.
+    PayInvoice,
+    /// `POST /v1/webhooks`.
+    AddWebhook,
+    /// `POST /v1/merchants`.
+    CreateMerchant,
+}
+
+impl RequestBody {
+    /// Every body.
+    pub const ALL: [RequestBody; 9] = [
+        RequestBody::ConnectPeer,
+        RequestBody::OpenChannel,
+        RequestBody::CloseChannel,
+        RequestBody::AddPreimage,
+        RequestBody::Pay,
+        RequestBody::CreateInvoice,
+        RequestBody::PayInvoice,
+        RequestBody::AddWebhook,
+        RequestBody::CreateMerchant,
+    ];
+}
+
+/// Decodes `bytes` as the body `kind` the way its handler does, and runs the checks
+/// that need no node (formats of ids, keys, hashes and invoices).
+pub fn check_body(kind: RequestBody, bytes: &[u8]) -> Result<(), ApiError> {
+    fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))
+    }
+    let key = |s: &str| {
+        s.parse::<PublicKey>().map(|_| ()).map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_node_id", "not a public key")
+        })
+    };
+    match kind {
+        RequestBody::ConnectPeer => {
+            let r: ConnectRequest = decode(bytes)?;
+            key(&r.node_id)?;
+            r.address.parse::<std::net::SocketAddr>().map(|_| ()).map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_address", "address must be host:port")
+            })
+        }
+        RequestBody::OpenChannel => {
+            let r: OpenRequest = decode(bytes)?;
+            r.peer_id.as_deref().map(key).transpose().map(|_| ())
+        }
+        RequestBody::CloseChannel => decode::<CloseRequest>(bytes).map(|_| ()),
+        RequestBody::AddPreimage => {
+            let r: PreimageRequest = decode(bytes)?;
+            hex32(&r.preimage, "invalid_preimage").map(|_| ())
+        }
+        RequestBody::Pay => {
+            let r: PayRequest = decode(bytes)?;
+            hex32(&r.payment_hash, "invalid_payment_hash").map(|_| ())
+        }
+        RequestBody::CreateInvoice => decode::<InvoiceRequest>(bytes).map(|_| ()),
+        RequestBody::PayInvoice => {
+            let r: PayInvoiceRequest = decode(bytes)?;
+            r.invoice
+                .trim()
+                .parse::<channel::invoice::Invoice>()
+                .map(|_| ())
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
+        }
+        RequestBody::AddWebhook => decode::<WebhookRequest>(bytes).map(|_| ()),
+        RequestBody::CreateMerchant => {
+            let r: MerchantRequest = decode(bytes)?;
+            key(&r.node_id)
+        }
+    }
+}
+
+/// Parses a channel id as the handlers do.
+pub fn check_channel_id(id: &str) -> Result<ChannelId, ApiError> {
+    parse_channel_id(id)
+}

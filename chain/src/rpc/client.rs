@@ -2,20 +2,16 @@
 //! speaks to a real `bitcoind` and to the devnet server alike.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bitcoin::address::NetworkUnchecked;
-use bitcoin::block::{Header, Version as BlockVersion};
-use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
-use bitcoin::{
-    Address, Amount, Block, BlockHash, CompactTarget, FeeRate, OutPoint, ScriptBuf, Transaction,
-    TxMerkleNode, TxOut, Txid,
-};
+use bitcoin::consensus::encode::serialize_hex;
+use bitcoin::{Address, Block, BlockHash, FeeRate, OutPoint, Transaction, Txid};
 use serde_json::{json, Value};
 
+use super::response::{self, RawTxPlace};
 use crate::source::{
     BlockRef, ChainControl, ChainError, ChainSource, HeaderInfo, TxOutInfo, TxStatus,
 };
@@ -95,24 +91,7 @@ impl RpcClient {
             .text()
             .await
             .map_err(|e| ChainError::Transport(e.to_string()))?;
-        let reply: Value = serde_json::from_str(&text).map_err(|_| {
-            ChainError::InvalidResponse(format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            ))
-        })?;
-        match reply.get("error") {
-            Some(Value::Null) | None => Ok(reply.get("result").cloned().unwrap_or(Value::Null)),
-            Some(err) => {
-                let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
-                let message = err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                Err(ChainError::Rpc { code, message })
-            }
-        }
+        response::reply(status, &text)
     }
 
     /// Like [`Self::call`], but a `null` result or the "not found" error `not_found`
@@ -132,83 +111,12 @@ impl RpcClient {
     }
 }
 
-fn bad(what: &str) -> ChainError {
-    ChainError::InvalidResponse(what.to_string())
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, ChainError> {
-    v.get(key)
-        .ok_or_else(|| bad(&format!("missing field {key}")))
-}
-
-fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str, ChainError> {
-    field(v, key)?
-        .as_str()
-        .ok_or_else(|| bad(&format!("field {key} is not a string")))
-}
-
-fn u64_field(v: &Value, key: &str) -> Result<u64, ChainError> {
-    field(v, key)?
-        .as_u64()
-        .ok_or_else(|| bad(&format!("field {key} is not an unsigned integer")))
-}
-
-fn parse<T: FromStr>(s: &str, what: &str) -> Result<T, ChainError> {
-    s.parse().map_err(|_| bad(&format!("invalid {what}: {s}")))
-}
-
-fn decode<T: bitcoin::consensus::Decodable>(v: &Value, what: &str) -> Result<T, ChainError> {
-    let hex = v
-        .as_str()
-        .ok_or_else(|| bad(&format!("{what} is not a hex string")))?;
-    deserialize_hex(hex).map_err(|e| bad(&format!("undecodable {what}: {e}")))
-}
-
-fn btc_amount(v: &Value) -> Result<Amount, ChainError> {
-    let f = v.as_f64().ok_or_else(|| bad("amount is not a number"))?;
-    Amount::from_btc(f).map_err(|e| bad(&format!("amount: {e}")))
-}
-
-/// Rebuilds a header from `getblockheader`'s verbose fields and checks it hashes to `hash`.
-fn header_from_json(v: &Value, hash: &BlockHash) -> Result<HeaderInfo, ChainError> {
-    let prev = match v.get("previousblockhash").and_then(Value::as_str) {
-        Some(p) => parse(p, "previousblockhash")?,
-        None => BlockHash::from_raw_hash(bitcoin::hashes::Hash::all_zeros()),
-    };
-    let version = field(v, "version")?
-        .as_i64()
-        .ok_or_else(|| bad("version"))?;
-    let header = Header {
-        version: BlockVersion::from_consensus(version as i32),
-        prev_blockhash: prev,
-        merkle_root: parse::<TxMerkleNode>(str_field(v, "merkleroot")?, "merkleroot")?,
-        time: u64_field(v, "time")? as u32,
-        bits: CompactTarget::from_consensus(
-            u32::from_str_radix(str_field(v, "bits")?, 16).map_err(|_| bad("bits"))?,
-        ),
-        nonce: u64_field(v, "nonce")? as u32,
-    };
-    if header.block_hash() != *hash {
-        return Err(bad("header fields do not hash to the block hash"));
-    }
-    Ok(HeaderInfo {
-        header,
-        height: u64_field(v, "height")? as u32,
-        confirmations: field(v, "confirmations")?
-            .as_i64()
-            .ok_or_else(|| bad("confirmations"))?,
-    })
-}
-
 #[async_trait]
 impl ChainSource for RpcClient {
     async fn tip(&self) -> Result<BlockRef, ChainError> {
         // One call for both values, so they are consistent.
         let info = self.call("getblockchaininfo", json!([])).await?;
-        Ok(BlockRef {
-            hash: parse(str_field(&info, "bestblockhash")?, "bestblockhash")?,
-            height: u64_field(&info, "blocks")? as u32,
-        })
+        response::tip(&info)
     }
 
     async fn block_hash(&self, height: u32) -> Result<Option<BlockHash>, ChainError> {
@@ -216,10 +124,7 @@ impl ChainSource for RpcClient {
             .call_opt("getblockhash", json!([height]), RPC_INVALID_PARAMETER)
             .await?
         {
-            Some(v) => Ok(Some(parse(
-                v.as_str().ok_or_else(|| bad("block hash"))?,
-                "block hash",
-            )?)),
+            Some(v) => Ok(Some(response::block_hash(&v)?)),
             None => Ok(None),
         }
     }
@@ -233,7 +138,7 @@ impl ChainSource for RpcClient {
             )
             .await?
         {
-            Some(v) => Ok(Some(header_from_json(&v, hash)?)),
+            Some(v) => Ok(Some(response::header(&v, hash)?)),
             None => Ok(None),
         }
     }
@@ -247,7 +152,7 @@ impl ChainSource for RpcClient {
             )
             .await?
         {
-            Some(v) => Ok(Some(decode(&v, "block")?)),
+            Some(v) => Ok(Some(response::block(&v)?)),
             None => Ok(None),
         }
     }
@@ -257,7 +162,7 @@ impl ChainSource for RpcClient {
             .call("sendrawtransaction", json!([serialize_hex(tx)]))
             .await
         {
-            Ok(v) => parse(v.as_str().ok_or_else(|| bad("txid"))?, "txid"),
+            Ok(v) => response::txid(&v),
             Err(ChainError::Rpc { code, message }) if (-27..=-25).contains(&code) => {
                 Err(ChainError::TxRejected { code, message })
             }
@@ -271,7 +176,7 @@ impl ChainSource for RpcClient {
             .await?;
         let r = v
             .get(0)
-            .ok_or_else(|| bad("empty testmempoolaccept result"))?;
+            .ok_or_else(|| response::bad("empty testmempoolaccept result"))?;
         if r.get("allowed").and_then(Value::as_bool) == Some(true) {
             return Ok(());
         }
@@ -299,17 +204,7 @@ impl ChainSource for RpcClient {
         else {
             return Ok(None);
         };
-        let spk = field(&v, "scriptPubKey")?;
-        let script =
-            ScriptBuf::from_hex(str_field(spk, "hex")?).map_err(|_| bad("scriptPubKey hex"))?;
-        Ok(Some(TxOutInfo {
-            output: TxOut {
-                value: btc_amount(field(&v, "value")?)?,
-                script_pubkey: script,
-            },
-            confirmations: u64_field(&v, "confirmations")? as u32,
-            coinbase: field(&v, "coinbase")?.as_bool().unwrap_or(false),
-        }))
+        Ok(Some(response::tx_out(&v)?))
     }
 
     async fn transaction(
@@ -326,48 +221,36 @@ impl ChainSource for RpcClient {
         else {
             return Ok(None);
         };
-        let tx: Transaction = decode(field(&v, "hex")?, "transaction")?;
-        let confirmations = v.get("confirmations").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let status = match v.get("blockhash").and_then(Value::as_str) {
-            Some(bh) if confirmations > 0 => {
-                let hash: BlockHash = parse(bh, "blockhash")?;
-                let height = self
-                    .header(&hash)
-                    .await?
-                    .map(|h| h.height)
-                    .ok_or_else(|| bad("the block of a confirmed transaction is unknown"))?;
+        let (tx, place) = response::raw_transaction(&v)?;
+        let status = match place {
+            RawTxPlace::InBlock {
+                hash,
+                confirmations,
+            } => {
+                let height = self.header(&hash).await?.map(|h| h.height).ok_or_else(|| {
+                    response::bad("the block of a confirmed transaction is unknown")
+                })?;
                 TxStatus::Confirmed {
                     block: BlockRef { hash, height },
                     confirmations,
                 }
             }
-            Some(_) => TxStatus::Unknown,
-            None => TxStatus::InMempool,
+            RawTxPlace::Unknown => TxStatus::Unknown,
+            RawTxPlace::InMempool => TxStatus::InMempool,
         };
         Ok(Some((tx, status)))
     }
 
     async fn mempool_txids(&self) -> Result<Vec<Txid>, ChainError> {
         let v = self.call("getrawmempool", json!([false])).await?;
-        let arr = v
-            .as_array()
-            .ok_or_else(|| bad("getrawmempool is not an array"))?;
-        arr.iter()
-            .map(|t| parse(t.as_str().unwrap_or_default(), "txid"))
-            .collect()
+        response::txids(&v)
     }
 
     async fn estimate_fee_rate(&self, target_blocks: u16) -> Result<Option<FeeRate>, ChainError> {
         let v = self
             .call("estimatesmartfee", json!([target_blocks]))
             .await?;
-        match v.get("feerate") {
-            Some(rate) => {
-                let sat_per_kvb = btc_amount(rate)?.to_sat();
-                Ok(Some(FeeRate::from_sat_per_kwu(sat_per_kvb.div_ceil(4))))
-            }
-            None => Ok(None),
-        }
+        response::fee_rate(&v)
     }
 }
 
@@ -382,12 +265,7 @@ impl ChainControl for RpcClient {
         let v = self
             .call("generatetoaddress", json!([count, address]))
             .await?;
-        let arr = v
-            .as_array()
-            .ok_or_else(|| bad("generatetoaddress result is not an array"))?;
-        arr.iter()
-            .map(|h| parse(h.as_str().unwrap_or_default(), "block hash"))
-            .collect()
+        response::block_hashes(&v)
     }
 
     async fn invalidate_block(&self, hash: &BlockHash) -> Result<(), ChainError> {

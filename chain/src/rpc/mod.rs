@@ -5,4 +5,5 @@ pub mod client;
 pub mod format;
 pub mod methods;
 pub mod params;
+pub mod response;
 pub mod server;
