@@ -155,7 +155,7 @@ async fn deliveries_are_retried_and_survive_a_kill() {
         })
         .collect();
     assert!(
-        first_two[1] >= first_two[0] + 1,
+        first_two[1] > first_two[0],
         "backoff between attempts: {first_two:?}"
     );
 
