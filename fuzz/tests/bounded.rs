@@ -65,6 +65,11 @@ fn rest_body() {
 }
 
 #[test]
+fn watchtower_appointment() {
+    check("watchtower_appointment");
+}
+
+#[test]
 fn every_target_is_tested_here() {
     let names: Vec<&str> = targets::all().iter().map(|t| t.name).collect();
     assert_eq!(
@@ -76,7 +81,8 @@ fn every_target_is_tested_here() {
             "onion_peel",
             "bolt11",
             "rpc_response",
-            "rest_body"
+            "rest_body",
+            "watchtower_appointment"
         ]
     );
 }

@@ -950,16 +950,27 @@ pub fn check_body(kind: RequestBody, bytes: &[u8]) -> Result<(), ApiError> {
     }
     let key = |s: &str| {
         s.parse::<PublicKey>().map(|_| ()).map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_node_id", "not a public key")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_node_id",
+                "not a public key",
+            )
         })
     };
     match kind {
         RequestBody::ConnectPeer => {
             let r: ConnectRequest = decode(bytes)?;
             key(&r.node_id)?;
-            r.address.parse::<std::net::SocketAddr>().map(|_| ()).map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_address", "address must be host:port")
-            })
+            r.address
+                .parse::<std::net::SocketAddr>()
+                .map(|_| ())
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_address",
+                        "address must be host:port",
+                    )
+                })
         }
         RequestBody::OpenChannel => {
             let r: OpenRequest = decode(bytes)?;
@@ -981,7 +992,9 @@ pub fn check_body(kind: RequestBody, bytes: &[u8]) -> Result<(), ApiError> {
                 .trim()
                 .parse::<channel::invoice::Invoice>()
                 .map(|_| ())
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
+                .map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+                })
         }
         RequestBody::AddWebhook => decode::<WebhookRequest>(bytes).map(|_| ()),
         RequestBody::CreateMerchant => {

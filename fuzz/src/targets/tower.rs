@@ -16,7 +16,9 @@ pub fn watchtower_appointment(data: &[u8]) -> u64 {
     let mut label = 0u64;
     if let Ok(req) = serde_json::from_slice::<AddAppointmentRequest>(data) {
         let a = &req.appointment;
-        let locator = hex::decode(&a.locator).ok().and_then(|b| Locator::from_slice(&b));
+        let locator = hex::decode(&a.locator)
+            .ok()
+            .and_then(|b| Locator::from_slice(&b));
         let blob = hex::decode(&a.encrypted_blob).ok();
         let tag_bytes = a.tag.as_ref().map(hex::decode);
         label ^= tag(&locator) ^ tag(&blob).rotate_left(1) ^ tag(&tag_bytes).rotate_left(2);
