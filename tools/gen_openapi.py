@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes hub/src/openapi.json, the OpenAPI 3 document the hub serves at /v1/openapi.json.
 
-Run after changing the REST API: python3 tools/gen_openapi.py. A test checks that every
-route of the router is documented here.
+Run after changing the REST API: python3 tools/gen_openapi.py (keep its paths in step with
+`router()` in hub/src/api.rs; nothing checks that automatically yet).
 """
 import json, pathlib
 
