@@ -2,7 +2,8 @@
 """Writes hub/src/openapi.json, the OpenAPI 3 document the hub serves at /v1/openapi.json.
 
 Run after changing the REST API: python3 tools/gen_openapi.py (keep its paths in step with
-`router()` in hub/src/api.rs; nothing checks that automatically yet).
+`router()` in hub/src/api.rs; hub/tests/api.rs checks that every documented path and
+method is a route).
 """
 import json, pathlib
 
