@@ -5,11 +5,8 @@
 //!
 //! `cargo bench -p hub --bench forward` (env `FORWARD_PAYMENTS`, `FORWARD_CONCURRENCY`).
 
-#[path = "../tests/procs/mod.rs"]
-mod procs;
-
 use hub::node::{Node, NodeConfig, Role};
-use procs::*;
+use scenarios::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! merchant's or user's light node; the role decides what is enabled.
 
 pub mod api;
+pub mod demo;
 pub mod metrics;
 pub mod node;
 pub mod peer;

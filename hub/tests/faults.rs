@@ -5,11 +5,9 @@
 //! and settled (for the merchant), and no commitment ever reaches the chain (no honest node
 //! broadcast anything, let alone a revoked state). SQLite and PostgreSQL.
 
-mod procs;
-
 use bitcoin::secp256k1::rand::{thread_rng, Rng};
 use chain::ChainSource;
-use procs::*;
+use scenarios::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -302,9 +300,9 @@ async fn kill_the_hub_50_times_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_hub_50_times_postgres() {
-    let Some((url, _guard)) = postgres_db("faults").await else {
+    let Some(db) = postgres_db("faults").await else {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL fault test skipped");
         return;
     };
-    kill_the_hub(Some(url)).await;
+    kill_the_hub(Some(db.url.clone())).await;
 }

@@ -256,9 +256,14 @@ async fn failures_on_the_route_leave_balances_unchanged() {
         (again.status.as_str(), again.preimage),
         ("succeeded", ok.preimage)
     );
+    // Settled means both ends of both channels hold no HTLC and have nothing in flight:
+    // the user's side can finish before the hub has the last revoke_and_ack.
     wait_until("settled", || async {
-        t.user.channel(&t.uchan).await.unwrap().htlcs == 0
-            && t.hub.channel(&t.mchan).await.unwrap().htlcs == 0
+        let done = |c: hub::node::ChannelSummary| c.htlcs == 0 && c.quiescent;
+        done(t.user.channel(&t.uchan).await.unwrap())
+            && done(t.hub.channel(&t.uchan).await.unwrap())
+            && done(t.hub.channel(&t.mchan).await.unwrap())
+            && done(t.merchant.channel(&t.mchan).await.unwrap())
     })
     .await;
     let after = (

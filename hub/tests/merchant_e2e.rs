@@ -5,13 +5,11 @@
 //! every balance is exact to the msat, the hub's fee included. Then the refusals: auth,
 //! other tenants, bad input, failures on the route, each leaving every balance unchanged.
 
-mod procs;
-
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use hmac::{Hmac, Mac};
-use procs::*;
+use scenarios::*;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,6 @@ mod common;
 use bitcoin::Amount;
 use common::*;
 use hub::node::ChannelStatus;
-use std::future::Future;
 use std::time::Duration;
 
 async fn pay_both_ways_and_close(db_a: Option<String>, db_b: Option<String>) {
@@ -82,45 +81,14 @@ async fn open_pay_both_ways_and_close_cooperatively_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_pay_both_ways_and_close_cooperatively_postgres() {
-    let Some(admin) = std::env::var("HUB_TEST_POSTGRES_URL").ok() else {
+    let (Some(a), Some(b)) = (
+        scenarios::postgres_db("node_a").await,
+        scenarios::postgres_db("node_b").await,
+    ) else {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL node test skipped");
         return;
     };
-    let (url_a, drop_a) = pg_database(&admin, "a").await;
-    let (url_b, drop_b) = pg_database(&admin, "b").await;
-    pay_both_ways_and_close(Some(url_a), Some(url_b)).await;
-    drop_a.await;
-    drop_b.await;
-}
-
-/// A throw-away PostgreSQL database and the future that drops it.
-async fn pg_database(admin: &str, tag: &str) -> (String, impl Future<Output = ()>) {
-    use sqlx::Connection;
-    let name = format!(
-        "hub_node_{tag}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-    let admin = admin.to_string();
-    let url = format!("{base}/{name}");
-    let drop = async move {
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    };
-    (url, drop)
+    pay_both_ways_and_close(Some(a.url.clone()), Some(b.url.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,21 +366,9 @@ async fn kill_bob_mid_payments_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_bob_mid_payments_postgres() {
-    use sqlx::Connection;
-    let Ok(admin) = std::env::var("HUB_TEST_POSTGRES_URL") else {
+    let Some(db) = scenarios::postgres_db("restart").await else {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL restart test skipped");
         return;
     };
-    let name = format!("hub_restart_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0.to_string();
-    restart_cycles(Some(format!("{base}/{name}"))).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    restart_cycles(Some(db.url.clone())).await;
 }

@@ -2,66 +2,6 @@
 //! it), on a throw-away PostgreSQL database.
 
 use hub::store::{GroupCommit, Store, StoredChannel, Write};
-use sqlx::Connection;
-
-/// A database for one test: an SQLite file in a temp dir, or a fresh PostgreSQL database
-/// dropped at the end.
-struct TestDb {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
-}
-
-impl TestDb {
-    fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
-        TestDb {
-            url,
-            _dir: Some(dir),
-            pg: None,
-        }
-    }
-
-    async fn postgres() -> Option<TestDb> {
-        let admin = std::env::var("HUB_TEST_POSTGRES_URL").ok()?;
-        let name = format!("hub_test_{}_{}", std::process::id(), rand_suffix());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("postgres reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or(admin.clone());
-        Some(TestDb {
-            url: format!("{base}/{name}"),
-            _dir: None,
-            pg: Some((admin, name)),
-        })
-    }
-
-    async fn drop_db(self) {
-        if let Some((admin, name)) = &self.pg {
-            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-}
 
 fn channel(i: u8, status: &str, state: &[u8]) -> StoredChannel {
     StoredChannel {
@@ -159,18 +99,17 @@ async fn exercise(url: &str) {
 
 #[tokio::test]
 async fn sqlite_store() {
-    let db = TestDb::sqlite();
-    exercise(&db.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&format!("sqlite://{}", dir.path().join("hub.db").display())).await;
 }
 
 #[tokio::test]
 async fn postgres_store() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some(db) = scenarios::postgres_db("store").await else {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL store test skipped");
         return;
     };
     exercise(&db.url).await;
-    db.drop_db().await;
 }
 
 #[tokio::test]

@@ -5,78 +5,12 @@
 //! Then a reorg drops the breach and the penalty; the breach comes back, and so does the
 //! penalty.
 
-mod procs;
-
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::Transaction;
 use chain::{ChainControl, ChainSource};
-use procs::*;
+use scenarios::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Tower {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Tower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `watchtower` binary: next to `hub` when the workspace is built (as `cargo test
-/// --workspace` does); built here otherwise.
-fn tower_binary() -> std::path::PathBuf {
-    let hub = std::path::PathBuf::from(env!("CARGO_BIN_EXE_hub"));
-    let path = hub.with_file_name("watchtower");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "watchtower", "--bin", "watchtower"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the watchtower");
-    }
-    path
-}
-
-fn spawn_tower(dir: &str, devnet: &(String, String)) -> Tower {
-    let mut child = Command::new(tower_binary())
-        .args([
-            "--data-dir",
-            dir,
-            "--listen",
-            "127.0.0.1:0",
-            "--bitcoind-url",
-            &devnet.0,
-            "--bitcoind-user",
-            "devnet",
-            "--bitcoind-password",
-            &devnet.1,
-            "--confirmations",
-            "3",
-            "--poll-ms",
-            "100",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("watchtower starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("tower prints its address").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    Tower { child, url }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
@@ -84,7 +18,11 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
     let d = |i: usize, n: &str| dirs[i].path().join(n).to_str().unwrap().to_string();
     let hub = spawn(&devnet_args(&d(0, "hub"), "op-hub"));
     let devnet = hub.devnet.clone().unwrap();
-    let tower = spawn_tower(&d(1, "tower"), &devnet);
+    let tower = spawn_tower(
+        &dirs[1].path().join("tower"),
+        (&devnet.0, "devnet", &devnet.1),
+        &["--confirmations", "3"],
+    );
     let mut margs = client_args(&d(2, "merchant"), "op-m", &devnet);
     margs.extend([
         "--role".into(),

@@ -1,13 +1,11 @@
 //! Webhook deliveries are signed, retried with backoff while the receiver fails, and
 //! survive a SIGKILL of the node: the pending delivery is sent after the restart.
 
-mod procs;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
-use procs::*;
+use scenarios::*;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::atomic::{AtomicBool, Ordering};

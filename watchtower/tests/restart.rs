@@ -123,10 +123,9 @@ async fn sigkill_restarts_lose_nothing_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_restarts_lose_nothing_postgres() {
-    let Some(db) = postgres_db("tower_restart").await else {
+    let Some(db) = scenarios::postgres_db("tower_restart").await else {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL restart test skipped");
         return;
     };
     restarts(Some(db.url.clone())).await;
-    db.drop_db().await;
 }

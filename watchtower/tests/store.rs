@@ -95,10 +95,9 @@ async fn store_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_on_postgres() {
-    let Some(db) = postgres_db("tower_store").await else {
+    let Some(db) = scenarios::postgres_db("tower_store").await else {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL store test skipped");
         return;
     };
     store_round_trip(&db.url).await;
-    db.drop_db().await;
 }

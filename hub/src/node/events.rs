@@ -255,7 +255,7 @@ impl Node {
     pub(super) fn spawn_delivery_worker(self: &Arc<Self>) {
         let node = Arc::downgrade(self);
         let wake = self.deliveries_wake.clone();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             let client = match reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()

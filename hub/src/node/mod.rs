@@ -178,6 +178,9 @@ pub struct Node {
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
     synced_blocks: std::sync::atomic::AtomicU64,
     listen_addr: SocketAddr,
+    /// Every background task (listener, peers, chain follower, workers): aborted by
+    /// `shutdown`, so a stopped node is silent even when its process lives on.
+    tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 fn tagged_hash(seed: &[u8], tag: &[u8], index: u64) -> [u8; 32] {
@@ -248,6 +251,7 @@ impl Node {
             unsigned_funder: Mutex::new(HashMap::new()),
             synced_blocks: std::sync::atomic::AtomicU64::new(0),
             listen_addr,
+            tasks: Default::default(),
         });
         node.load_channels().await?;
         node.fail_unsent_forwards().await;
@@ -260,9 +264,21 @@ impl Node {
     }
 
     /// Stops cleanly: every state is already durable (nothing is sent before its commit),
-    /// so this only closes the database.
+    /// so this stops every task (peers are disconnected, the listener closes, the chain
+    /// is no longer followed) and closes the database.
     pub async fn shutdown(&self) {
+        self.tasks.lock().expect("tasks lock").abort_all();
+        // Writers end once their queues have no sender left.
+        self.peers.lock().await.clear();
         self.store.close().await;
+    }
+
+    /// Runs `task` in the background until it ends or the node shuts down.
+    pub(super) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        // Reap the finished ones so the set does not grow with every connection.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
     }
 
     /// Database transactions committed so far (group commit folds many writes into one).

@@ -49,7 +49,7 @@ impl Node {
         );
         let mut events = poller.spawn(self.config.chain_poll);
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             while let Some(event) = events.recv().await {
                 if let Err(e) = node.wallet.lock().await.apply(&event) {
                     tracing::warn!("wallet could not apply a chain event: {e}");

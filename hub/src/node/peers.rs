@@ -13,13 +13,14 @@ use tokio::sync::mpsc;
 
 impl Node {
     pub(super) fn spawn_listener(self: Arc<Self>, listener: TcpListener) {
-        tokio::spawn(async move {
+        let node = self.clone();
+        node.spawn_task(async move {
             loop {
                 let Ok((stream, from)) = listener.accept().await else {
                     continue;
                 };
                 let node = self.clone();
-                tokio::spawn(async move {
+                self.spawn_task(async move {
                     match accept(stream, node.node_key, node.chain_hash()).await {
                         Ok((peer, _, _)) if !node.accepts_peer(&peer) => {
                             tracing::info!(%peer, "light node: refusing a peer that is not its hub");
@@ -51,7 +52,7 @@ impl Node {
         }
         let node = self.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             node.run_peer_with(peer, w, r, Some(ready_tx)).await;
         });
         let _ = ready_rx.await;
@@ -68,7 +69,8 @@ impl Node {
 
     /// Dials `peer` again whenever it is not connected.
     pub(super) fn spawn_redialer(self: Arc<Self>, peer: PublicKey) {
-        tokio::spawn(async move {
+        let node = self.clone();
+        node.spawn_task(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 if self.peers.lock().await.contains_key(&peer) {
@@ -80,7 +82,7 @@ impl Node {
                 match connect(addr, self.node_key, peer, self.chain_hash()).await {
                     Ok((w, r)) => {
                         let node = self.clone();
-                        tokio::spawn(async move { node.run_peer(peer, w, r).await });
+                        self.spawn_task(async move { node.run_peer(peer, w, r).await });
                     }
                     Err(e) => tracing::debug!(%peer, "redial failed: {e}"),
                 }

@@ -139,7 +139,7 @@ impl Node {
         }
         let node = Arc::downgrade(self);
         let wake = self.towers_wake.clone();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             let mut registered: std::collections::HashSet<String> = Default::default();
             loop {
                 let Some(node) = node.upgrade() else { return };

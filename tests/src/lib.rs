@@ -1,14 +1,70 @@
-//! Real `hub` processes for the scenario tests: started on 127.0.0.1 with ports chosen
-//! at run time, addresses read from their stdout, killed when dropped.
-#![allow(dead_code)]
+//! The process harness of the end-to-end tests: real `hub` and `watchtower` processes
+//! started on 127.0.0.1 with ports chosen at run time (port 0), their addresses read from
+//! their stdout, killed when dropped; a REST client; the devnet over JSON-RPC; throw-away
+//! PostgreSQL databases. The hub's and the tower's own tests use it too.
 
 use chain::rpc::client::{RpcClient, RpcCredentials};
 use chain::ChainControl;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// A binary of this workspace (`hub`, `watchtower`, `devnet`), from the target directory
+/// of the running test: `cargo test --workspace` builds them; a lone `cargo test -p` may
+/// not, so a missing one is built here.
+pub fn binary(name: &str) -> PathBuf {
+    let package = match name {
+        "devnet" => "chain",
+        other => other,
+    };
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--bin", name, "-p", package]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+/// Reads a child's stdout lines on a thread.
+fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lines
+}
+
+/// Where a child's log goes: `$HUB_TEST_LOG_DIR/<name>.log`, or nowhere.
+fn log_sink(name: &str) -> Stdio {
+    match std::env::var("HUB_TEST_LOG_DIR") {
+        Ok(dir) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("{dir}/{name}.log"))
+                .expect("log file opens"),
+        ),
+        Err(_) => Stdio::null(),
+    }
+}
 
 /// A running `hub` process.
 pub struct Proc {
@@ -45,29 +101,14 @@ pub fn spawn(args: &[String]) -> Proc {
         .position(|a| a == "--data-dir")
         .map(|i| args[i + 1].rsplit('/').next().unwrap_or("hub").to_string())
         .unwrap_or_default();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+    let mut child = Command::new(binary("hub"))
         .args(args)
         .env("RUST_LOG", "info,hub=debug")
         .stdout(Stdio::piped())
-        .stderr(match std::env::var("HUB_TEST_LOG_DIR") {
-            Ok(dir) => Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(format!("{dir}/hub-{name}.log"))
-                    .unwrap(),
-            ),
-            Err(_) => Stdio::null(),
-        })
+        .stderr(log_sink(&format!("hub-{name}")))
         .spawn()
         .expect("hub starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = line_reader(&mut child);
     let mut p = Proc {
         child,
         lines,
@@ -270,56 +311,172 @@ pub async fn mine(rpc: &RpcClient, n: u32) {
 
 /// Gives the node behind `api` one mature coinbase (50 BTC on regtest).
 pub async fn fund(api: &Api, base: &str, key: &str, rpc: &RpcClient) {
-    let addr = api.ok(base, key, "POST", "/v1/address", None).await["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    rpc.generate_to_address(1, &addr.parse().unwrap())
-        .await
-        .unwrap();
-    mine(rpc, 100).await;
-    wait_for("wallet funded", async || {
-        api.call(base, key, "GET", "/v1/info", None)
-            .await
-            .map(|v| v["onchain_balance_sat"].as_u64() > Some(0))
-            .unwrap_or(false)
-    })
-    .await;
+    fund_all(api, &[(base, key)], rpc).await;
 }
 
-/// A throw-away PostgreSQL database (`None` when `HUB_TEST_POSTGRES_URL` is unset); the
-/// guard drops it.
-pub async fn postgres_db(tag: &str) -> Option<(String, PgGuard)> {
+/// Gives each node (REST base, key) one coinbase, then matures them all with 100 blocks:
+/// mined together, below regtest's first halving (height 150), each is 50 BTC.
+pub async fn fund_all(api: &Api, nodes: &[(&str, &str)], rpc: &RpcClient) {
+    for (base, key) in nodes {
+        let addr = api.ok(base, key, "POST", "/v1/address", None).await["address"]
+            .as_str()
+            .expect("an address")
+            .to_string();
+        rpc.generate_to_address(1, &addr.parse().expect("regtest address"))
+            .await
+            .expect("mining");
+    }
+    mine(rpc, 100).await;
+    for (base, key) in nodes {
+        wait_for("wallet funded", async || {
+            api.call(base, key, "GET", "/v1/info", None)
+                .await
+                .map(|v| v["onchain_balance_sat"].as_u64() > Some(0))
+                .unwrap_or(false)
+        })
+        .await;
+    }
+}
+
+/// A `devnet` process: the embedded chain on its own, serving Bitcoin Core's JSON-RPC.
+pub struct DevnetProc {
+    pub child: Child,
+    /// RPC URL and password (user `devnet`).
+    pub rpc: (String, String),
+}
+
+impl Drop for DevnetProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `devnet` on 127.0.0.1:0 with its blocks in `data_dir`.
+pub fn spawn_devnet(data_dir: &Path) -> DevnetProc {
+    let password = "scenario-devnet";
+    let mut child = Command::new(binary("devnet"))
+        .args(["--datadir", data_dir.to_str().expect("utf-8 path")])
+        .args(["--rpcbind", "127.0.0.1:0", "--rpcpassword", password])
+        .stdout(Stdio::piped())
+        .stderr(log_sink("devnet"))
+        .spawn()
+        .expect("devnet starts");
+    let lines = line_reader(&mut child);
+    let url = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("devnet prints its address");
+        if let Some(url) = after(&line, "JSON-RPC on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    DevnetProc {
+        child,
+        rpc: (url, password.to_string()),
+    }
+}
+
+/// A `watchtower` process.
+pub struct Tower {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Tower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `watchtower` on 127.0.0.1:0 with its data in `data_dir`, following the chain at
+/// `rpc` (URL, user, password), polling every 50 ms; `extra` arguments come last. Returns
+/// once it printed its address.
+pub fn spawn_tower(data_dir: &Path, rpc: (&str, &str, &str), extra: &[&str]) -> Tower {
+    std::fs::create_dir_all(data_dir).expect("tower data dir");
+    let mut child = Command::new(binary("watchtower"))
+        .args(["--data-dir", data_dir.to_str().expect("utf-8 path")])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--bitcoind-url", rpc.0, "--bitcoind-user", rpc.1])
+        .args(if rpc.2.is_empty() {
+            vec![]
+        } else {
+            vec!["--bitcoind-password", rpc.2]
+        })
+        .args(["--poll-ms", "50"])
+        .args(extra)
+        .env("RUST_LOG", "info,watchtower=debug")
+        .stdout(Stdio::piped())
+        .stderr(log_sink("watchtower"))
+        .spawn()
+        .expect("watchtower starts");
+    let lines = line_reader(&mut child);
+    let url = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("watchtower prints its address");
+        if let Some(url) = after(&line, "listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Tower { child, url }
+}
+
+/// A throw-away PostgreSQL database on the server `HUB_TEST_POSTGRES_URL` names (`None`
+/// when it is unset); dropped with the guard.
+pub async fn postgres_db(tag: &str) -> Option<PgDb> {
     use sqlx::Connection;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
     let admin = std::env::var("HUB_TEST_POSTGRES_URL").ok()?;
-    let name = format!("hub_{tag}_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let name = format!(
+        "t_{tag}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable at HUB_TEST_POSTGRES_URL");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
         .await
-        .unwrap();
+        .expect("drop database");
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0.to_string();
-    Some((format!("{base}/{name}"), PgGuard { admin, name }))
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .expect("URL ends in /DB")
+        .0
+        .to_string();
+    Some(PgDb {
+        url: format!("{base}/{name}"),
+        admin,
+        name,
+    })
 }
 
-/// Drops its database when dropped.
-pub struct PgGuard {
+/// A throw-away PostgreSQL database: its URL; dropped (connections forced closed) when
+/// the guard is.
+pub struct PgDb {
+    pub url: String,
     admin: String,
     name: String,
 }
 
-impl Drop for PgGuard {
+impl Drop for PgDb {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside a runtime: do the async work on a thread of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
+                .expect("runtime");
             rt.block_on(async {
                 use sqlx::Connection;
                 if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
