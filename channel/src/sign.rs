@@ -18,6 +18,12 @@ pub fn ecdsa_op_counts() -> (u64, u64) {
     )
 }
 
+/// Signs a digest with `key`, counted with the other signatures.
+pub fn sign_digest(msg: &Message, key: &SecretKey) -> Signature {
+    SIGNS.fetch_add(1, Ordering::Relaxed);
+    secp().sign_ecdsa(msg, key)
+}
+
 /// The BIP 143 SIGHASH_ALL digest of input `input` spending a P2WSH output.
 pub fn sighash(tx: &Transaction, input: usize, witness_script: &Script, value: Amount) -> Message {
     let hash = SighashCache::new(tx)

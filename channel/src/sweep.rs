@@ -264,7 +264,7 @@ pub fn build_p2wpkh_sweep(
                     bitcoin::sighash::EcdsaSighashType::All,
                 )
                 .expect("input 0 exists");
-            secp().sign_ecdsa(&bitcoin::secp256k1::Message::from(hash), key)
+            crate::sign::sign_digest(&bitcoin::secp256k1::Message::from(hash), key)
         },
     )
 }

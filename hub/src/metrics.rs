@@ -68,6 +68,15 @@ static BALANCE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+static ECDSA: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "hub_ecdsa_operations_total",
+        "ECDSA signatures made and verified over channel transactions",
+        &["op"]
+    )
+    .expect("metric registers")
+});
+
 fn elapsed_secs(start_ms: u64) -> f64 {
     crate::node::now_ms().saturating_sub(start_ms) as f64 / 1000.0
 }
@@ -118,6 +127,11 @@ pub fn render(channels: &[crate::node::ChannelSummary], wallet_sat: u64) -> Stri
     LazyLock::force(&INVOICES_PAID);
     LazyLock::force(&LATENCY);
     LazyLock::force(&WEBHOOKS);
+    let (signs, verifies) = channel::sign::ecdsa_op_counts();
+    for (op, n) in [("sign", signs), ("verify", verifies)] {
+        let c = ECDSA.with_label_values(&[op]);
+        c.inc_by(n.saturating_sub(c.get()));
+    }
     let mut local = 0u64;
     for c in channels {
         let status = c.status.as_str();

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod appointment;
+pub mod bench;
 pub mod client;
 pub mod gatekeeper;
 pub mod metrics;

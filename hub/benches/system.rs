@@ -1,9 +1,16 @@
-//! Payments user → hub → merchant over real loopback connections, every node on durable
-//! SQLite (WAL, synchronous=FULL). The hub is a real `hub` process (so its CPU time can be
-//! read from /proc); the user's and the merchant's light nodes run in this process.
-//! Prints payments/s, p50/p99 latency and the hub's CPU time per payment.
+//! The system benchmark, one command for every figure:
 //!
-//! `cargo bench -p hub --bench forward` (env `FORWARD_PAYMENTS`, `FORWARD_CONCURRENCY`).
+//! 1. secp256k1 on this machine: microseconds per ECDSA signature and verification;
+//! 2. payments user → hub → merchant over real loopback connections, every node on
+//!    durable SQLite (WAL, synchronous=FULL): payments/s, p50/p99 latency, the hub's CPU
+//!    time per payment (the hub is a real `hub` process, read from /proc), and the ECDSA
+//!    operations each payment costs, next to what they cost at the measured speed, so the
+//!    distance to the crypto bound is printed;
+//! 3. the watchtower: one block of 4,000 transactions scanned against 1 M stored
+//!    appointments.
+//!
+//! `cargo bench -p hub --bench system` (env `BENCH_PAYMENTS`, `BENCH_CONCURRENCY`,
+//! `BENCH_TOWER_STORED`).
 
 use hub::node::{Node, NodeConfig, Role};
 use scenarios::*;
@@ -51,9 +58,67 @@ async fn light(
     Node::start(c).await.unwrap()
 }
 
+/// Microseconds per ECDSA sign and per verify with the secp256k1 library, one thread.
+fn secp_microbench() -> (f64, f64) {
+    use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+    let secp = Secp256k1::new();
+    let n = 20_000u32;
+    let keys: Vec<SecretKey> = (1..=64u8)
+        .map(|i| SecretKey::from_slice(&[i; 32]).unwrap())
+        .collect();
+    let msgs: Vec<Message> = (0..n)
+        .map(|i| {
+            let mut d = [7u8; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            Message::from_digest(d)
+        })
+        .collect();
+    let start = Instant::now();
+    let sigs: Vec<_> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| secp.sign_ecdsa(m, &keys[i % keys.len()]))
+        .collect();
+    let sign = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    let pubs: Vec<PublicKey> = keys.iter().map(|k| k.public_key(&secp)).collect();
+    let start = Instant::now();
+    let ok = msgs
+        .iter()
+        .zip(&sigs)
+        .enumerate()
+        .filter(|(i, (m, s))| secp.verify_ecdsa(m, s, &pubs[i % pubs.len()]).is_ok())
+        .count();
+    let verify = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    assert_eq!(ok, n as usize);
+    (sign, verify)
+}
+
+/// The hub's ECDSA counters from its /metrics: (signatures, verifications).
+async fn hub_ecdsa(api: &str) -> (u64, u64) {
+    let text = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let get = |op: &str| {
+        let prefix = format!("hub_ecdsa_operations_total{{op=\"{op}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (get("sign"), get("verify"))
+}
+
 async fn run() {
-    let payments = env_or("FORWARD_PAYMENTS", 1000);
-    let concurrency = env_or("FORWARD_CONCURRENCY", 16);
+    let payments = env_or("BENCH_PAYMENTS", 1000);
+    let concurrency = env_or("BENCH_CONCURRENCY", 16);
+    let tower_stored = env_or("BENCH_TOWER_STORED", 1_000_000);
+
+    let (sign_us, verify_us) = secp_microbench();
+    println!("secp256k1 on this machine, one thread:");
+    println!("  ECDSA sign {sign_us:.1} µs, verify {verify_us:.1} µs");
+
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let hub = spawn(&devnet_args(
         dirs[0].path().join("hub").to_str().unwrap(),
@@ -138,6 +203,8 @@ async fn run() {
     }
 
     let queue = Arc::new(std::sync::Mutex::new(timed.to_vec()));
+    let hub_ops0 = hub_ecdsa(&hub.api).await;
+    let light_ops0 = channel::sign::ecdsa_op_counts();
     let cpu0 = cpu_secs(hub.child.id());
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -168,6 +235,8 @@ async fn run() {
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs(hub.child.id()) - cpu0;
+    let hub_ops1 = hub_ecdsa(&hub.api).await;
+    let light_ops1 = channel::sign::ecdsa_op_counts();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
@@ -188,6 +257,55 @@ async fn run() {
     println!(
         "  light nodes' database transactions per payment: {:.1}",
         (user.db_transactions() + merchant.db_transactions()) as f64 / (lat.len() + 50) as f64
+    );
+    let n = lat.len().max(1) as f64;
+    let per = |a: u64, b: u64| (b - a) as f64 / n;
+    let (hs, hv) = (per(hub_ops0.0, hub_ops1.0), per(hub_ops0.1, hub_ops1.1));
+    let (ls, lv) = (
+        per(light_ops0.0, light_ops1.0),
+        per(light_ops0.1, light_ops1.1),
+    );
+    let hub_crypto_ms = (hs * sign_us + hv * verify_us) / 1000.0;
+    let all_crypto_ms = ((hs + ls) * sign_us + (hv + lv) * verify_us) / 1000.0;
+    println!("  ECDSA per payment: hub {hs:.1} signs + {hv:.1} verifies; user and merchant together {ls:.1} signs + {lv:.1} verifies");
+    println!(
+        "  the hub's ECDSA costs {hub_crypto_ms:.2} ms per payment at the speed measured above: {:.1}% of its {:.2} ms of CPU",
+        hub_crypto_ms / (cpu * 1000.0 / n) * 100.0,
+        cpu * 1000.0 / n
+    );
+    println!(
+        "  crypto bound: {:.0} payments/s if the hub did nothing but ECDSA on one core; {:.0}/s for all three nodes' ECDSA on this machine's 2 cores; measured {:.0}/s = {:.1}% of the latter",
+        1000.0 / hub_crypto_ms,
+        2000.0 / all_crypto_ms,
+        n / secs,
+        (n / secs) / (2000.0 / all_crypto_ms) * 100.0
+    );
+    drop(hub);
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = watchtower::bench::scan_benchmark(
+        dir.path(),
+        Arc::new(chain::Devnet::in_memory()),
+        tower_stored,
+        4_000,
+    )
+    .await
+    .unwrap();
+    println!("watchtower:");
+    println!(
+        "  one block of {} transactions against {} stored appointments: median {:.2} ms, worst {:.2} ms over {} runs ({} breaches found; target < 50 ms)",
+        r.block_txs,
+        r.stored,
+        r.median.as_secs_f64() * 1e3,
+        r.worst.as_secs_f64() * 1e3,
+        r.runs,
+        r.matches
+    );
+    println!(
+        "  ({:.0} bytes stored per appointment; {:.1} s to write them, {:.2} s to load the index)",
+        r.db_bytes as f64 / r.stored.max(1) as f64,
+        r.fill.as_secs_f64(),
+        r.load.as_secs_f64()
     );
 }
 
