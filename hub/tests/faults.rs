@@ -67,80 +67,35 @@ async fn kill_the_hub(db: Option<String>) {
     let mut hub = spawn(&hub_args);
     let i = hub_args.iter().position(|a| a == "--listen").unwrap() + 1;
     hub_args[i] = hub.peer_addr.clone(); // comes back on the same port
-    let light = |dir: String, key: &str, hub_id: &str| {
-        let mut a = client_args(&dir, key, &devnet);
-        a.extend([
-            "--role".into(),
-            "light".into(),
-            "--hub-node-id".into(),
-            hub_id.into(),
-        ]);
-        spawn(&a)
-    };
-    let user = light(d(2, "user"), "op-user", &hub.node_id);
-    let merchant = light(d(3, "merchant"), "op-m", &hub.node_id);
+    let user = spawn(&light_args(&d(2, "user"), "op-user", &devnet, &hub.node_id));
+    let merchant = spawn(&light_args(
+        &d(3, "merchant"),
+        "op-m",
+        &devnet,
+        &hub.node_id,
+    ));
     let api = Api::default();
-    fund(&api, &hub.api, "op-hub", &rpc).await;
-    fund(&api, &user.api, "op-user", &rpc).await;
+    fund_all(&api, &[(&hub.api, "op-hub"), (&user.api, "op-user")], &rpc).await;
     for (n, k) in [(&user, "op-user"), (&merchant, "op-m")] {
-        api.ok(
-            &n.api,
-            k,
-            "POST",
-            "/v1/peers",
-            Some(json!({"node_id": hub.node_id, "address": hub.peer_addr})),
-        )
-        .await;
+        api.connect(&n.api, k, &hub).await;
     }
     let mchan = api
-        .ok(
+        .open_channel(
             &hub.api,
             "op-hub",
-            "POST",
-            "/v1/channels",
-            Some(json!({"peer_id": merchant.node_id, "capacity_sat": CAP_SAT})),
+            json!({"peer_id": merchant.node_id, "capacity_sat": CAP_SAT}),
         )
-        .await["channel_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     let uchan = api
-        .ok(
+        .open_channel(
             &user.api,
             "op-user",
-            "POST",
-            "/v1/channels",
-            Some(json!({"peer_id": hub.node_id, "capacity_sat": CAP_SAT})),
+            json!({"peer_id": hub.node_id, "capacity_sat": CAP_SAT}),
         )
-        .await["channel_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .await;
     mine(&rpc, 3).await;
-    wait_for("channels usable", async || {
-        api.call(
-            &merchant.api,
-            "op-m",
-            "GET",
-            &format!("/v1/channels/{mchan}"),
-            None,
-        )
-        .await
-        .map(|c| c["status"] == "normal" && c["peer_policy"].is_object())
-        .unwrap_or(false)
-            && api
-                .call(
-                    &user.api,
-                    "op-user",
-                    "GET",
-                    &format!("/v1/channels/{uchan}"),
-                    None,
-                )
-                .await
-                .map(|c| c["status"] == "normal")
-                .unwrap_or(false)
-    })
-    .await;
+    api.wait_usable(&merchant.api, "op-m", &mchan, true).await;
+    api.wait_usable(&user.api, "op-user", &uchan, false).await;
     let fundings: Vec<bitcoin::OutPoint> = {
         let mut v = Vec::new();
         for id in [&mchan, &uchan] {

@@ -90,32 +90,15 @@ async fn merchant_gets_paid_through_the_hub() {
     let d = |i: usize| dirs[i].path().to_str().unwrap().to_string();
     let hub = spawn(&devnet_args(&format!("{}/hub", d(0)), "op-hub"));
     let devnet = hub.devnet.clone().unwrap();
-    let light = |dir: String, key: &str| {
-        let mut a = client_args(&dir, key, &devnet);
-        a.extend([
-            "--role".into(),
-            "light".into(),
-            "--hub-node-id".into(),
-            hub.node_id.clone(),
-        ]);
-        spawn(&a)
-    };
+    let light = |dir: String, key: &str| spawn(&light_args(&dir, key, &devnet, &hub.node_id));
     let merchant = light(format!("{}/merchant", d(1)), "op-merchant");
     let user = light(format!("{}/user", d(2)), "op-user");
     let api = Api::default();
     let rpc = rpc(&devnet);
 
-    fund(&api, &hub.api, "op-hub", &rpc).await;
-    fund(&api, &user.api, "op-user", &rpc).await;
+    fund_all(&api, &[(&hub.api, "op-hub"), (&user.api, "op-user")], &rpc).await;
     for (node, key) in [(&merchant, "op-merchant"), (&user, "op-user")] {
-        api.ok(
-            &node.api,
-            key,
-            "POST",
-            "/v1/peers",
-            Some(json!({"node_id": hub.node_id, "address": hub.peer_addr})),
-        )
-        .await;
+        api.connect(&node.api, key, &hub).await;
     }
 
     // The operator creates the merchant; the merchant's key is shown once.

@@ -23,27 +23,13 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
         (&devnet.0, "devnet", &devnet.1),
         &["--confirmations", "3"],
     );
-    let mut margs = client_args(&d(2, "merchant"), "op-m", &devnet);
-    margs.extend([
-        "--role".into(),
-        "light".into(),
-        "--hub-node-id".into(),
-        hub.node_id.clone(),
-        "--tower-url".into(),
-        tower.url.clone(),
-    ]);
+    let mut margs = light_args(&d(2, "merchant"), "op-m", &devnet, &hub.node_id);
+    margs.extend(["--tower-url".into(), tower.url.clone()]);
     let merchant = spawn(&margs);
     let api = Api::default();
     let rpc = rpc(&devnet);
     fund(&api, &hub.api, "op-hub", &rpc).await;
-    api.ok(
-        &merchant.api,
-        "op-m",
-        "POST",
-        "/v1/peers",
-        Some(json!({"node_id": hub.node_id, "address": hub.peer_addr})),
-    )
-    .await;
+    api.connect(&merchant.api, "op-m", &hub).await;
     const CAP: u64 = 400_000;
     let id = api
         .ok(

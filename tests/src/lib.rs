@@ -189,6 +189,19 @@ pub fn client_args(data_dir: &str, api_key: &str, devnet: &(String, String)) -> 
     .collect()
 }
 
+/// Arguments of a light node (a merchant's or a user's) that uses another's devnet and
+/// talks only to the hub `hub_node_id`.
+pub fn light_args(
+    data_dir: &str,
+    api_key: &str,
+    devnet: &(String, String),
+    hub_node_id: &str,
+) -> Vec<String> {
+    let mut a = client_args(data_dir, api_key, devnet);
+    a.extend(["--role", "light", "--hub-node-id", hub_node_id].map(String::from));
+    a
+}
+
 /// A REST client.
 #[derive(Clone)]
 pub struct Api {
@@ -270,6 +283,40 @@ impl Api {
         } else {
             Err(format!("{status} {v}"))
         }
+    }
+}
+
+impl Api {
+    /// Connects the node at `base` to `hub` (its peer address).
+    pub async fn connect(&self, base: &str, key: &str, hub: &Proc) {
+        self.ok(
+            base,
+            key,
+            "POST",
+            "/v1/peers",
+            Some(serde_json::json!({"node_id": hub.node_id, "address": hub.peer_addr})),
+        )
+        .await;
+    }
+
+    /// Opens a channel (`body` as `POST /v1/channels` takes it); returns its id.
+    pub async fn open_channel(&self, base: &str, key: &str, body: Value) -> String {
+        self.ok(base, key, "POST", "/v1/channels", Some(body)).await["channel_id"]
+            .as_str()
+            .expect("channel_id")
+            .to_string()
+    }
+
+    /// Waits until channel `id` is normal at `base`, and, with `policy`, until the
+    /// peer's channel_update arrived (a light node can then put the hub in invoices).
+    pub async fn wait_usable(&self, base: &str, key: &str, id: &str, policy: bool) {
+        wait_for(&format!("channel {id} usable at {base}"), async || {
+            self.call(base, key, "GET", &format!("/v1/channels/{id}"), None)
+                .await
+                .map(|c| c["status"] == "normal" && (!policy || c["peer_policy"].is_object()))
+                .unwrap_or(false)
+        })
+        .await;
     }
 }
 

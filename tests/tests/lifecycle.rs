@@ -128,12 +128,6 @@ impl World {
     }
 }
 
-fn light_args(dir: &str, key: &str, devnet: &(String, String), hub: &Proc) -> Vec<String> {
-    let mut a = client_args(dir, key, devnet);
-    a.extend(["--role", "light", "--hub-node-id", &hub.node_id].map(String::from));
-    a
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_payments_closes_and_a_punished_cheater() {
     let tmp = tempfile::tempdir().unwrap();
@@ -148,9 +142,24 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     let mut hub_args = client_args(&dir("hub"), "op-hub", &rpc_url);
     hub_args.extend(["--tower-url".to_string(), tower.url.clone()]);
     let mut hub_proc = spawn(&hub_args);
-    let merchant_proc = spawn(&light_args(&dir("merchant"), "op-m", &rpc_url, &hub_proc));
-    let alice_proc = spawn(&light_args(&dir("alice"), "op-a", &rpc_url, &hub_proc));
-    let bob_proc = spawn(&light_args(&dir("bob"), "op-b", &rpc_url, &hub_proc));
+    let merchant_proc = spawn(&light_args(
+        &dir("merchant"),
+        "op-m",
+        &rpc_url,
+        &hub_proc.node_id,
+    ));
+    let alice_proc = spawn(&light_args(
+        &dir("alice"),
+        "op-a",
+        &rpc_url,
+        &hub_proc.node_id,
+    ));
+    let bob_proc = spawn(&light_args(
+        &dir("bob"),
+        "op-b",
+        &rpc_url,
+        &hub_proc.node_id,
+    ));
     let mut w = World {
         api: Api::default(),
         rpc: rpc(&rpc_url),
@@ -169,7 +178,6 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         key: "op-b",
     };
     let hub_id = hub_proc.node_id.clone();
-    let hub_peer = hub_proc.peer_addr.clone();
 
     // 1. One coinbase each for the hub, Alice and Bob.
     let funded = [
@@ -186,15 +194,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     // 2. Channels: the merchant asks the hub for inbound liquidity with its own key;
     //    Alice and Bob open channels to the hub from their wallets.
     for n in [&merchant, &alice, &bob] {
-        w.api
-            .ok(
-                &n.proc.api,
-                n.key,
-                "POST",
-                "/v1/peers",
-                Some(json!({"node_id": hub_id, "address": hub_peer})),
-            )
-            .await;
+        w.api.connect(&n.proc.api, n.key, &hub_proc).await;
     }
     let mkey = w
         .api
@@ -209,43 +209,29 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         .as_str()
         .unwrap()
         .to_string();
-    let open = async |proc: &Proc, key: &str, body: Value| -> String {
-        w.api
-            .ok(&proc.api, key, "POST", "/v1/channels", Some(body))
-            .await["channel_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let mchan = open(&hub_proc, &mkey, json!({"capacity_sat": MERCHANT_CAP})).await;
-    let achan = open(
-        &alice_proc,
-        "op-a",
-        json!({"peer_id": hub_id, "capacity_sat": ALICE_CAP}),
-    )
-    .await;
-    let bchan = open(
-        &bob_proc,
-        "op-b",
-        json!({"peer_id": hub_id, "capacity_sat": BOB_CAP}),
-    )
-    .await;
+    let mchan = w
+        .api
+        .open_channel(&hub_proc.api, &mkey, json!({"capacity_sat": MERCHANT_CAP}))
+        .await;
+    let achan = w
+        .api
+        .open_channel(
+            &alice_proc.api,
+            "op-a",
+            json!({"peer_id": hub_id, "capacity_sat": ALICE_CAP}),
+        )
+        .await;
+    let bchan = w
+        .api
+        .open_channel(
+            &bob_proc.api,
+            "op-b",
+            json!({"peer_id": hub_id, "capacity_sat": BOB_CAP}),
+        )
+        .await;
     mine(&w.rpc, 3).await;
     for (n, id) in [(&merchant, &mchan), (&alice, &achan), (&bob, &bchan)] {
-        wait_for("usable with the hub's policy", async || {
-            w.api
-                .call(
-                    &n.proc.api,
-                    n.key,
-                    "GET",
-                    &format!("/v1/channels/{id}"),
-                    None,
-                )
-                .await
-                .map(|c| c["status"] == "normal" && c["peer_policy"].is_object())
-                .unwrap_or(false)
-        })
-        .await;
+        w.api.wait_usable(&n.proc.api, n.key, id, true).await;
     }
     let hub = Node {
         proc: &hub_proc,

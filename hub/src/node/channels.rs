@@ -104,6 +104,9 @@ pub(super) struct ChannelEntry {
     pub opened_reported: bool,
     /// channel.closed was reported.
     pub closed_reported: bool,
+    /// The channel id under which the event book knows this channel's peer (not stored:
+    /// set when loaded).
+    pub peer_noted: Option<ChannelId>,
 }
 
 /// A channel being opened, before the funding signatures.
@@ -203,6 +206,7 @@ impl ChannelEntry {
             remote_policy: None,
             opened_reported: false,
             closed_reported: false,
+            peer_noted: None,
         }
     }
 
@@ -317,6 +321,7 @@ impl Node {
                 remote_policy: stored.remote_policy,
                 opened_reported: stored.opened_reported,
                 closed_reported: stored.closed_reported,
+                peer_noted: Some(ChannelId(row.channel_id)),
             };
             {
                 let mut pay = self.pay.lock().expect("pay lock");
@@ -445,9 +450,19 @@ impl Node {
 
     /// channel.opened once a channel is usable, channel.closed once its funding is spent.
     fn report_lifecycle(&self, e: &mut ChannelEntry, out: &mut Outcome) {
-        let mut pay = self.pay.lock().expect("pay lock");
         let id = e.channel.channel_id();
-        pay.events.channel_peers.entry(id).or_insert(e.peer);
+        let opened = e.status == ChannelStatus::Normal && !e.opened_reported;
+        let closed = e.funding_spent && !e.closed_reported;
+        let noted = e.peer_noted == Some(id);
+        if noted && !opened && !closed {
+            // The common case, every channel step: nothing to report, no lock to take.
+            return;
+        }
+        let mut pay = self.pay.lock().expect("pay lock");
+        if !noted {
+            pay.events.channel_peers.entry(id).or_insert(e.peer);
+            e.peer_noted = Some(id);
+        }
         let owner = pay.events.owner_of_peer(&e.peer);
         let data = || {
             serde_json::json!({
@@ -457,13 +472,13 @@ impl Node {
                 "status": e.status.as_str(),
             })
         };
-        if e.status == ChannelStatus::Normal && !e.opened_reported {
+        if opened {
             e.opened_reported = true;
             let d = data();
             pay.events
                 .emit(Event::new("channel.opened", &owner, d), out);
         }
-        if e.funding_spent && !e.closed_reported {
+        if closed {
             e.closed_reported = true;
             let d = data();
             pay.events

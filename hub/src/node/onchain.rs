@@ -110,6 +110,14 @@ impl Node {
         m
     }
 
+    /// Whether `hash`'s preimage is one `known_preimages` would return (without copying
+    /// them all).
+    fn knows_preimage(&self, hash: &channel::PaymentHash) -> bool {
+        let pay = self.pay.lock().expect("pay lock");
+        pay.preimages.contains_key(hash)
+            || pay.invoices.get(hash).is_some_and(|i| i.status == "paid")
+    }
+
     /// A counterparty that claims an HTLC we offered on chain reveals the preimage in its
     /// witness: learn it, so the incoming HTLC of a forward (or our payment) settles.
     async fn learn_preimages(&self, block: &bitcoin::Block) {
@@ -451,7 +459,6 @@ impl Node {
         let Ok(tip) = self.config.chain.tip().await else {
             return;
         };
-        let preimages = self.known_preimages();
         let due: Vec<ChannelId> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();
@@ -468,9 +475,10 @@ impl Node {
                 let view = e.channel.view(channel::state::ViewOf::Everything);
                 let late = view.htlcs.iter().any(|h| match h.offerer {
                     channel::Side::Local => tip.height >= h.cltv_expiry,
+                    // Near the deadline only: then look the preimage up.
                     channel::Side::Remote => {
-                        preimages.contains_key(&h.payment_hash)
-                            && tip.height + FULFILL_SAFETY >= h.cltv_expiry
+                        tip.height + FULFILL_SAFETY >= h.cltv_expiry
+                            && self.knows_preimage(&h.payment_hash)
                     }
                 });
                 if late {

@@ -24,10 +24,12 @@ use watchtower::client::{Appointment, ClientError, TowerClient};
 pub struct TowerJob {
     /// Index of the tower in the node's configuration.
     pub tower: String,
-    /// The revoked commitment.
+    /// The revoked commitment's txid.
     pub revoked_txid: Txid,
-    /// The signed penalty transaction.
-    pub penalty: Transaction,
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// What the penalty is built from: the worker signs it, off the payment path.
+    pub revoked: RevokedCommitment,
     /// The CSV delay the cheater must wait out.
     pub to_self_delay: u32,
     /// Tag of the channel's appointments (derived from the channel id).
@@ -66,7 +68,9 @@ pub struct TowerBook {
 
 impl Node {
     /// Queues the appointments for `revoked` (called under the channel's lock, with the
-    /// writes of the revocation itself).
+    /// writes of the revocation itself, so a crash cannot lose them). Only the job is
+    /// written here; the worker builds and signs the penalty later, so a payment does not
+    /// wait for it.
     pub(super) fn queue_appointments(
         &self,
         channel: &channel::state::Channel,
@@ -77,27 +81,14 @@ impl Node {
         if book.clients.is_empty() {
             return;
         }
-        let penalty = match channel.penalty_tx(
-            revoked,
-            self.penalty_script.clone(),
-            super::onchain::SWEEP_FEERATE,
-        ) {
-            Ok(tx) => tx,
-            Err(e) => {
-                tracing::warn!(
-                    "no penalty for revoked commitment {}: {e}",
-                    revoked.number.0
-                );
-                return;
-            }
-        };
         let tag = channel_tag(&self.tag_key, &channel.channel_id());
         let urls: Vec<String> = book.clients.keys().cloned().collect();
         for tower in urls {
             let job = TowerJob {
                 tower,
                 revoked_txid: revoked.commitment.txid(),
-                penalty: penalty.clone(),
+                channel_id: channel.channel_id(),
+                revoked: revoked.clone(),
                 to_self_delay: u32::from(revoked.commitment.to_self_delay),
                 tag,
                 attempts: 0,
@@ -161,7 +152,26 @@ impl Node {
                 .filter_map(|j| book.clients.get(&j.tower).map(|c| (j.clone(), c.clone())))
                 .collect()
         };
+        let mut penalties: HashMap<Txid, Transaction> = HashMap::new();
         for (mut job, client) in due {
+            let penalty = match penalties.get(&job.revoked_txid) {
+                Some(tx) => tx.clone(),
+                None => match self.penalty_for(&job).await {
+                    Ok(tx) => {
+                        penalties.insert(job.revoked_txid, tx.clone());
+                        tx
+                    }
+                    Err(e) => {
+                        // Nothing to protect (or never protectable): say so, drop the job.
+                        tracing::warn!(
+                            "no penalty for revoked commitment {}: {e}",
+                            job.revoked_txid
+                        );
+                        self.forget_job(&job).await;
+                        continue;
+                    }
+                },
+            };
             if !registered.contains(&job.tower) {
                 match client.register().await {
                     Ok(_) => {
@@ -174,23 +184,10 @@ impl Node {
                     }
                 }
             }
-            let appointment = Appointment::new(job.revoked_txid, &job.penalty, job.to_self_delay)
+            let appointment = Appointment::new(job.revoked_txid, &penalty, job.to_self_delay)
                 .with_tag(job.tag.to_vec());
             match client.add_appointment(&appointment).await {
-                Ok(_) => {
-                    let _ = self
-                        .group
-                        .commit(vec![Write::DeleteRecord {
-                            kind: "tower_job".into(),
-                            id: job.id(),
-                        }])
-                        .await;
-                    self.towers
-                        .lock()
-                        .expect("towers lock")
-                        .jobs
-                        .remove(&job.id());
-                }
+                Ok(_) => self.forget_job(&job).await,
                 Err(ClientError::Refused { code, .. })
                     if code == "unknown_user" || code == "subscription_expired" =>
                 {
@@ -210,6 +207,38 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The signed penalty of a job's revoked commitment, built from its channel's keys.
+    async fn penalty_for(&self, job: &TowerJob) -> Result<Transaction, String> {
+        let entry = self
+            .entry(&job.channel_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let e = entry.lock().await;
+        e.channel
+            .penalty_tx(
+                &job.revoked,
+                self.penalty_script.clone(),
+                super::onchain::SWEEP_FEERATE,
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    /// A job is done (or can never be done): off the queue, durably.
+    async fn forget_job(&self, job: &TowerJob) {
+        let _ = self
+            .group
+            .commit(vec![Write::DeleteRecord {
+                kind: "tower_job".into(),
+                id: job.id(),
+            }])
+            .await;
+        self.towers
+            .lock()
+            .expect("towers lock")
+            .jobs
+            .remove(&job.id());
     }
 
     async fn retry_later(&self, mut job: TowerJob) {
