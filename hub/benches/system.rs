@@ -292,15 +292,7 @@ async fn run() {
     .await
     .unwrap();
     println!("watchtower:");
-    println!(
-        "  one block of {} transactions against {} stored appointments: median {:.2} ms, worst {:.2} ms over {} runs ({} breaches found; target < 50 ms)",
-        r.block_txs,
-        r.stored,
-        r.median.as_secs_f64() * 1e3,
-        r.worst.as_secs_f64() * 1e3,
-        r.runs,
-        r.matches
-    );
+    println!("  {}", r.scan_line());
     println!(
         "  ({:.0} bytes stored per appointment; {:.1} s to write them, {:.2} s to load the index)",
         r.db_bytes as f64 / r.stored.max(1) as f64,

@@ -52,6 +52,21 @@ fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
     lines
 }
 
+/// Waits (up to a minute) for the line holding `marker` and returns the word after it;
+/// the rest of the output is drained on a thread.
+fn address_after(lines: mpsc::Receiver<String>, marker: &str, what: &str) -> String {
+    let found = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{what} prints its address"));
+        if let Some(word) = after(&line, marker) {
+            break word.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    found
+}
+
 /// Where a child's log goes: `$HUB_TEST_LOG_DIR/<name>.log`, or nowhere.
 fn log_sink(name: &str) -> Stdio {
     match std::env::var("HUB_TEST_LOG_DIR") {
@@ -409,16 +424,7 @@ pub fn spawn_devnet(data_dir: &Path) -> DevnetProc {
         .stderr(log_sink("devnet"))
         .spawn()
         .expect("devnet starts");
-    let lines = line_reader(&mut child);
-    let url = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("devnet prints its address");
-        if let Some(url) = after(&line, "JSON-RPC on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let url = address_after(line_reader(&mut child), "JSON-RPC on ", "devnet");
     DevnetProc {
         child,
         rpc: (url, password.to_string()),
@@ -459,16 +465,7 @@ pub fn spawn_tower(data_dir: &Path, rpc: (&str, &str, &str), extra: &[&str]) -> 
         .stderr(log_sink("watchtower"))
         .spawn()
         .expect("watchtower starts");
-    let lines = line_reader(&mut child);
-    let url = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("watchtower prints its address");
-        if let Some(url) = after(&line, "listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let url = address_after(line_reader(&mut child), "listening on ", "watchtower");
     Tower { child, url }
 }
 

@@ -213,22 +213,12 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         .api
         .open_channel(&hub_proc.api, &mkey, json!({"capacity_sat": MERCHANT_CAP}))
         .await;
-    let achan = w
-        .api
-        .open_channel(
-            &alice_proc.api,
-            "op-a",
-            json!({"peer_id": hub_id, "capacity_sat": ALICE_CAP}),
-        )
-        .await;
-    let bchan = w
-        .api
-        .open_channel(
-            &bob_proc.api,
-            "op-b",
-            json!({"peer_id": hub_id, "capacity_sat": BOB_CAP}),
-        )
-        .await;
+    let mut user_chans = Vec::new();
+    for (n, cap) in [(&alice, ALICE_CAP), (&bob, BOB_CAP)] {
+        let body = json!({"peer_id": hub_id, "capacity_sat": cap});
+        user_chans.push(w.api.open_channel(&n.proc.api, n.key, body).await);
+    }
+    let [achan, bchan] = <[String; 2]>::try_from(user_chans).unwrap();
     mine(&w.rpc, 3).await;
     for (n, id) in [(&merchant, &mchan), (&alice, &achan), (&bob, &bchan)] {
         w.api.wait_usable(&n.proc.api, n.key, id, true).await;

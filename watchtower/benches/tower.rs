@@ -98,14 +98,6 @@ async fn main() -> anyhow::Result<()> {
         r.stored,
         r.load.as_secs_f64()
     );
-    println!(
-        "Scan: one block of {} transactions against {} stored appointments: median {:.2} ms, worst {:.2} ms over {} runs ({} matches; target < 50 ms)",
-        r.block_txs,
-        r.stored,
-        r.median.as_secs_f64() * 1e3,
-        r.worst.as_secs_f64() * 1e3,
-        r.runs,
-        r.matches
-    );
+    println!("Scan: {}", r.scan_line());
     Ok(())
 }

@@ -88,6 +88,21 @@ pub struct ScanReport {
     pub matches: usize,
 }
 
+impl ScanReport {
+    /// The scan figure, as the benchmarks print it.
+    pub fn scan_line(&self) -> String {
+        format!(
+            "one block of {} transactions against {} stored appointments: median {:.2} ms, worst {:.2} ms over {} runs ({} breaches found; target < 50 ms)",
+            self.block_txs,
+            self.stored,
+            self.median.as_secs_f64() * 1e3,
+            self.worst.as_secs_f64() * 1e3,
+            self.runs,
+            self.matches
+        )
+    }
+}
+
 /// Stores `stored` appointments in an SQLite database under `dir`, restarts a tower on
 /// it, and times the watcher's lookup of one block of `block_txs` transactions, ten of
 /// which are breaches of stored appointments.
