@@ -44,7 +44,8 @@ schemas = {
     "Merchant": obj({"id": S(), "name": S(), "node_id": S(), "created_at": I(), "api_key": S("only in the creation response")}),
     "Info": obj({"node_id": S(), "listen": S(), "network": S(), "block_height": I(), "channels": I(),
                  "channel_local_balance_msat": I(), "channel_remote_balance_msat": I(),
-                 "onchain_balance_sat": I("operator only"), "merchant": ref("Merchant")}),
+                 "onchain_balance_sat": I("operator only"),
+                 "tower_appointments_pending": I("operator only: appointments not yet acknowledged by a tower"), "merchant": ref("Merchant")}),
 }
 
 def body(schema):

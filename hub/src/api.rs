@@ -259,6 +259,7 @@ async fn info(
     match &caller {
         Caller::Operator => {
             v["onchain_balance_sat"] = json!(app.node.wallet_balance().await.to_sat());
+            v["tower_appointments_pending"] = json!(app.node.pending_appointments());
         }
         Caller::Merchant(m) => {
             v["merchant"] = merchant_json(m);

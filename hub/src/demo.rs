@@ -523,6 +523,11 @@ impl Demo {
                 .unwrap_or(false)
         })
         .await?;
+        let funding = self.channel(&self.hub, &mchan).await?.funding_outpoint;
+        wait("closing transaction in the mempool", || async {
+            matches!(self.spender(funding).await, Ok(Some(_)))
+        })
+        .await?;
         self.mine(1)?;
         for p in [&self.merchant, &self.hub] {
             wait("channel closed", || async {
@@ -534,7 +539,6 @@ impl Demo {
             })
             .await?;
         }
-        let funding = self.channel(&self.hub, &mchan).await?.funding_outpoint;
         let closing = self
             .spender(funding)
             .await?
@@ -605,13 +609,11 @@ impl Demo {
             ),
         )?;
         println!("   the hub sweeps its output at once; Alice's waits out the CSV delay");
-        wait("the hub's sweep", || async {
-            self.hub
-                .node
-                .channel(&achan)
-                .await
-                .map(|c| !c.pending_sweeps.is_empty())
-                .unwrap_or(false)
+        wait("the hub's sweep in the mempool", || async {
+            matches!(
+                self.spender(OutPoint::new(txid, to_remote as u32)).await,
+                Ok(Some(_))
+            )
         })
         .await?;
         self.mine(1)?;

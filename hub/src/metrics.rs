@@ -127,10 +127,16 @@ pub fn render(channels: &[crate::node::ChannelSummary], wallet_sat: u64) -> Stri
     LazyLock::force(&INVOICES_PAID);
     LazyLock::force(&LATENCY);
     LazyLock::force(&WEBHOOKS);
-    let (signs, verifies) = channel::sign::ecdsa_op_counts();
-    for (op, n) in [("sign", signs), ("verify", verifies)] {
-        let c = ECDSA.with_label_values(&[op]);
-        c.inc_by(n.saturating_sub(c.get()));
+    {
+        // Brought up to the process's counts; one render at a time, or two would both add
+        // the same difference.
+        static SYNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = SYNC.lock().unwrap_or_else(|e| e.into_inner());
+        let (signs, verifies) = channel::sign::ecdsa_op_counts();
+        for (op, n) in [("sign", signs), ("verify", verifies)] {
+            let c = ECDSA.with_label_values(&[op]);
+            c.inc_by(n.saturating_sub(c.get()));
+        }
     }
     let mut local = 0u64;
     for c in channels {

@@ -16,6 +16,9 @@ use scenarios::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// The two tests each run several nodes; on a 2-core machine they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const COINBASE: u64 = 5_000_000_000;
 const MERCHANT_CAP: u64 = 1_000_000;
 const ALICE_CAP: u64 = 400_000;
@@ -130,6 +133,7 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_payments_closes_and_a_punished_cheater() {
+    let _turn = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
     let devnet = spawn_devnet(&tmp.path().join("devnet"));
@@ -342,7 +346,6 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         w.chan(&merchant, &mchan).await["closing_txid"].is_string()
     })
     .await;
-    mine(&w.rpc, 1).await;
     let funding: OutPoint = {
         let c = w.chan(&hub, &mchan).await;
         OutPoint::new(
@@ -351,6 +354,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         )
     };
     let closing = w.wait_spender(funding).await;
+    mine(&w.rpc, 1).await;
     let close_fee = w.paid_fee(&closing).await;
     w.wait_wallet(&merchant, 230_000).await;
     w.wait_wallet(&hub, hub_wallet + 770_000 - close_fee).await;
@@ -435,15 +439,15 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     .await;
 
     // 6. The hub is killed; Bob broadcasts his revoked commitment; the tower punishes.
-    wait_for("appointments at the tower", async || {
-        let v: Value = reqwest::get(format!("{}/v1/info", tower.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["appointments"].as_u64().unwrap_or(0) >= 1
-    })
+    wait_for(
+        "the hub's appointments acknowledged by the tower",
+        async || {
+            w.api
+                .ok(&hub_proc.api, "op-hub", "GET", "/v1/info", None)
+                .await["tower_appointments_pending"]
+                == 0
+        },
+    )
     .await;
     let bob_wallet = w.wallet(&bob).await;
     let hub_wallet = w.wallet(&hub).await;
@@ -494,6 +498,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
 /// `hub demo` runs to the end and checks its own balances.
 #[test]
 fn the_demo_finishes_with_every_check_passed() {
+    let _turn = SERIAL.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(binary("hub"))
         .args(["demo", "--data-dir"])

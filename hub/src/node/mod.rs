@@ -180,7 +180,14 @@ pub struct Node {
     listen_addr: SocketAddr,
     /// Every background task (listener, peers, chain follower, workers): aborted by
     /// `shutdown`, so a stopped node is silent even when its process lives on.
-    tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    tasks: std::sync::Mutex<Tasks>,
+}
+
+/// The node's background tasks, and whether it is stopping (then no new task starts).
+#[derive(Default)]
+struct Tasks {
+    set: tokio::task::JoinSet<()>,
+    stopping: bool,
 }
 
 fn tagged_hash(seed: &[u8], tag: &[u8], index: u64) -> [u8; 32] {
@@ -267,18 +274,29 @@ impl Node {
     /// so this stops every task (peers are disconnected, the listener closes, the chain
     /// is no longer followed) and closes the database.
     pub async fn shutdown(&self) {
-        self.tasks.lock().expect("tasks lock").abort_all();
+        let mut set = {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            tasks.stopping = true;
+            std::mem::take(&mut tasks.set)
+        };
+        set.abort_all();
+        // Wait until every task is gone, so none touches the store after it closes.
+        while set.join_next().await.is_some() {}
         // Writers end once their queues have no sender left.
         self.peers.lock().await.clear();
         self.store.close().await;
     }
 
-    /// Runs `task` in the background until it ends or the node shuts down.
+    /// Runs `task` in the background until it ends or the node shuts down (a node that
+    /// is stopping starts nothing new).
     pub(super) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let mut tasks = self.tasks.lock().expect("tasks lock");
+        if tasks.stopping {
+            return;
+        }
         // Reap the finished ones so the set does not grow with every connection.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
+        while tasks.set.try_join_next().is_some() {}
+        tasks.set.spawn(task);
     }
 
     /// Database transactions committed so far (group commit folds many writes into one).

@@ -29,7 +29,12 @@ pub struct TowerJob {
     /// The channel.
     pub channel_id: ChannelId,
     /// What the penalty is built from: the worker signs it, off the payment path.
-    pub revoked: RevokedCommitment,
+    #[serde(default)]
+    pub revoked: Option<RevokedCommitment>,
+    /// A penalty signed when the job was queued (jobs written before the worker built
+    /// them carry one); sent as it is.
+    #[serde(default)]
+    pub penalty: Option<Transaction>,
     /// The CSV delay the cheater must wait out.
     pub to_self_delay: u32,
     /// Tag of the channel's appointments (derived from the channel id).
@@ -55,6 +60,14 @@ pub fn channel_tag(seed_tag_key: &[u8; 32], channel: &ChannelId) -> [u8; 16] {
     e.input(&channel.0);
     let h = sha256::Hash::from_engine(e).to_byte_array();
     h[..16].try_into().expect("16 bytes")
+}
+
+/// Why a job's penalty could not be had.
+enum PenaltyError {
+    /// The channel is not in memory: keep the job.
+    ChannelNotLoaded,
+    /// The channel cannot build it: the job can never succeed.
+    Invalid(String),
 }
 
 /// The node's towers and its queue of appointments to send.
@@ -88,7 +101,8 @@ impl Node {
                 tower,
                 revoked_txid: revoked.commitment.txid(),
                 channel_id: channel.channel_id(),
-                revoked: revoked.clone(),
+                revoked: Some(revoked.clone()),
+                penalty: None,
                 to_self_delay: u32::from(revoked.commitment.to_self_delay),
                 tag,
                 attempts: 0,
@@ -161,8 +175,15 @@ impl Node {
                         penalties.insert(job.revoked_txid, tx.clone());
                         tx
                     }
-                    Err(e) => {
-                        // Nothing to protect (or never protectable): say so, drop the job.
+                    Err(PenaltyError::ChannelNotLoaded) => {
+                        // Keep it: the channel may come back; never drop protection.
+                        tracing::warn!(channel = %job.channel_id, "tower job for a channel not loaded");
+                        self.retry_later(job).await;
+                        continue;
+                    }
+                    Err(PenaltyError::Invalid(e)) => {
+                        // This commitment can never be punished by a penalty (the
+                        // channel refuses to build one): say so, drop the job.
                         tracing::warn!(
                             "no penalty for revoked commitment {}: {e}",
                             job.revoked_txid
@@ -209,20 +230,27 @@ impl Node {
         }
     }
 
-    /// The signed penalty of a job's revoked commitment, built from its channel's keys.
-    async fn penalty_for(&self, job: &TowerJob) -> Result<Transaction, String> {
+    /// The signed penalty of a job's revoked commitment, built from its channel's keys
+    /// (or the one the job carries).
+    async fn penalty_for(&self, job: &TowerJob) -> Result<Transaction, PenaltyError> {
+        if let Some(tx) = &job.penalty {
+            return Ok(tx.clone());
+        }
+        let revoked = job.revoked.as_ref().ok_or_else(|| {
+            PenaltyError::Invalid("job holds neither penalty nor commitment".into())
+        })?;
         let entry = self
             .entry(&job.channel_id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PenaltyError::ChannelNotLoaded)?;
         let e = entry.lock().await;
         e.channel
             .penalty_tx(
-                &job.revoked,
+                revoked,
                 self.penalty_script.clone(),
                 super::onchain::SWEEP_FEERATE,
             )
-            .map_err(|e| e.to_string())
+            .map_err(|e| PenaltyError::Invalid(e.to_string()))
     }
 
     /// A job is done (or can never be done): off the queue, durably.
