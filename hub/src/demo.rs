@@ -510,6 +510,13 @@ impl Demo {
 
         // 4. Cooperative close.
         self.heading("the merchant closes its channel cooperatively");
+        for p in [&self.hub, &self.merchant] {
+            wait("appointments delivered to the tower", || async {
+                p.node.pending_appointments() == 0
+            })
+            .await?;
+        }
+        let at_tower = tower_appointments(&self.tower_url).await?;
         let merchant_sat = sat(self.channel(&self.merchant, &mchan).await?.local);
         let hub_sat = sat(self.channel(&self.hub, &mchan).await?.local);
         let hub_wallet = self.wallet(&self.hub).await;
@@ -567,6 +574,22 @@ impl Demo {
             format!(
                 "hub: {} back on chain, less the closing fee of {close_fee}",
                 group(hub_sat)
+            ),
+        )?;
+        let deep = crate::node::PRUNE_CONFIRMATIONS;
+        println!("   {deep} blocks later, both parties ask the tower to forget the closed channel");
+        self.mine(deep)?;
+        for p in [&self.hub, &self.merchant] {
+            wait("the closed channel forgotten at the tower", || async {
+                p.node.pending_prunes() == 0
+            })
+            .await?;
+        }
+        let left = tower_appointments(&self.tower_url).await?;
+        self.check(
+            left < at_tower && left > 0,
+            format!(
+                "the tower deleted the closed channel's appointments ({at_tower} -> {left}); the open channels' stay"
             ),
         )?;
 

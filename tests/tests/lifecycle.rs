@@ -28,6 +28,17 @@ fn hub_fee(amount_msat: u64) -> u64 {
     1000 + amount_msat * 100 / 1_000_000
 }
 
+/// Appointments the tower holds.
+async fn tower_appointments(url: &str) -> u64 {
+    let v: Value = reqwest::get(format!("{url}/v1/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["appointments"].as_u64().expect("appointments")
+}
+
 struct World {
     api: Api,
     rpc: RpcClient,
@@ -332,6 +343,17 @@ async fn channels_payments_closes_and_a_punished_cheater() {
 
     // 4. The merchant closes cooperatively: all of its 230,000 sat reach its wallet; the
     //    hub, funder, pays the closing fee.
+    wait_for(
+        "the hub's appointments acknowledged by the tower",
+        async || {
+            w.api
+                .ok(&hub_proc.api, "op-hub", "GET", "/v1/info", None)
+                .await["tower_appointments_pending"]
+                == 0
+        },
+    )
+    .await;
+    let at_tower = tower_appointments(&tower.url).await;
     let hub_wallet = w.wallet(&hub).await;
     w.api
         .ok(
@@ -360,6 +382,14 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     w.wait_wallet(&hub, hub_wallet + 770_000 - close_fee).await;
     w.wait_status(&merchant, &mchan, "closed").await;
     w.wait_status(&hub, &mchan, "closed").await;
+    // Six blocks deep, the hub has the tower delete the closed channel's appointments;
+    // the other channels' stay.
+    mine(&w.rpc, 6).await;
+    wait_for("the closed channel's appointments deleted", async || {
+        tower_appointments(&tower.url).await < at_tower
+    })
+    .await;
+    assert!(tower_appointments(&tower.url).await > 0);
 
     // 5. Alice force-closes. The hub's output pays it at once; Alice's waits out the CSV
     //    delay the hub asked of her (144 blocks).

@@ -12,6 +12,7 @@ mod onchain;
 mod pay;
 mod peers;
 mod towers;
+pub use towers::PRUNE_CONFIRMATIONS;
 
 pub use channels::{ChannelStatus, ChannelSummary};
 pub use events::{

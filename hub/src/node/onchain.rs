@@ -344,11 +344,13 @@ impl Node {
         let feerate = SWEEP_FEERATE;
         let preimages = self.known_preimages();
         let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
-        self.with_channel(id, |e, _out| {
+        self.with_channel(id, |e, out| {
             e.funding_spent = true;
             self.pay.lock().expect("pay lock").scids.retain(|_, c| c != id);
             if e.closing_tx.as_ref().map(|t| t.compute_txid()) == Some(txid) {
                 e.status = ChannelStatus::Closed;
+                // A clean close: the towers may forget this channel once it is deep.
+                self.queue_prunes(id, txid, out);
                 return Ok(());
             }
             e.status = ChannelStatus::ForceClosed;

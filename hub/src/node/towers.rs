@@ -51,6 +51,42 @@ impl TowerJob {
     }
 }
 
+/// Confirmations of a mutual close before a channel's appointments are deleted at the
+/// towers: once the funding output's spend is this deep, no revoked commitment of the
+/// channel can confirm short of a reorg that deep.
+pub const PRUNE_CONFIRMATIONS: u32 = 6;
+
+/// A channel closed cleanly: its appointments are to be deleted at one tower.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TowerPrune {
+    /// The tower's URL.
+    pub tower: String,
+    /// The channel's appointment tag.
+    pub tag: [u8; 16],
+    /// The mutual close, which must be `PRUNE_CONFIRMATIONS` deep first.
+    pub closing_txid: Txid,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt_at: u64,
+}
+
+impl TowerPrune {
+    fn id(&self) -> String {
+        format!("{}|{}", self.tower, hex::encode(self.tag))
+    }
+
+    fn record(&self) -> Write {
+        Write::Record(Record::json(
+            "tower_prune",
+            &self.id(),
+            "",
+            unix_now(),
+            self,
+        ))
+    }
+}
+
 /// The tag a channel's appointments carry: lets the node delete them all once the
 /// channel closed cleanly, without telling the tower which channel it is.
 pub fn channel_tag(seed_tag_key: &[u8; 32], channel: &ChannelId) -> [u8; 16] {
@@ -77,6 +113,8 @@ pub struct TowerBook {
     pub clients: HashMap<String, TowerClient>,
     /// Jobs not yet acknowledged.
     pub jobs: HashMap<String, TowerJob>,
+    /// Channels closed cleanly whose appointments are still at a tower.
+    pub prunes: HashMap<String, TowerPrune>,
 }
 
 impl Node {
@@ -129,6 +167,7 @@ impl Node {
             bitcoin::secp256k1::SecretKey::from_slice(&super::tagged_hash(&self.seed, b"tower", 0))
                 .expect("hash is a valid key");
         let jobs = self.store.records("tower_job", None).await?;
+        let prunes = self.store.records("tower_prune", None).await?;
         {
             let mut book = self.towers.lock().expect("towers lock");
             for url in &self.config.towers {
@@ -141,6 +180,12 @@ impl Node {
                     book.jobs.insert(job.id(), job);
                 }
             }
+            for r in prunes {
+                let prune: TowerPrune = r.decode()?;
+                if book.clients.contains_key(&prune.tower) {
+                    book.prunes.insert(prune.id(), prune);
+                }
+            }
         }
         let node = Arc::downgrade(self);
         let wake = self.towers_wake.clone();
@@ -149,6 +194,7 @@ impl Node {
             loop {
                 let Some(node) = node.upgrade() else { return };
                 node.send_appointments(&mut registered).await;
+                node.prune_appointments(&mut registered).await;
                 drop(node);
                 let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
             }
@@ -230,6 +276,101 @@ impl Node {
         }
     }
 
+    /// Queues, with the writes of the close itself, the deletion of a cleanly closed
+    /// channel's appointments at every tower.
+    pub(super) fn queue_prunes(&self, channel: &ChannelId, closing_txid: Txid, out: &mut Outcome) {
+        let mut book = self.towers.lock().expect("towers lock");
+        let tag = channel_tag(&self.tag_key, channel);
+        let urls: Vec<String> = book.clients.keys().cloned().collect();
+        for tower in urls {
+            let prune = TowerPrune {
+                tower,
+                tag,
+                closing_txid,
+                attempts: 0,
+                next_attempt_at: 0,
+            };
+            out.writes.push(prune.record());
+            book.prunes.insert(prune.id(), prune);
+        }
+    }
+
+    /// Deletes the appointments of channels closed cleanly, once their close is deep
+    /// enough; appointments of theirs still queued are dropped unsent.
+    async fn prune_appointments(&self, registered: &mut std::collections::HashSet<String>) {
+        let now = unix_now();
+        let due: Vec<(TowerPrune, TowerClient)> = {
+            let book = self.towers.lock().expect("towers lock");
+            book.prunes
+                .values()
+                .filter(|p| p.next_attempt_at <= now)
+                .filter_map(|p| book.clients.get(&p.tower).map(|c| (p.clone(), c.clone())))
+                .collect()
+        };
+        for (mut prune, client) in due {
+            let deep = self
+                .config
+                .chain
+                .confirmations(&prune.closing_txid)
+                .await
+                .unwrap_or(0)
+                >= PRUNE_CONFIRMATIONS;
+            if !deep {
+                // Not yet (or reorged out): look again later, without counting an attempt.
+                prune.next_attempt_at = unix_now() + 5;
+                self.towers
+                    .lock()
+                    .expect("towers lock")
+                    .prunes
+                    .insert(prune.id(), prune);
+                continue;
+            }
+            let unsent: Vec<TowerJob> = self
+                .towers
+                .lock()
+                .expect("towers lock")
+                .jobs
+                .values()
+                .filter(|j| j.tower == prune.tower && j.tag == prune.tag)
+                .cloned()
+                .collect();
+            for job in &unsent {
+                self.forget_job(job).await;
+            }
+            if !registered.contains(&prune.tower) && client.register().await.is_ok() {
+                registered.insert(prune.tower.clone());
+            }
+            match client.delete_by_tag(&prune.tag).await {
+                Ok(d) => {
+                    tracing::info!(tower = %prune.tower, deleted = d.deleted, "appointments of a closed channel deleted");
+                    let _ = self
+                        .group
+                        .commit(vec![Write::DeleteRecord {
+                            kind: "tower_prune".into(),
+                            id: prune.id(),
+                        }])
+                        .await;
+                    self.towers
+                        .lock()
+                        .expect("towers lock")
+                        .prunes
+                        .remove(&prune.id());
+                }
+                Err(e) => {
+                    tracing::info!(tower = %prune.tower, "deleting appointments failed, will retry: {e}");
+                    prune.attempts += 1;
+                    prune.next_attempt_at = unix_now() + (1u64 << prune.attempts.min(10)).min(600);
+                    let _ = self.group.commit(vec![prune.record()]).await;
+                    self.towers
+                        .lock()
+                        .expect("towers lock")
+                        .prunes
+                        .insert(prune.id(), prune);
+                }
+            }
+        }
+    }
+
     /// The signed penalty of a job's revoked commitment, built from its channel's keys
     /// (or the one the job carries).
     async fn penalty_for(&self, job: &TowerJob) -> Result<Transaction, PenaltyError> {
@@ -287,6 +428,11 @@ impl Node {
             .expect("towers lock")
             .jobs
             .insert(job.id(), job);
+    }
+
+    /// Closed channels whose appointments are not yet deleted at a tower.
+    pub fn pending_prunes(&self) -> usize {
+        self.towers.lock().expect("towers lock").prunes.len()
     }
 
     /// Appointments not yet acknowledged by their tower.
