@@ -595,6 +595,7 @@ impl Demo {
 
         // 5. Force close.
         self.heading("Alice force-closes: she broadcasts her latest commitment");
+        let at_tower = tower_appointments(&self.tower_url).await?;
         let alice_sat = sat(self.channel(&self.alice, &achan).await?.local);
         let hub_in_alice = sat(self.channel(&self.hub, &achan).await?.local);
         let alice_wallet = self.wallet(&self.alice).await;
@@ -689,6 +690,20 @@ impl Demo {
             format!(
                 "alice: +{} (her balance less the commitment fee and the sweep fee {alice_sweep_fee})",
                 group(alice_sat - commit_fee - alice_sweep_fee)
+            ),
+        )?;
+        // Her commitment is long past 6 blocks deep: no revoked state can replace it.
+        for p in [&self.hub, &self.alice] {
+            wait("Alice's channel forgotten at the tower", || async {
+                p.node.pending_prunes() == 0
+            })
+            .await?;
+        }
+        let left = tower_appointments(&self.tower_url).await?;
+        self.check(
+            left < at_tower && left > 0,
+            format!(
+                "the tower deleted the appointments of Alice's channel too ({at_tower} -> {left}): a current commitment closed it"
             ),
         )?;
 

@@ -393,6 +393,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
 
     // 5. Alice force-closes. The hub's output pays it at once; Alice's waits out the CSV
     //    delay the hub asked of her (144 blocks).
+    let at_tower = tower_appointments(&tower.url).await;
     let alice_wallet = w.wallet(&alice).await;
     let hub_wallet = w.wallet(&hub).await;
     let alice_sat = (ALICE_CAP * 1000 - 150_000_000 - fa) / 1000;
@@ -467,6 +468,13 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         alice_wallet + alice_sat - commit_fee - alice_sweep_fee,
     )
     .await;
+    // Alice's current commitment is deep: the hub has the tower forget her channel too,
+    // while Bob's stays protected.
+    wait_for("Alice's channel's appointments deleted", async || {
+        tower_appointments(&tower.url).await < at_tower
+    })
+    .await;
+    assert!(tower_appointments(&tower.url).await > 0);
 
     // 6. The hub is killed; Bob broadcasts his revoked commitment; the tower punishes.
     wait_for(

@@ -354,6 +354,11 @@ impl Node {
                 return Ok(());
             }
             e.status = ChannelStatus::ForceClosed;
+            if revoked.is_none() {
+                // A current commitment spent the funding output: once that is deep, no
+                // revoked one can confirm, so the towers may forget the channel too.
+                self.queue_prunes(id, txid, out);
+            }
             let mut sweeps = Vec::new();
             if let Some(r) = revoked {
                 tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);

@@ -51,19 +51,20 @@ impl TowerJob {
     }
 }
 
-/// Confirmations of a mutual close before a channel's appointments are deleted at the
-/// towers: once the funding output's spend is this deep, no revoked commitment of the
-/// channel can confirm short of a reorg that deep.
+/// Confirmations of a channel's close (a mutual close, or a current commitment) before its
+/// appointments are deleted at the towers: once the funding output's spend is this deep,
+/// no revoked commitment of the channel can confirm short of a reorg that deep.
 pub const PRUNE_CONFIRMATIONS: u32 = 6;
 
-/// A channel closed cleanly: its appointments are to be deleted at one tower.
+/// A channel closed without a breach: its appointments are to be deleted at one tower.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TowerPrune {
     /// The tower's URL.
     pub tower: String,
     /// The channel's appointment tag.
     pub tag: [u8; 16],
-    /// The mutual close, which must be `PRUNE_CONFIRMATIONS` deep first.
+    /// The transaction that spent the funding output (the mutual close, or a current
+    /// commitment), which must be `PRUNE_CONFIRMATIONS` deep first.
     pub closing_txid: Txid,
     /// Attempts so far.
     pub attempts: u32,
@@ -276,8 +277,9 @@ impl Node {
         }
     }
 
-    /// Queues, with the writes of the close itself, the deletion of a cleanly closed
-    /// channel's appointments at every tower.
+    /// Queues, with the writes of the close itself, the deletion of a closed channel's
+    /// appointments at every tower (after a mutual close, or a current commitment on chain;
+    /// never after a breach, whose penalty the towers may be carrying out).
     pub(super) fn queue_prunes(&self, channel: &ChannelId, closing_txid: Txid, out: &mut Outcome) {
         let mut book = self.towers.lock().expect("towers lock");
         let tag = channel_tag(&self.tag_key, channel);
