@@ -289,6 +289,28 @@ impl Demo {
         Ok(self.devnet.find_spend(&outpoint, 0).await?.map(|s| s.tx))
     }
 
+    /// Once both `parties` have had the tower prune a closed channel, checks that the
+    /// tower holds fewer appointments than `before`, and still some.
+    async fn forgotten(
+        &self,
+        parties: [&Party; 2],
+        before: u64,
+        what: &str,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        for p in parties {
+            wait("a closed channel forgotten at the tower", || async {
+                p.node.pending_prunes() == 0
+            })
+            .await?;
+        }
+        let left = tower_appointments(&self.tower_url).await?;
+        self.check(
+            left < before && left > 0,
+            format!("the tower deleted {what} ({before} -> {left}); {why}"),
+        )
+    }
+
     /// Every channel end of `ids` holds no HTLC and has nothing in flight.
     async fn settled(&self, ids: &[(&Party, &Party, ChannelId)]) -> anyhow::Result<()> {
         for (a, b, id) in ids {
@@ -579,19 +601,13 @@ impl Demo {
         let deep = crate::node::PRUNE_CONFIRMATIONS;
         println!("   {deep} blocks later, both parties ask the tower to forget the closed channel");
         self.mine(deep)?;
-        for p in [&self.hub, &self.merchant] {
-            wait("the closed channel forgotten at the tower", || async {
-                p.node.pending_prunes() == 0
-            })
-            .await?;
-        }
-        let left = tower_appointments(&self.tower_url).await?;
-        self.check(
-            left < at_tower && left > 0,
-            format!(
-                "the tower deleted the closed channel's appointments ({at_tower} -> {left}); the open channels' stay"
-            ),
-        )?;
+        self.forgotten(
+            [&self.hub, &self.merchant],
+            at_tower,
+            "the closed channel's appointments",
+            "the open channels' stay",
+        )
+        .await?;
 
         // 5. Force close.
         self.heading("Alice force-closes: she broadcasts her latest commitment");
@@ -693,19 +709,13 @@ impl Demo {
             ),
         )?;
         // Her commitment is long past 6 blocks deep: no revoked state can replace it.
-        for p in [&self.hub, &self.alice] {
-            wait("Alice's channel forgotten at the tower", || async {
-                p.node.pending_prunes() == 0
-            })
-            .await?;
-        }
-        let left = tower_appointments(&self.tower_url).await?;
-        self.check(
-            left < at_tower && left > 0,
-            format!(
-                "the tower deleted the appointments of Alice's channel too ({at_tower} -> {left}): a current commitment closed it"
-            ),
-        )?;
+        self.forgotten(
+            [&self.hub, &self.alice],
+            at_tower,
+            "the appointments of Alice's channel too",
+            "a current commitment closed it",
+        )
+        .await?;
 
         // 6. The cheater.
         self.heading(

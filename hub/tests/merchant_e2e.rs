@@ -494,15 +494,29 @@ async fn merchant_gets_paid_through_the_hub() {
         assert_eq!(status, 400, "{body}: {v}");
         assert!(v["error"]["code"].is_string(), "{body}: {v}");
     }
-    let (status, v) = api
-        .raw(
+    // The user pays an invoice; the merchant issues one.
+    let pay = async |invoice: Value| {
+        api.raw(
             &user.api,
             Some("op-user"),
             "POST",
             "/v1/payments",
-            Some(json!({"invoice": "lnbcrt1garbage"})),
+            Some(json!({"invoice": invoice})),
         )
-        .await;
+        .await
+    };
+    let new_invoice = async |body: Value| {
+        api.ok(
+            &merchant.api,
+            "op-merchant",
+            "POST",
+            "/v1/invoices",
+            Some(body),
+        )
+        .await["bolt11"]
+            .clone()
+    };
+    let (status, v) = pay(json!("lnbcrt1garbage")).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (400, Some("invalid_request")),
@@ -513,15 +527,7 @@ async fn merchant_gets_paid_through_the_hub() {
     let mut tampered = bolt11.clone().into_bytes();
     let i = tampered.len() - 10;
     tampered[i] = if tampered[i] == b'q' { b'p' } else { b'q' };
-    let (status, _) = api
-        .raw(
-            &user.api,
-            Some("op-user"),
-            "POST",
-            "/v1/payments",
-            Some(json!({"invoice": String::from_utf8(tampered).unwrap()})),
-        )
-        .await;
+    let (status, _) = pay(json!(String::from_utf8(tampered).unwrap())).await;
     assert_eq!(status, 400);
     for (body, code) in [
         (json!({"amount_msat": 0}), "invalid_request"),
@@ -557,79 +563,25 @@ async fn merchant_gets_paid_through_the_hub() {
         .await;
     assert_eq!(status, 400, "channel above the maximum");
     // Expired invoice.
-    let short = api
-        .ok(
-            &merchant.api,
-            "op-merchant",
-            "POST",
-            "/v1/invoices",
-            Some(json!({"amount_msat": 1000, "expiry_secs": 1})),
-        )
-        .await["bolt11"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let short = new_invoice(json!({"amount_msat": 1000, "expiry_secs": 1})).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (status, v) = api
-        .raw(
-            &user.api,
-            Some("op-user"),
-            "POST",
-            "/v1/payments",
-            Some(json!({"invoice": short})),
-        )
-        .await;
+    let (status, v) = pay(short).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (422, Some("invoice_expired")),
         "{v}"
     );
     // More than the user's channel holds: refused before anything is sent.
-    let huge = api
-        .ok(
-            &merchant.api,
-            "op-merchant",
-            "POST",
-            "/v1/invoices",
-            Some(json!({"amount_msat": 2_000_000_000u64})),
-        )
-        .await["bolt11"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (status, v) = api
-        .raw(
-            &user.api,
-            Some("op-user"),
-            "POST",
-            "/v1/payments",
-            Some(json!({"invoice": huge})),
-        )
-        .await;
+    let huge = new_invoice(json!({"amount_msat": 2_000_000_000u64})).await;
+    let (status, v) = pay(huge).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (422, Some("insufficient_capacity")),
         "{v}"
     );
     // More than the hub's channel to the merchant holds: the hub fails it back.
-    let too_big = api
-        .ok(
-            &merchant.api,
-            "op-merchant",
-            "POST",
-            "/v1/invoices",
-            Some(json!({"amount_msat": 400_000_000u64})),
-        )
-        .await;
-    let (status, v) = api
-        .raw(
-            &user.api,
-            Some("op-user"),
-            "POST",
-            "/v1/payments",
-            Some(json!({"invoice": too_big["bolt11"]})),
-        )
-        .await;
+    let too_big = new_invoice(json!({"amount_msat": 400_000_000u64})).await;
+    let (status, v) = pay(too_big).await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["status"], "failed");
     assert_eq!(

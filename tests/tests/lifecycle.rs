@@ -28,6 +28,28 @@ fn hub_fee(amount_msat: u64) -> u64 {
     1000 + amount_msat * 100 / 1_000_000
 }
 
+/// Waits until the hub's tower has acknowledged every appointment the hub queued.
+async fn tower_acknowledged(api: &Api, hub: &Proc) {
+    wait_for(
+        "the hub's appointments acknowledged by the tower",
+        async || {
+            api.ok(&hub.api, "op-hub", "GET", "/v1/info", None).await["tower_appointments_pending"]
+                == 0
+        },
+    )
+    .await;
+}
+
+/// Waits until the tower holds fewer appointments than `before` (a closed channel's are
+/// gone), and checks the open channels' are still there.
+async fn tower_forgot_one_channel(url: &str, before: u64) {
+    wait_for("a closed channel's appointments deleted", async || {
+        tower_appointments(url).await < before
+    })
+    .await;
+    assert!(tower_appointments(url).await > 0);
+}
+
 /// Appointments the tower holds.
 async fn tower_appointments(url: &str) -> u64 {
     let v: Value = reqwest::get(format!("{url}/v1/info"))
@@ -343,16 +365,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
 
     // 4. The merchant closes cooperatively: all of its 230,000 sat reach its wallet; the
     //    hub, funder, pays the closing fee.
-    wait_for(
-        "the hub's appointments acknowledged by the tower",
-        async || {
-            w.api
-                .ok(&hub_proc.api, "op-hub", "GET", "/v1/info", None)
-                .await["tower_appointments_pending"]
-                == 0
-        },
-    )
-    .await;
+    tower_acknowledged(&w.api, &hub_proc).await;
     let at_tower = tower_appointments(&tower.url).await;
     let hub_wallet = w.wallet(&hub).await;
     w.api
@@ -385,11 +398,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     // Six blocks deep, the hub has the tower delete the closed channel's appointments;
     // the other channels' stay.
     mine(&w.rpc, 6).await;
-    wait_for("the closed channel's appointments deleted", async || {
-        tower_appointments(&tower.url).await < at_tower
-    })
-    .await;
-    assert!(tower_appointments(&tower.url).await > 0);
+    tower_forgot_one_channel(&tower.url, at_tower).await;
 
     // 5. Alice force-closes. The hub's output pays it at once; Alice's waits out the CSV
     //    delay the hub asked of her (144 blocks).
@@ -470,23 +479,10 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     .await;
     // Alice's current commitment is deep: the hub has the tower forget her channel too,
     // while Bob's stays protected.
-    wait_for("Alice's channel's appointments deleted", async || {
-        tower_appointments(&tower.url).await < at_tower
-    })
-    .await;
-    assert!(tower_appointments(&tower.url).await > 0);
+    tower_forgot_one_channel(&tower.url, at_tower).await;
 
     // 6. The hub is killed; Bob broadcasts his revoked commitment; the tower punishes.
-    wait_for(
-        "the hub's appointments acknowledged by the tower",
-        async || {
-            w.api
-                .ok(&hub_proc.api, "op-hub", "GET", "/v1/info", None)
-                .await["tower_appointments_pending"]
-                == 0
-        },
-    )
-    .await;
+    tower_acknowledged(&w.api, &hub_proc).await;
     let bob_wallet = w.wallet(&bob).await;
     let hub_wallet = w.wallet(&hub).await;
     drop(hub_proc); // SIGKILL
