@@ -19,7 +19,7 @@ schemas = {
     "Error": obj({"error": obj({"code": S("stable error code"), "message": S("for people")}, ["code", "message"])}, ["error"]),
     "Channel": obj({
         "channel_id": S("hex"), "peer_id": S("hex node id"),
-        "status": {"type": "string", "enum": ["awaiting_lock", "normal", "shutting_down", "closing", "force_closed", "closed"]},
+        "status": {"type": "string", "enum": ["awaiting_lock", "normal", "shutting_down", "closing", "force_closed", "awaiting_remote_close", "closed"]},
         "capacity_sat": I(), "local_balance_msat": I(), "remote_balance_msat": I(), "htlcs": I(),
         "short_channel_id": S("BLOCKxTXxOUTPUT once confirmed"), "funding_txid": S(), "funding_output_index": I(),
         "peer_policy": obj({"fee_base_msat": I(), "fee_proportional_millionths": I(), "cltv_expiry_delta": I()}),

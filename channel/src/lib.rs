@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod channel_type;
 pub mod close;
 pub mod commitment;
 pub mod invoice;

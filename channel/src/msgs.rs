@@ -159,6 +159,14 @@ macro_rules! messages {
         #[allow(clippy::large_enum_variant)]
         pub enum Message {
             $( $(#[$doc])* $name($name), )*
+            /// BOLT 7 announcements (`channel_announcement` 256, `node_announcement` 257,
+            /// `announcement_signatures` 259): known types this node does not process.
+            Announcement {
+                /// Its type.
+                msg_type: u16,
+                /// Its payload.
+                payload: Vec<u8>,
+            },
             /// A message with an odd type this node does not know: ignored by BOLT 1.
             Unknown {
                 /// Its type.
@@ -173,7 +181,7 @@ macro_rules! messages {
             pub fn msg_type(&self) -> u16 {
                 match self {
                     $( Message::$name(_) => $ty, )*
-                    Message::Unknown { msg_type, .. } => *msg_type,
+                    Message::Unknown { msg_type, .. } | Message::Announcement { msg_type, .. } => *msg_type,
                 }
             }
 
@@ -183,7 +191,7 @@ macro_rules! messages {
                 self.msg_type().write(&mut w);
                 match self {
                     $( Message::$name(m) => m.write_payload(&mut w), )*
-                    Message::Unknown { payload, .. } => w.bytes(payload),
+                    Message::Unknown { payload, .. } | Message::Announcement { payload, .. } => w.bytes(payload),
                 }
                 w.into_bytes()
             }
@@ -195,6 +203,7 @@ macro_rules! messages {
                 let msg_type = u16::read(&mut r)?;
                 match msg_type {
                     $( $ty => Ok(Message::$name($name::read_payload(&mut r)?)), )*
+                    256 | 257 | 259 => Ok(Message::Announcement { msg_type, payload: r.remaining().to_vec() }),
                     t if t % 2 == 1 => Ok(Message::Unknown { msg_type: t, payload: r.remaining().to_vec() }),
                     t => Err(DecodeError::UnknownEvenMessage(t)),
                 }
@@ -487,6 +496,62 @@ messages! {
         your_last_per_commitment_secret: [u8; 32],
         /// The sender's current per-commitment point.
         my_current_per_commitment_point: PublicKey,
+    } tlvs {}
+
+    /// BOLT 7 `query_short_channel_ids` (type 261).
+    QueryShortChannelIds = 261 {
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// Encoding byte, then the short channel ids asked about.
+        encoded_short_ids: Vec<u8>,
+    } tlvs {
+        /// What to send for each id.
+        1 => query_flags: Vec<u8>,
+    }
+
+    /// BOLT 7 `reply_short_channel_ids_end` (type 262).
+    ReplyShortChannelIdsEnd = 262 {
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// 1 when the sender keeps up-to-date information for the chain.
+        full_information: u8,
+    } tlvs {}
+
+    /// BOLT 7 `query_channel_range` (type 263).
+    QueryChannelRange = 263 {
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// First block of the range.
+        first_blocknum: u32,
+        /// Number of blocks in the range.
+        number_of_blocks: u32,
+    } tlvs {
+        /// Timestamps and/or checksums wanted.
+        1 => query_option: Vec<u8>,
+    }
+
+    /// BOLT 7 `reply_channel_range` (type 264).
+    ReplyChannelRange = 264 {
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// First block covered.
+        first_blocknum: u32,
+        /// Blocks covered.
+        number_of_blocks: u32,
+        /// 1 unless the sender lacks information for the chain.
+        sync_complete: u8,
+        /// Encoding byte, then the short channel ids in the range.
+        encoded_short_ids: Vec<u8>,
+    } tlvs {}
+
+    /// BOLT 7 `gossip_timestamp_filter` (type 265).
+    GossipTimestampFilter = 265 {
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// Earliest gossip timestamp wanted.
+        first_timestamp: u32,
+        /// Width of the window.
+        timestamp_range: u32,
     } tlvs {}
 
     /// BOLT 7 `channel_update` (type 258): the sender's forwarding policy for one

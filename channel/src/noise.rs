@@ -276,8 +276,11 @@ struct CipherState {
 }
 
 impl CipherState {
-    fn next_nonce(&mut self) -> u64 {
-        let n = self.n;
+    /// Seals or opens one piece with the current key and nonce, then advances the nonce;
+    /// the key rotates once it has been used `ROTATE_AFTER` times (BOLT 8 "Lightning
+    /// Message Key Rotation": after nonce 999 is *used*, never before).
+    fn with_next_nonce<T>(&mut self, op: impl FnOnce(&[u8; 32], u64) -> T) -> T {
+        let out = op(&self.k, self.n);
         self.n += 1;
         if self.n == ROTATE_AFTER {
             let (ck, k) = hkdf2(&self.ck, &self.k);
@@ -285,7 +288,7 @@ impl CipherState {
             self.k = k;
             self.n = 0;
         }
-        n
+        out
     }
 }
 
@@ -324,10 +327,8 @@ impl Decryptor {
 
 fn encrypt_frame(c: &mut CipherState, msg: &[u8]) -> Result<Vec<u8>, TransportError> {
     let len = u16::try_from(msg.len()).map_err(|_| TransportError::TooLong)?;
-    let n = c.next_nonce();
-    let mut out = encrypt(&c.k, n, &[], &len.to_be_bytes());
-    let n = c.next_nonce();
-    out.extend(encrypt(&c.k, n, &[], msg));
+    let mut out = c.with_next_nonce(|k, n| encrypt(k, n, &[], &len.to_be_bytes()));
+    out.extend(c.with_next_nonce(|k, n| encrypt(k, n, &[], msg)));
     Ok(out)
 }
 
@@ -335,17 +336,24 @@ fn decrypt_length(c: &mut CipherState, header: &[u8]) -> Result<u16, TransportEr
     if header.len() != HEADER_LEN {
         return Err(TransportError::BadLength);
     }
-    let n = c.next_nonce();
-    let len = decrypt(&c.k, n, &[], header).ok_or(TransportError::BadMac)?;
+    let len = c
+        .with_next_nonce(|k, n| decrypt(k, n, &[], header))
+        .ok_or(TransportError::BadMac)?;
     Ok(u16::from_be_bytes([len[0], len[1]]))
 }
 
 fn decrypt_body(c: &mut CipherState, body: &[u8]) -> Result<Vec<u8>, TransportError> {
-    let n = c.next_nonce();
-    decrypt(&c.k, n, &[], body).ok_or(TransportError::BadMac)
+    c.with_next_nonce(|k, n| decrypt(k, n, &[], body))
+        .ok_or(TransportError::BadMac)
 }
 
 impl Transport {
+    /// The transport in the state a handshake leaves it: chaining key, sending key and
+    /// receiving key (as BOLT 8's message vectors give them).
+    pub fn from_keys(ck: [u8; 32], sk: [u8; 32], rk: [u8; 32]) -> Self {
+        Self::new(ck, sk, rk)
+    }
+
     fn new(ck: [u8; 32], sk: [u8; 32], rk: [u8; 32]) -> Self {
         Transport {
             send: CipherState { k: sk, n: 0, ck },
@@ -487,6 +495,24 @@ mod tests {
             }
         }
         assert_eq!(failures, 9);
+    }
+
+    /// BOLT 8: a key is used for nonces 0 to 999 and rotated *after* nonce 999 is used, so
+    /// message 499's body is sealed with the old key at nonce 999.
+    #[test]
+    fn key_rotates_after_nonce_999_is_used() {
+        let v = vectors();
+        let m = &v["message_test"];
+        let sk = hex32(&m["sk"]);
+        let mut t = Transport::new(hex32(&m["ck"]), sk, hex32(&m["rk"]));
+        let msg = bytes(&m["message_hex"]);
+        for _ in 0..499 {
+            t.encrypt(&msg).unwrap();
+        }
+        let frame = t.encrypt(&msg).unwrap();
+        let mut want = encrypt(&sk, 998, &[], &(msg.len() as u16).to_be_bytes());
+        want.extend(encrypt(&sk, 999, &[], &msg));
+        assert_eq!(frame, want);
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn open_msg(s: &ChannelSecrets) -> OpenChannel {
         first_per_commitment_point: s.per_commitment_point(CommitmentNumber(0)),
         channel_flags: 0,
         upfront_shutdown_script: None,
-        channel_type: None,
+        channel_type: Some(channel::channel_type::ChannelType::StaticRemoteKey.to_bytes()),
     }
 }
 
@@ -53,7 +53,7 @@ fn accept_msg(s: &ChannelSecrets) -> AcceptChannel {
         htlc_basepoint: b.htlc_basepoint,
         first_per_commitment_point: s.per_commitment_point(CommitmentNumber(0)),
         upfront_shutdown_script: None,
-        channel_type: None,
+        channel_type: Some(channel::channel_type::ChannelType::StaticRemoteKey.to_bytes()),
     }
 }
 
@@ -64,7 +64,10 @@ fn open_accept_funding_signatures() {
     let open = open_msg(&funder);
     let accept = accept_msg(&fundee);
     let policy = OpenPolicy::default();
-    check_open_channel(&open, &params_from_accept(&accept), &policy).unwrap();
+    assert_eq!(
+        check_open_channel(&open, &params_from_accept(&accept), &policy),
+        Ok(channel::channel_type::ChannelType::StaticRemoteKey)
+    );
     check_accept_channel(&open, &accept, &policy).unwrap();
 
     let outpoint = OutPoint::new(
@@ -148,4 +151,22 @@ fn unreasonable_opens_are_refused() {
         check_accept_channel(&open, &accept, &policy),
         Err(OpenError::TemporaryChannelId)
     );
+    // channel_type: an open without one, or with a type we do not run, is refused; an
+    // accept must echo the proposed type.
+    for proposed in [None, Some(vec![0x40, 0x10, 0x00]), Some(vec![0x01])] {
+        let mut m = open_msg(&funder);
+        m.channel_type = proposed;
+        assert!(matches!(
+            check_open_channel(&m, &ours, &policy),
+            Err(OpenError::ChannelType(_))
+        ));
+    }
+    for echoed in [None, Some(vec![0x40, 0x10, 0x00])] {
+        let mut accept = accept_msg(&fundee);
+        accept.channel_type = echoed;
+        assert!(matches!(
+            check_accept_channel(&open, &accept, &policy),
+            Err(OpenError::ChannelType(_))
+        ));
+    }
 }

@@ -72,7 +72,9 @@ impl From<NodeError> for ApiError {
             NodeError::UnknownChannel => (StatusCode::NOT_FOUND, "unknown_channel"),
             NodeError::NotConnected => (StatusCode::CONFLICT, "peer_not_connected"),
             NodeError::Invalid(_) => (StatusCode::CONFLICT, "invalid_state"),
-            NodeError::Channel(_) => (StatusCode::UNPROCESSABLE_ENTITY, "channel_refused"),
+            NodeError::Channel(_) | NodeError::ChannelRefused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "channel_refused")
+            }
             NodeError::Wallet(_) => (StatusCode::UNPROCESSABLE_ENTITY, "wallet"),
             NodeError::Peer(_) => (StatusCode::BAD_GATEWAY, "peer_unreachable"),
             NodeError::PaymentFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "payment_failed"),

@@ -139,7 +139,7 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
         first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
         channel_flags: 0,
         upfront_shutdown_script: None,
-        channel_type: None,
+        channel_type: Some(channel::channel_type::ChannelType::StaticRemoteKey.to_bytes()),
     };
     w.send(&Message::OpenChannel(open.clone())).await.unwrap();
     let Some(Message::AcceptChannel(accept)) = next(&mut r).await else {
@@ -293,4 +293,69 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
     assert_eq!((c.local.0, c.htlcs), (20_000_000, 0));
     let v = ch.view(channel::state::ViewOf::CurrentLocal);
     assert_eq!((v.local.0, v.remote.0), (480_000_000, 20_000_000));
+
+    // 5. A channel_reestablish for a channel Bob does not know gets an error for that
+    // channel id, and nothing else: the connection and the real channel carry on.
+    let (mut w, mut r) = reconnect(&mut ch, key, &bob).await;
+    pump(&mut ch, &mut w, &mut r).await;
+    let mut stranger = ch.reestablish_message();
+    stranger.channel_id = ChannelId([0x77; 32]);
+    w.send(&Message::ChannelReestablish(stranger))
+        .await
+        .unwrap();
+    match next(&mut r).await {
+        Some(Message::ErrorMessage(e)) => assert_eq!(e.channel_id, ChannelId([0x77; 32])),
+        other => panic!("expected an error for the unknown channel, got {other:?}"),
+    }
+    w.send(&Message::Ping(Ping {
+        num_pong_bytes: 3,
+        ignored: vec![],
+    }))
+    .await
+    .unwrap();
+    assert!(
+        matches!(next(&mut r).await, Some(Message::Pong(_))),
+        "still connected"
+    );
+    assert_eq!(
+        bob.channel(&id).await.unwrap().status,
+        hub::node::ChannelStatus::Normal
+    );
+
+    // 6. Mallory comes back having forgotten the channel and sends LDK's "bogus"
+    // reestablish (both numbers 0): Bob cannot resume, so he sends an error and fails the
+    // channel on chain with his latest commitment, which lets Mallory recover her funds.
+    drop((w, r));
+    ch.on_disconnect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut w, mut r) = connect(bob.listen_addr(), key, bob.node_id(), chain_hash())
+        .await
+        .unwrap();
+    let commitment = bob.signed_commitment(&id).await.unwrap();
+    w.send(&Message::ChannelReestablish(ChannelReestablish {
+        channel_id: id,
+        next_commitment_number: 0,
+        next_revocation_number: 0,
+        your_last_per_commitment_secret: [0; 32],
+        my_current_per_commitment_point: PublicKey::from_secret_key(secp(), &key),
+    }))
+    .await
+    .unwrap();
+    let seen = pump(&mut ch, &mut w, &mut r).await;
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, Message::ErrorMessage(e) if e.channel_id == id)),
+        "an error for the channel: {seen:?}"
+    );
+    wait_until("Bob's commitment in the mempool", || async {
+        matches!(
+            source.tx_status(&commitment.compute_txid()).await,
+            Ok(chain::TxStatus::InMempool | chain::TxStatus::Confirmed { .. })
+        )
+    })
+    .await;
+    assert_eq!(
+        bob.channel(&id).await.unwrap().status,
+        hub::node::ChannelStatus::ForceClosed
+    );
 }

@@ -471,6 +471,7 @@ pub fn spawn_tower(data_dir: &Path, rpc: (&str, &str, &str), extra: &[&str]) -> 
 
 /// A throw-away PostgreSQL database on the server `HUB_TEST_POSTGRES_URL` names (`None`
 /// when it is unset); dropped with the guard.
+#[cfg(feature = "postgres")]
 pub async fn postgres_db(tag: &str) -> Option<PgDb> {
     use sqlx::Connection;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -506,12 +507,14 @@ pub async fn postgres_db(tag: &str) -> Option<PgDb> {
 
 /// A throw-away PostgreSQL database: its URL; dropped (connections forced closed) when
 /// the guard is.
+#[cfg(feature = "postgres")]
 pub struct PgDb {
     pub url: String,
     admin: String,
     name: String,
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for PgDb {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());

@@ -185,6 +185,11 @@ impl ChainState {
         self.utxo.len()
     }
 
+    /// The minimum relay fee rate (`-minrelaytxfee`).
+    pub fn min_relay_fee(&self) -> FeeRate {
+        self.min_relay_fee
+    }
+
     /// The mempool.
     pub fn mempool(&self) -> &Mempool {
         &self.mempool

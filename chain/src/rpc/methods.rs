@@ -30,6 +30,8 @@ pub const METHODS: &[&str] = &[
     "sendrawtransaction",
     "testmempoolaccept",
     "getrawmempool",
+    "getmempoolinfo",
+    "getmempoolentry",
     "gettxout",
     "estimatesmartfee",
     "generatetoaddress",
@@ -191,6 +193,19 @@ pub fn dispatch(devnet: &Devnet, method: &str, params: &Value) -> Result<Option<
             let verbose = p.opt_bool(0)?.unwrap_or(false);
             devnet.read(|s| mempool_json(s, verbose))
         }
+        "getmempoolinfo" => {
+            p(&[], 0)?;
+            devnet.read(mempool_info_json)
+        }
+        "getmempoolentry" => {
+            let p = p(&["txid"], 1)?;
+            let txid: Txid = p.hash(0)?;
+            devnet
+                .read(|s| s.mempool().get(&txid).map(|e| mempool_entry_json(s, e)))
+                .ok_or_else(|| {
+                    RpcError::new(codes::INVALID_ADDRESS_OR_KEY, "Transaction not in mempool")
+                })?
+        }
         "gettxout" => {
             let p = p(&["txid", "n", "include_mempool"], 2)?;
             let txid: Txid = p.hash(0)?;
@@ -302,7 +317,7 @@ fn blockchain_info(s: &ChainState, size_on_disk: u64) -> Value {
         "difficulty": difficulty(header.bits),
         "time": header.time,
         "mediantime": mtp,
-        "verificationprogress": 1.0,
+        "verificationprogress": 1,
         "initialblockdownload": u64::from(header.time) + MAX_TIP_AGE < s.now(),
         "chainwork": work_hex(tip.chainwork),
         "size_on_disk": size_on_disk,
@@ -516,35 +531,100 @@ fn mempool_json(s: &ChainState, verbose: bool) -> Value {
     }
     let mut m = Map::new();
     for e in s.mempool().iter_ordered() {
-        let depends: Vec<String> =
-            e.tx.input
-                .iter()
-                .filter(|i| s.mempool().get(&i.previous_output.txid).is_some())
-                .map(|i| i.previous_output.txid.to_string())
-                .collect();
-        let spentby: Vec<String> = s
-            .mempool()
-            .children(&e.txid)
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        m.insert(
-            e.txid.to_string(),
-            json!({
-                "vsize": e.vsize(),
-                "weight": e.weight.to_wu(),
-                "time": e.time,
-                "height": e.height,
-                "wtxid": e.wtxid.to_string(),
-                "fees": {"base": btc(e.fee), "modified": btc(e.fee)},
-                "depends": depends,
-                "spentby": spentby,
-                "bip125-replaceable": e.tx.is_explicitly_rbf(),
-                "unbroadcast": false,
-            }),
-        );
+        m.insert(e.txid.to_string(), mempool_entry_json(s, e));
     }
     Value::Object(m)
+}
+
+/// The in-mempool transactions reachable from `txid` by `next` (parents or children),
+/// `txid` included, as Core counts ancestors and descendants.
+fn mempool_closure(s: &ChainState, txid: Txid, next: impl Fn(&Txid) -> Vec<Txid>) -> Vec<Txid> {
+    let mut seen = vec![txid];
+    let mut stack = vec![txid];
+    while let Some(t) = stack.pop() {
+        for n in next(&t) {
+            if !seen.contains(&n) && s.mempool().get(&n).is_some() {
+                seen.push(n);
+                stack.push(n);
+            }
+        }
+    }
+    seen
+}
+
+fn parents_in_mempool(s: &ChainState, txid: &Txid) -> Vec<Txid> {
+    let Some(e) = s.mempool().get(txid) else {
+        return Vec::new();
+    };
+    let mut v: Vec<Txid> = Vec::new();
+    for i in &e.tx.input {
+        let t = i.previous_output.txid;
+        if s.mempool().get(&t).is_some() && !v.contains(&t) {
+            v.push(t);
+        }
+    }
+    v
+}
+
+/// One entry as `getmempoolentry` and `getrawmempool true` give it (Bitcoin Core's fields;
+/// sizes in virtual bytes, fees in BTC).
+fn mempool_entry_json(s: &ChainState, e: &crate::devnet::mempool::MempoolEntry) -> Value {
+    let depends = parents_in_mempool(s, &e.txid);
+    let spentby = s.mempool().children(&e.txid);
+    let ancestors = mempool_closure(s, e.txid, |t| parents_in_mempool(s, t));
+    let descendants = mempool_closure(s, e.txid, |t| s.mempool().children(t));
+    let total = |ids: &[Txid]| {
+        ids.iter()
+            .filter_map(|t| s.mempool().get(t))
+            .fold((0u64, Amount::ZERO), |(size, fee), m| {
+                (size + m.vsize(), fee + m.fee)
+            })
+    };
+    let (ancestor_size, ancestor_fee) = total(&ancestors);
+    let (descendant_size, descendant_fee) = total(&descendants);
+    json!({
+        "vsize": e.vsize(),
+        "weight": e.weight.to_wu(),
+        "time": e.time,
+        "height": e.height,
+        "descendantcount": descendants.len(),
+        "descendantsize": descendant_size,
+        "ancestorcount": ancestors.len(),
+        "ancestorsize": ancestor_size,
+        "wtxid": e.wtxid.to_string(),
+        "fees": {
+            "base": btc(e.fee),
+            "modified": btc(e.fee),
+            "ancestor": btc(ancestor_fee),
+            "descendant": btc(descendant_fee),
+        },
+        "depends": depends.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "spentby": spentby.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "bip125-replaceable": e.tx.is_explicitly_rbf(),
+        "unbroadcast": false,
+    })
+}
+
+/// `getmempoolinfo`: Bitcoin Core's fields. The devnet's mempool never fills, so
+/// `mempoolminfee` is the minimum relay fee; fee rates are BTC per kvB.
+fn mempool_info_json(s: &ChainState) -> Value {
+    let entries: Vec<_> = s.mempool().iter_ordered().collect();
+    let bytes: u64 = entries.iter().map(|e| e.vsize()).sum();
+    let total_fee = entries.iter().fold(Amount::ZERO, |a, e| a + e.fee);
+    let per_kvb = |r: FeeRate| btc(Amount::from_sat(r.to_sat_per_kwu() * 4));
+    json!({
+        "loaded": true,
+        "size": entries.len(),
+        "bytes": bytes,
+        "usage": entries.iter().map(|e| e.weight.to_wu()).sum::<u64>(),
+        "total_fee": btc(total_fee),
+        "maxmempool": 300_000_000u64,
+        "mempoolminfee": per_kvb(s.min_relay_fee()),
+        "minrelaytxfee": per_kvb(s.min_relay_fee()),
+        "incrementalrelayfee": per_kvb(s.min_relay_fee()),
+        "unbroadcastcount": 0,
+        "fullrbf": true,
+    })
 }
 
 fn tx_out_json(s: &ChainState, outpoint: OutPoint, include_mempool: bool) -> Value {

@@ -175,9 +175,18 @@ pub enum ChannelError {
     /// Closing fee outside the acceptable range.
     #[error("closing fee negotiation failed: {0}")]
     ClosingFee(&'static str),
-    /// channel_reestablish shows we or they lost state.
+    /// channel_reestablish does not fit our state and proves nothing: fail the channel.
     #[error("channel_reestablish mismatch: {0}")]
     Reestablish(&'static str),
+    /// channel_reestablish proves the peer holds a newer state than ours (BOLT 2
+    /// option_data_loss_protect): our commitment may be revoked, so we must never
+    /// broadcast it; we wait for the peer to close and sweep our output from its.
+    #[error("channel_reestablish proves we lost state: waiting for the peer to close")]
+    LocalStateLost,
+    /// channel_reestablish shows the peer is behind us: it cannot resume the channel, and
+    /// we fail it on chain so that it can recover its funds.
+    #[error("channel_reestablish shows the peer lost state")]
+    RemoteStateLost,
     /// A sweep could not be built.
     #[error(transparent)]
     Sweep(#[from] SweepError),

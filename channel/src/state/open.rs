@@ -2,6 +2,7 @@
 //! pair into the [`ChannelSetup`] the state machine runs on.
 
 use super::{ChannelParams, ChannelSetup, MAX_HTLCS};
+use crate::channel_type::{accept_proposed, check_echo, ChannelType, ChannelTypeError};
 use crate::keys::Basepoints;
 use crate::msgs::{AcceptChannel, OpenChannel};
 use crate::types::{FeeratePerKw, Msat};
@@ -73,7 +74,13 @@ pub enum OpenError {
     /// accept_channel for another temporary id.
     #[error("temporary_channel_id mismatch")]
     TemporaryChannelId,
+    /// The channel type is not one we run, or accept_channel did not echo ours.
+    #[error(transparent)]
+    ChannelType(#[from] ChannelTypeError),
 }
+
+/// The channel types this node runs, preferred first.
+pub const SUPPORTED_CHANNEL_TYPES: &[ChannelType] = &[ChannelType::StaticRemoteKey];
 
 /// The limits a peer announced in open_channel.
 pub fn params_from_open(m: &OpenChannel) -> ChannelParams {
@@ -135,12 +142,13 @@ fn check_params(p: &ChannelParams, policy: &OpenPolicy) -> Result<(), OpenError>
 }
 
 /// The fundee's checks of open_channel (BOLT 2 "The open_channel Message", receiver
-/// requirements), given the limits we will answer with.
+/// requirements), given the limits we will answer with; returns the channel type to echo.
 pub fn check_open_channel(
     m: &OpenChannel,
     ours: &ChannelParams,
     policy: &OpenPolicy,
-) -> Result<(), OpenError> {
+) -> Result<ChannelType, OpenError> {
+    let channel_type = accept_proposed(m.channel_type.as_deref(), SUPPORTED_CHANNEL_TYPES)?;
     if !(policy.min_funding_sat..=policy.max_funding_sat).contains(&m.funding_satoshis) {
         return Err(OpenError::FundingAmount(m.funding_satoshis));
     }
@@ -180,7 +188,7 @@ pub fn check_open_channel(
     {
         return Err(OpenError::ReserveTooLarge);
     }
-    Ok(())
+    Ok(channel_type)
 }
 
 /// The funder's checks of accept_channel against its own open_channel.
@@ -192,6 +200,12 @@ pub fn check_accept_channel(
     if m.temporary_channel_id != open.temporary_channel_id {
         return Err(OpenError::TemporaryChannelId);
     }
+    let proposed = open
+        .channel_type
+        .as_deref()
+        .and_then(ChannelType::from_bytes)
+        .ok_or_else(|| ChannelTypeError::Unsupported("(none proposed)".into()))?;
+    check_echo(proposed, m.channel_type.as_deref())?;
     if m.minimum_depth > policy.max_minimum_depth {
         return Err(OpenError::MinimumDepth(m.minimum_depth));
     }

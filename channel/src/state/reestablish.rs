@@ -64,17 +64,33 @@ impl Channel {
         msg: &ChannelReestablish,
     ) -> Result<Vec<Message>, ChannelError> {
         self.check_channel(&msg.channel_id)?;
+        // option_data_loss_protect: a peer that expects a revocation we never sent, and
+        // proves it with our own secret, holds a newer state than ours: we lost state and
+        // must not broadcast our (revoked) commitment (BOLT 2).
+        if msg.next_revocation_number > self.s.local_number {
+            let proven = msg.next_revocation_number - 1 < (1 << 48)
+                && msg.your_last_per_commitment_secret
+                    == self
+                        .secrets
+                        .per_commitment_secret(CommitmentNumber(msg.next_revocation_number - 1));
+            return Err(if proven {
+                ChannelError::LocalStateLost
+            } else {
+                ChannelError::Reestablish("next_revocation_number ahead, secret not proven")
+            });
+        }
+        // A peer that is behind us (it restored an old backup, or forgot the channel and
+        // sends LDK's all-zero "bogus" reestablish) cannot resume: it needs us to fail the
+        // channel on chain so it can take its funds.
+        let behind_revocation =
+            self.s.local_number >= 1 && msg.next_revocation_number < self.s.local_number - 1;
+        let behind_commitment = msg.next_commitment_number < self.s.remote_number
+            || (msg.next_commitment_number == self.s.remote_number && !self.awaiting_revoke());
+        if behind_revocation || behind_commitment {
+            return Err(ChannelError::RemoteStateLost);
+        }
         // Did they get our last revoke_and_ack?
-        let resend_revoke = if msg.next_revocation_number == self.s.local_number {
-            false
-        } else if self.s.local_number >= 1 && msg.next_revocation_number == self.s.local_number - 1
-        {
-            true
-        } else {
-            return Err(ChannelError::Reestablish(
-                "next_revocation_number out of range",
-            ));
-        };
+        let resend_revoke = msg.next_revocation_number + 1 == self.s.local_number;
         // They prove they know our secrets up to the one before it.
         if let Some(n) = msg.next_revocation_number.checked_sub(1) {
             if msg.your_last_per_commitment_secret
@@ -92,7 +108,7 @@ impl Channel {
             true
         } else {
             return Err(ChannelError::Reestablish(
-                "next_commitment_number out of range",
+                "next_commitment_number ahead of what we signed",
             ));
         };
 

@@ -15,6 +15,7 @@ use channel::close::closing_tx_weight;
 use channel::msgs::*;
 use channel::state::open::{
     check_accept_channel, check_open_channel, setup_from_messages, OpenPolicy,
+    SUPPORTED_CHANNEL_TYPES,
 };
 use channel::state::{Channel, ChannelParams, ChannelState, RevokedCommitment, ViewOf};
 use channel::*;
@@ -34,8 +35,11 @@ pub enum ChannelStatus {
     ShuttingDown,
     /// Closing transaction agreed and broadcast.
     Closing,
-    /// A commitment transaction is on chain (ours or theirs).
+    /// A commitment transaction is on chain (ours or theirs), or ours was broadcast.
     ForceClosed,
+    /// The peer proved (channel_reestablish) that it holds a newer state than ours: our
+    /// commitment may be revoked, so it is never broadcast; we wait for the peer's.
+    AwaitingRemoteClose,
     /// The channel's funds are settled on chain.
     Closed,
 }
@@ -49,6 +53,7 @@ impl ChannelStatus {
             ChannelStatus::ShuttingDown => "shutting_down",
             ChannelStatus::Closing => "closing",
             ChannelStatus::ForceClosed => "force_closed",
+            ChannelStatus::AwaitingRemoteClose => "awaiting_remote_close",
             ChannelStatus::Closed => "closed",
         }
     }
@@ -169,6 +174,9 @@ fn now() -> u64 {
 }
 
 /// The limits this node announces.
+/// Most channel_updates kept for channels whose funding we have not yet seen confirmed.
+const MAX_PENDING_UPDATES: usize = 1024;
+
 fn our_params(funding_sat: u64) -> ChannelParams {
     ChannelParams {
         dust_limit_sat: 546,
@@ -644,7 +652,7 @@ impl Node {
             first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
             channel_flags: 0,
             upfront_shutdown_script: None,
-            channel_type: None,
+            channel_type: Some(SUPPORTED_CHANNEL_TYPES[0].to_bytes()),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.open_waiters.lock().await.insert(temp, tx);
@@ -659,8 +667,15 @@ impl Node {
         self.send_all(&peer, vec![Message::OpenChannel(open)]).await;
         match tokio::time::timeout(std::time::Duration::from_secs(60), rx).await {
             Ok(Ok(Ok(id))) => Ok(id),
-            Ok(Ok(Err(why))) => Err(NodeError::PaymentFailed(why)),
-            _ => Err(NodeError::Invalid("channel open did not complete")),
+            Ok(Ok(Err(reason))) => Err(NodeError::ChannelRefused {
+                channel_id: temp,
+                reason,
+            }),
+            _ => {
+                self.pending_opens.lock().await.remove(&temp);
+                self.open_waiters.lock().await.remove(&temp);
+                Err(NodeError::Invalid("channel open did not complete"))
+            }
         }
     }
 
@@ -673,10 +688,14 @@ impl Node {
         if open.chain_hash != self.chain_hash() {
             return Err(NodeError::Invalid("open_channel for another chain"));
         }
-        check_open_channel(&open, &params, &OpenPolicy::default()).map_err(|e| {
-            tracing::warn!("refusing open_channel: {e}");
-            NodeError::Invalid("open_channel refused")
-        })?;
+        let channel_type =
+            check_open_channel(&open, &params, &OpenPolicy::default()).map_err(|e| {
+                tracing::info!(%peer, "refusing open_channel: {e}");
+                NodeError::ChannelRefused {
+                    channel_id: open.temporary_channel_id,
+                    reason: format!("open_channel refused: {e}"),
+                }
+            })?;
         let index = self.next_channel_index().await?;
         let secrets = self.channel_secrets(index);
         let b = secrets.basepoints();
@@ -696,7 +715,7 @@ impl Node {
             htlc_basepoint: b.htlc_basepoint,
             first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
             upfront_shutdown_script: None,
-            channel_type: None,
+            channel_type: Some(channel_type.to_bytes()),
         };
         let temp = open.temporary_channel_id;
         self.pending_opens.lock().await.insert(
@@ -740,8 +759,16 @@ impl Node {
         let pending = self
             .take_pending_open(&temp, &peer, "unexpected accept_channel")
             .await?;
-        check_accept_channel(&pending.open, &accept, &OpenPolicy::default())
-            .map_err(|_| NodeError::Invalid("accept_channel refused"))?;
+        if let Err(e) = check_accept_channel(&pending.open, &accept, &OpenPolicy::default()) {
+            let reason = format!("accept_channel refused: {e}");
+            if let Some(w) = self.open_waiters.lock().await.remove(&temp) {
+                let _ = w.send(Err(reason.clone()));
+            }
+            return Err(NodeError::ChannelRefused {
+                channel_id: temp,
+                reason,
+            });
+        }
         let script =
             channel::script::funding_script(&pending.open.funding_pubkey, &accept.funding_pubkey);
         let fee_rate = Wallet::fee_rate(self.config.chain.as_ref(), 6).await?;
@@ -958,7 +985,40 @@ impl Node {
                     }
                 }
                 Message::ChannelReestablish(m) => {
-                    out.messages.extend(ch.handle_reestablish(&m)?);
+                    if e.funding_spent
+                        || matches!(
+                            e.status,
+                            ChannelStatus::ForceClosed
+                                | ChannelStatus::Closed
+                                | ChannelStatus::AwaitingRemoteClose
+                        )
+                    {
+                        return Err(NodeError::ChannelRefused {
+                            channel_id: m.channel_id,
+                            reason: "channel is closed".into(),
+                        });
+                    }
+                    match ch.handle_reestablish(&m) {
+                        Ok(resend) => out.messages.extend(resend),
+                        Err(err @ channel::state::ChannelError::LocalStateLost) => {
+                            tracing::error!(channel = %m.channel_id, "{err}");
+                            e.status = ChannelStatus::AwaitingRemoteClose;
+                            out.messages.push(error_message(
+                                m.channel_id,
+                                "we lost channel state: please close the channel",
+                            ));
+                            return Ok(());
+                        }
+                        Err(err) => {
+                            // The peer is behind us or its numbers prove nothing: fail the
+                            // channel on chain (our latest commitment), as BOLT 2 says.
+                            tracing::warn!(channel = %m.channel_id, "{err}: failing the channel");
+                            out.messages
+                                .push(error_message(m.channel_id, &err.to_string()));
+                            fail_on_chain(e, out);
+                            return Ok(());
+                        }
+                    }
                     if e.ready_sent
                         && ch.remote_commitment_number().0 == 0
                         && ch.local_commitment_number().0 == 0
@@ -1043,12 +1103,17 @@ impl Node {
     /// A peer's forwarding policy for one of our channels with it (BOLT 7 channel_update
     /// sent directly for an unannounced channel). Checked against the peer's node key.
     async fn on_channel_update(&self, peer: PublicKey, m: ChannelUpdate) -> Result<(), NodeError> {
+        // Only the peer's own policy for a channel with us matters; anything else is gossip
+        // about other channels, which this node does not relay (BOLT 7: never a reason to
+        // disconnect).
         let msg = bitcoin::secp256k1::Message::from_digest(m.signing_hash());
-        channel::keys::secp()
+        if channel::keys::secp()
             .verify_ecdsa(&msg, &m.signature, &peer)
-            .map_err(|_| NodeError::Invalid("channel_update signature invalid"))?;
-        if m.chain_hash != self.chain_hash() {
-            return Err(NodeError::Invalid("channel_update for another chain"));
+            .is_err()
+            || m.chain_hash != self.chain_hash()
+        {
+            tracing::debug!(%peer, scid = m.short_channel_id, "ignoring channel_update not signed by the peer");
+            return Ok(());
         }
         let policy = ForwardingPolicy {
             fee_base_msat: m.fee_base_msat,
@@ -1058,7 +1123,7 @@ impl Node {
         let id = {
             let mut pay = self.pay.lock().expect("pay lock");
             let id = pay.scids.get(&m.short_channel_id).copied();
-            if id.is_none() {
+            if id.is_none() && pay.pending_updates.len() < MAX_PENDING_UPDATES {
                 // The funding is not confirmed on our side yet: applied when it is.
                 pay.pending_updates
                     .insert(m.short_channel_id, (peer, policy));
@@ -1126,17 +1191,65 @@ impl Node {
             if e.funding_spent {
                 return Err(NodeError::Invalid("channel already closed on chain"));
             }
-            let (tx, _) = e
-                .channel
-                .signed_local_commitment()
-                .ok_or(NodeError::Invalid("no signed commitment yet"))?;
-            txid = Some(tx.compute_txid());
-            e.status = ChannelStatus::ForceClosed;
-            out.effects.push(Effect::Broadcast(tx));
+            if e.status == ChannelStatus::AwaitingRemoteClose {
+                return Err(NodeError::Invalid(
+                    "our state is outdated: only the peer's commitment can close this channel",
+                ));
+            }
+            txid =
+                Some(fail_on_chain(e, out).ok_or(NodeError::Invalid("no signed commitment yet"))?);
             Ok(())
         })
         .await?;
         Ok(txid.expect("set on success"))
+    }
+
+    /// BOLT 1 `error` from the peer: fails the channel it names, or every channel with the
+    /// peer for the all-zero id; before funding it ends the pending open.
+    pub(super) async fn on_peer_error(&self, peer: PublicKey, channel_id: ChannelId, text: &str) {
+        let pending = {
+            let mut opens = self.pending_opens.lock().await;
+            match opens.get(&channel_id) {
+                Some(p) if p.peer == peer => opens.remove(&channel_id),
+                _ => None,
+            }
+        };
+        if pending.is_some() {
+            self.fundee_accepts.lock().await.remove(&channel_id);
+            if let Some(w) = self.open_waiters.lock().await.remove(&channel_id) {
+                let _ = w.send(Err(format!("peer refused the channel: {text}")));
+            }
+            return;
+        }
+        let ids: Vec<ChannelId> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if e.peer == peer && (channel_id.0 == [0; 32] || *id == channel_id) {
+                    v.push(*id);
+                }
+            }
+            v
+        };
+        for id in ids {
+            let _ = self
+                .with_channel(&id, |e, out| {
+                    if !e.funding_spent
+                        && !matches!(
+                            e.status,
+                            ChannelStatus::ForceClosed
+                                | ChannelStatus::Closed
+                                | ChannelStatus::AwaitingRemoteClose
+                        )
+                    {
+                        tracing::warn!(channel = %id, "peer sent an error: failing the channel");
+                        fail_on_chain(e, out);
+                    }
+                    Ok(())
+                })
+                .await;
+        }
     }
 
     /// Our current commitment transaction, fully signed: what a force close broadcasts.
@@ -1166,6 +1279,24 @@ impl Node {
     pub async fn channel(&self, id: &ChannelId) -> Result<ChannelSummary, NodeError> {
         Ok(self.entry(id).await?.lock().await.summary())
     }
+}
+
+/// BOLT 1 `error` for one channel.
+fn error_message(channel_id: ChannelId, text: &str) -> Message {
+    Message::ErrorMessage(ErrorMessage {
+        channel_id,
+        data: text.as_bytes().to_vec(),
+    })
+}
+
+/// Fails a channel on chain: broadcasts our latest signed commitment. Returns its txid, or
+/// `None` before there is one (nothing can be on chain then).
+fn fail_on_chain(e: &mut ChannelEntry, out: &mut Outcome) -> Option<Txid> {
+    let (tx, _) = e.channel.signed_local_commitment()?;
+    let txid = tx.compute_txid();
+    e.status = ChannelStatus::ForceClosed;
+    out.effects.push(Effect::Broadcast(tx));
+    Some(txid)
 }
 
 fn revoked_write(revoked: &RevokedCommitment, channel_id: ChannelId) -> Write {

@@ -151,6 +151,15 @@ pub enum NodeError {
     /// Stored data could not be read back.
     #[error("corrupt stored state: {0}")]
     Corrupt(String),
+    /// A peer's message was refused for one channel (or channel being opened): the peer
+    /// gets an `error` for that channel id and the connection stays up (BOLT 1).
+    #[error("{reason}")]
+    ChannelRefused {
+        /// The channel (or temporary channel) id the `error` names.
+        channel_id: ChannelId,
+        /// What the `error` says.
+        reason: String,
+    },
 }
 
 /// A running node.

@@ -4,7 +4,9 @@
 use super::{Node, NodeError};
 use crate::peer::{accept, connect, PeerReader, PeerWriter};
 use bitcoin::secp256k1::PublicKey;
-use channel::msgs::{ErrorMessage, Message, Warning};
+use channel::msgs::{
+    ErrorMessage, Message, QueryChannelRange, ReplyChannelRange, ReplyShortChannelIdsEnd, Warning,
+};
 use channel::ChannelId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -134,7 +136,15 @@ impl Node {
             let mut v = Vec::new();
             for e in channels.values() {
                 let e = e.lock().await;
-                if e.peer == peer {
+                // BOLT 2: closed channels are not reestablished.
+                let closed = e.funding_spent
+                    || matches!(
+                        e.status,
+                        super::ChannelStatus::ForceClosed
+                            | super::ChannelStatus::Closed
+                            | super::ChannelStatus::AwaitingRemoteClose
+                    );
+                if e.peer == peer && !closed {
                     v.push(Message::ChannelReestablish(e.channel.reestablish_message()));
                     if self.config.role == super::Role::Hub && !e.funding_spent {
                         v.extend(self.channel_update(&e).map(Message::ChannelUpdate));
@@ -158,6 +168,15 @@ impl Node {
                 }
             };
             if let Err(e) = self.dispatch(peer, msg.clone()).await {
+                if let NodeError::ChannelRefused { channel_id, reason } = e {
+                    // One channel refused: tell the peer, keep the connection (BOLT 1).
+                    tracing::info!(%peer, channel = %channel_id, "refused {}: {reason}", msg.msg_type());
+                    let _ = tx.send(Message::ErrorMessage(ErrorMessage {
+                        channel_id,
+                        data: reason.into_bytes(),
+                    }));
+                    continue;
+                }
                 tracing::warn!(%peer, "refused {}: {e}", msg.msg_type());
                 let channel_id = channel_of(&msg).unwrap_or(ChannelId([0; 32]));
                 let _ = tx.send(Message::Warning(Warning {
@@ -191,16 +210,69 @@ impl Node {
             Message::AcceptChannel(m) => self.on_accept_channel(peer, m).await,
             Message::FundingCreated(m) => self.on_funding_created(peer, m).await,
             Message::FundingSigned(m) => self.on_funding_signed(peer, m).await,
-            Message::ErrorMessage(ErrorMessage { data, .. })
-            | Message::Warning(Warning { data, .. }) => {
-                tracing::warn!(%peer, "peer says: {}", String::from_utf8_lossy(&data));
+            Message::ErrorMessage(ErrorMessage { channel_id, data }) => {
+                let text = printable(&data);
+                tracing::warn!(%peer, channel = %channel_id, "peer sent error: {text}");
+                self.on_peer_error(peer, channel_id, &text).await;
                 Ok(())
             }
-            Message::Init(_) | Message::Ping(_) | Message::Pong(_) | Message::Unknown { .. } => {
+            Message::Warning(Warning { data, .. }) => {
+                tracing::warn!(%peer, "peer sent warning: {}", printable(&data));
+                Ok(())
+            }
+            Message::ChannelReestablish(m) if !self.has_channel(&m.channel_id).await => {
+                // BOLT 2: a reestablish for a channel we do not know gets an error for
+                // that channel and nothing else.
+                Err(NodeError::ChannelRefused {
+                    channel_id: m.channel_id,
+                    reason: "unknown channel".into(),
+                })
+            }
+            Message::Init(_)
+            | Message::Ping(_)
+            | Message::Pong(_)
+            | Message::Unknown { .. }
+            | Message::Announcement { .. }
+            | Message::ReplyChannelRange(_)
+            | Message::ReplyShortChannelIdsEnd(_) => Ok(()),
+            // This node relays no gossip, so every filter is honoured by sending none; its
+            // own channel_update goes to its channel peer directly, as BOLT 7 allows for
+            // unannounced channels.
+            Message::GossipTimestampFilter(_) => Ok(()),
+            Message::QueryChannelRange(q) => {
+                self.send_all(&peer, vec![self.reply_channel_range(&q)])
+                    .await;
+                Ok(())
+            }
+            Message::QueryShortChannelIds(q) => {
+                let full_information = u8::from(q.chain_hash == self.chain_hash());
+                let reply = Message::ReplyShortChannelIdsEnd(ReplyShortChannelIdsEnd {
+                    chain_hash: q.chain_hash,
+                    full_information,
+                });
+                self.send_all(&peer, vec![reply]).await;
                 Ok(())
             }
             other => self.on_channel_message(peer, other).await,
         }
+    }
+
+    /// BOLT 7 answer to `query_channel_range`: this node announces no channels (they are
+    /// all unannounced), so one reply covers the whole range with no ids. `sync_complete`
+    /// is 0 for a chain we do not follow.
+    fn reply_channel_range(&self, q: &QueryChannelRange) -> Message {
+        Message::ReplyChannelRange(ReplyChannelRange {
+            chain_hash: q.chain_hash,
+            first_blocknum: q.first_blocknum,
+            number_of_blocks: q.number_of_blocks,
+            sync_complete: u8::from(q.chain_hash == self.chain_hash()),
+            // Encoding type 0 (uncompressed), no short channel ids.
+            encoded_short_ids: vec![0],
+        })
+    }
+
+    async fn has_channel(&self, id: &ChannelId) -> bool {
+        self.channels.lock().await.contains_key(id)
     }
 
     /// BOLT 2: forget uncommitted updates of every channel with this peer.
@@ -236,6 +308,20 @@ impl Node {
                 .await;
         }
     }
+}
+
+/// A peer's text made safe for logs: printable ASCII only, at most 200 characters.
+fn printable(data: &[u8]) -> String {
+    data.iter()
+        .take(200)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 fn channel_of(msg: &Message) -> Option<ChannelId> {

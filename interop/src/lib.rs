@@ -1,0 +1,1 @@
+//! Nothing here: the interop scenarios are integration tests (`tests/`).
