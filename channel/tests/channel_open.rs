@@ -124,6 +124,10 @@ fn unreasonable_opens_are_refused() {
             OpenError::DustLimitTooLow(100),
         ),
         (
+            Box::new(|m| m.dust_limit_satoshis = 547),
+            OpenError::DustLimitTooHigh(547),
+        ),
+        (
             Box::new(|m| m.channel_reserve_satoshis = 500),
             OpenError::ReserveBelowDust,
         ),

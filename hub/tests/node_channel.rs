@@ -409,6 +409,16 @@ async fn an_htlc_past_its_expiry_forces_the_channel_on_chain() {
         p.a.channel(&p.id).await.unwrap().status == ChannelStatus::ForceClosed
     })
     .await;
+    // The status changes before the broadcast: mine once the commitment is in the mempool.
+    let commitment = p.a.signed_commitment(&p.id).await.unwrap().compute_txid();
+    wait_until("alice's commitment in the mempool", || async {
+        use chain::ChainSource;
+        matches!(
+            p.devnet.tx_status(&commitment).await,
+            Ok(chain::TxStatus::InMempool)
+        )
+    })
+    .await;
     mine(&p, 1).await;
     wait_until("bob sees the close", || async {
         p.b.channel(&p.id).await.unwrap().status != ChannelStatus::Normal

@@ -20,6 +20,7 @@ non-zero with the reason on stderr.
 """
 
 import os
+import socket
 import struct
 import sys
 
@@ -101,6 +102,9 @@ def read_until(conn, wanted, skip_pings=True):
 
 
 def session(conn, features, pings):
+    # pyln-proto writes a frame's header and body with two send() calls: without
+    # TCP_NODELAY each message would wait out a delayed ACK.
+    conn.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     m = conn.read_message()
     g, f, networks = parse_init(m)
     print("node features " + " ".join(str(b) for b in bytes_to_bits(g + f)), flush=True)

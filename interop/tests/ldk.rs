@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
 use ldk_node::Event;
 use serde_json::json;
 
@@ -146,6 +147,155 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
     });
     next_event(&ldk, "ChannelClosed", |e| {
         matches!(e, Event::ChannelClosed { .. }).then_some(())
+    });
+    ldk.stop().expect("LDK stops");
+}
+
+/// The hub's use: a user on LDK pays a merchant's BOLT 11 invoice; the merchant runs a
+/// light node whose invoices carry a route hint through the hub. LDK routes over its
+/// channel to the hub and the hint; the hub forwards and earns its fee.
+#[test]
+fn ldk_pays_a_merchant_through_the_hub() {
+    let w = World::new();
+    let ldk = ldk_node(&w, "payer");
+    fund_ldk(&w, &ldk);
+
+    // The merchant's light node, connected to the hub; the hub opens a channel to it.
+    let merchant = scenarios::spawn(&scenarios::light_args(
+        w.dirs[1].path().join("merchant").to_str().expect("utf-8"),
+        "merchant-key",
+        &w.devnet.rpc,
+        &w.hub.node_id,
+    ));
+    w.rt.block_on(w.api.connect(&merchant.api, "merchant-key", &w.hub));
+    let mchan = w.hub(
+        "POST",
+        "/v1/channels",
+        Some(json!({"peer_id": merchant.node_id, "capacity_sat": 1_000_000})),
+    )["channel_id"]
+        .as_str()
+        .expect("channel_id")
+        .to_string();
+    ldk.open_channel(w.hub_id(), w.hub_addr(), 1_000_000, None, None)
+        .expect("LDK opens a channel to the hub");
+    next_event(&ldk, "ChannelPending", |e| {
+        matches!(e, Event::ChannelPending { .. }).then_some(())
+    });
+    w.mine(6);
+    wait_channel_usable(&w, &ldk);
+    w.rt.block_on(
+        w.api
+            .wait_usable(&merchant.api, "merchant-key", &mchan, true),
+    );
+
+    let amount = 150_000_000;
+    let inv = w.rt.block_on(w.api.ok(
+        &merchant.api,
+        "merchant-key",
+        "POST",
+        "/v1/invoices",
+        Some(json!({"amount_msat": amount, "description": "2 flat whites"})),
+    ));
+    let invoice: ldk_node::lightning_invoice::Bolt11Invoice = inv["bolt11"]
+        .as_str()
+        .expect("bolt11")
+        .parse()
+        .expect("LDK parses the merchant's invoice");
+    assert_eq!(invoice.route_hints().len(), 1, "one hint, through the hub");
+    let fee = ldk_pay(&ldk, &invoice);
+    // --fee-base-msat 1000 + --fee-proportional-millionths 100 of the forwarded amount.
+    assert_eq!(fee, 1000 + amount * 100 / 1_000_000);
+    let hash = inv["payment_hash"].as_str().expect("hash");
+    let paid = w.rt.block_on(w.api.ok(
+        &merchant.api,
+        "merchant-key",
+        "GET",
+        &format!("/v1/invoices/{hash}"),
+        None,
+    ));
+    assert_eq!(paid["status"], "paid", "{paid}");
+    let forwards = w.hub("GET", "/v1/forwards", None);
+    let forward = forwards
+        .as_array()
+        .expect("forwards")
+        .iter()
+        .find(|f| f["payment_hash"] == hash)
+        .cloned()
+        .expect("the hub recorded the forward");
+    assert_eq!(forward["fee_msat"], fee, "{forward}");
+    ldk.stop().expect("LDK stops");
+}
+
+/// LDK drops the connection in the middle of commitment dances (payments in flight both
+/// ways) and reconnects: channel_reestablish resumes the channel, every payment ends
+/// settled or failed, and both sides agree on the balance.
+#[test]
+fn reconnect_in_the_middle_of_commitment_dances() {
+    let w = World::new();
+    let ldk = ldk_node(&w, "flaky");
+    fund_ldk(&w, &ldk);
+    ldk.open_channel(w.hub_id(), w.hub_addr(), 1_000_000, None, None)
+        .expect("LDK opens a channel to the hub");
+    next_event(&ldk, "ChannelPending", |e| {
+        matches!(e, Event::ChannelPending { .. }).then_some(())
+    });
+    w.mine(6);
+    let id = wait_channel_usable(&w, &ldk);
+
+    for round in 0..5u64 {
+        // Ten payments from LDK without waiting, then the link goes down at once.
+        let mut sent = Vec::new();
+        for i in 0..10u64 {
+            let inv = w.hub_invoice(1_000_000 + round * 10 + i, &format!("r{round} p{i}"));
+            sent.push(ldk.bolt11_payment().send(&inv, None).expect("LDK sends"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 * round));
+        ldk.disconnect(w.hub_id()).expect("LDK disconnects");
+        ldk.connect(w.hub_id(), w.hub_addr(), true)
+            .expect("LDK reconnects");
+        // Each payment ends one way or the other.
+        let mut done = 0;
+        while done < sent.len() {
+            next_event(&ldk, "payment outcome", |e| match e {
+                Event::PaymentSuccessful { payment_id, .. }
+                | Event::PaymentFailed { payment_id, .. }
+                    if payment_id.is_some_and(|p| sent.contains(&p)) =>
+                {
+                    Some(())
+                }
+                _ => None,
+            });
+            done += 1;
+        }
+    }
+    // Both sides agree: the hub's balance is what LDK's payment records say it sent.
+    let succeeded: u64 = ldk
+        .list_payments()
+        .iter()
+        .filter(|p| {
+            p.status == PaymentStatus::Succeeded
+                && p.direction == PaymentDirection::Outbound
+                && matches!(p.kind, PaymentKind::Bolt11 { .. })
+        })
+        .filter_map(|p| p.amount_msat)
+        .sum();
+    assert!(succeeded > 0);
+    wait("both sides agree on the balance", || {
+        let c = w.hub_channel(&id);
+        let ldk_usable = ldk
+            .list_channels()
+            .iter()
+            .any(|c| c.counterparty_node_id == w.hub_id() && c.is_usable);
+        let agree = c["htlcs"] == 0 && c["local_balance_msat"] == succeeded && ldk_usable;
+        if !agree {
+            eprintln!("hub {c}; LDK succeeded {succeeded} msat, usable {ldk_usable}");
+        }
+        agree
+    });
+    // And the channel still works.
+    ldk_pay(&ldk, &w.hub_invoice(2_000_000, "after the storm"));
+    wait("the last payment settled", || {
+        w.hub_channel(&id)["local_balance_msat"] == succeeded + 2_000_000
     });
     ldk.stop().expect("LDK stops");
 }

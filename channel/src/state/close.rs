@@ -39,6 +39,16 @@ impl ShutdownState {
     pub fn closing_tx(&self) -> Option<&Transaction> {
         self.closing_tx.as_ref()
     }
+
+    /// BOLT 2: after a reconnection both sides send shutdown again and fee negotiation
+    /// starts over, unless a closing transaction was already agreed.
+    pub(super) fn restart_after_disconnect(&mut self) {
+        if self.closing_tx.is_none() {
+            self.remote_script = None;
+            self.fee_range = None;
+            self.last_sent_fee = None;
+        }
+    }
 }
 
 /// What to do after a closing_signed.
@@ -62,6 +72,14 @@ pub fn is_valid_shutdown_script(script: &ScriptBuf) -> bool {
 }
 
 impl Channel {
+    /// The shutdown we sent, to send again after a reconnection (BOLT 2), if any.
+    pub fn sent_shutdown(&self) -> Option<Shutdown> {
+        self.s.shutdown.local_script.as_ref().map(|s| Shutdown {
+            channel_id: self.s.channel_id,
+            scriptpubkey: s.to_bytes(),
+        })
+    }
+
     /// Starts a cooperative close: returns the shutdown to send. Our own updates must all
     /// be signed first (BOLT 2).
     pub fn send_shutdown(&mut self, script: ScriptBuf) -> Result<Shutdown, ChannelError> {
@@ -107,8 +125,20 @@ impl Channel {
             && !self.awaiting_revoke()
     }
 
-    /// The unsigned closing transaction with the funder paying `fee_sat`.
+    /// The unsigned closing transaction we sign, with the funder paying `fee_sat`: outputs
+    /// below our own dust limit are left out (BOLT 3 "Closing Transaction").
     fn closing_tx(&self, fee_sat: u64) -> Result<Transaction, ChannelError> {
+        self.closing_variant(fee_sat, self.s.setup.local_params.dust_limit_sat, false)
+    }
+
+    /// A closing transaction with outputs below `dust_sat` left out, and the remote's
+    /// output too when `drop_remote` (a signer MAY leave out its own output).
+    fn closing_variant(
+        &self,
+        fee_sat: u64,
+        dust_sat: u64,
+        drop_remote: bool,
+    ) -> Result<Transaction, ChannelError> {
         let (Some(local_script), Some(remote_script)) = (
             &self.s.shutdown.local_script,
             &self.s.shutdown.remote_script,
@@ -125,21 +155,41 @@ impl Channel {
         *funder = funder
             .checked_sub(fee_sat)
             .ok_or(ChannelError::ClosingFee("fee above the funder's balance"))?;
-        // Both sides must build the same transaction: trim at the larger dust limit.
-        let dust = self
-            .s
-            .setup
-            .local_params
-            .dust_limit_sat
-            .max(self.s.setup.remote_params.dust_limit_sat);
+        if drop_remote {
+            remote = 0;
+        }
         Ok(build_closing_tx(
             self.s.setup.funding_outpoint,
             [
                 (local_script.clone(), local),
                 (remote_script.clone(), remote),
             ],
-            dust,
+            dust_sat,
         ))
+    }
+
+    /// The variant of the closing transaction the remote signed for `fee_sat`: trimmed at
+    /// the remote's dust limit, with or without its own output (BOLT 3 allows both).
+    fn remote_signed_variant(
+        &self,
+        fee_sat: u64,
+        sig: &Signature,
+    ) -> Result<Transaction, ChannelError> {
+        let dust = self.s.setup.remote_params.dust_limit_sat;
+        for drop_remote in [false, true] {
+            let tx = self.closing_variant(fee_sat, dust, drop_remote)?;
+            if verify_input(
+                &tx,
+                0,
+                &self.s.funding_script,
+                self.funding_value(),
+                sig,
+                &self.s.setup.remote_basepoints.funding_pubkey,
+            ) {
+                return Ok(tx);
+            }
+        }
+        Err(ChannelError::InvalidCommitmentSignature)
     }
 
     fn sign_closing(&self, tx: &Transaction) -> Signature {
@@ -209,17 +259,8 @@ impl Channel {
         if self.s.shutdown.closing_tx.is_some() {
             return Err(ChannelError::Unexpected("closing already agreed"));
         }
-        let tx = self.closing_tx(msg.fee_satoshis)?;
-        if !verify_input(
-            &tx,
-            0,
-            &self.s.funding_script,
-            self.funding_value(),
-            &msg.signature,
-            &self.s.setup.remote_basepoints.funding_pubkey,
-        ) {
-            return Err(ChannelError::InvalidCommitmentSignature);
-        }
+        // We sign the variant the remote signed, so both signatures are on one transaction.
+        let tx = self.remote_signed_variant(msg.fee_satoshis, &msg.signature)?;
         let fee = msg.fee_satoshis;
         if self.s.shutdown.last_sent_fee == Some(fee) {
             let signed = self.complete_closing(tx, &msg.signature);

@@ -24,6 +24,9 @@ pub struct OpenPolicy {
     pub max_funding_sat: u64,
     /// Fee rates outside this range are refused.
     pub feerate_range: (FeeratePerKw, FeeratePerKw),
+    /// Largest dust limit we let the peer set: outputs below it leave its commitments
+    /// and the closing transaction, as fees.
+    pub max_dust_limit_sat: u64,
 }
 
 impl Default for OpenPolicy {
@@ -34,6 +37,8 @@ impl Default for OpenPolicy {
             min_funding_sat: 20_000,
             max_funding_sat: 100_000_000,
             feerate_range: (FeeratePerKw(253), FeeratePerKw(100_000)),
+            // The largest standard dust threshold (P2PKH), as LDK allows.
+            max_dust_limit_sat: 546,
         }
     }
 }
@@ -56,6 +61,9 @@ pub enum OpenError {
     /// Dust limit below 354 sat.
     #[error("dust_limit_satoshis {0} below 354")]
     DustLimitTooLow(u64),
+    /// Dust limit above what we accept.
+    #[error("dust_limit_satoshis {0} above our maximum")]
+    DustLimitTooHigh(u64),
     /// A reserve below a dust limit makes an unspendable output.
     #[error("channel_reserve_satoshis below a dust limit")]
     ReserveBelowDust,
@@ -137,6 +145,9 @@ fn check_params(p: &ChannelParams, policy: &OpenPolicy) -> Result<(), OpenError>
     }
     if p.dust_limit_sat < MIN_DUST_LIMIT_SAT {
         return Err(OpenError::DustLimitTooLow(p.dust_limit_sat));
+    }
+    if p.dust_limit_sat > policy.max_dust_limit_sat {
+        return Err(OpenError::DustLimitTooHigh(p.dust_limit_sat));
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ impl Channel {
         let dropped_remote_adds = (before_remote_adds - self.count_adds(Side::Remote)) as u64;
         self.s.next_local_htlc_id -= dropped_local_adds;
         self.s.next_remote_htlc_id -= dropped_remote_adds;
+        self.s.shutdown.restart_after_disconnect();
         dropped
     }
 

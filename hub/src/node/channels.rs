@@ -174,6 +174,15 @@ fn now() -> u64 {
 }
 
 /// The limits this node announces.
+/// Lowest commitment fee rate a peer may set (BOLT 2's floor: 253 sat/kw).
+const UPDATE_FEE_FLOOR: FeeratePerKw = FeeratePerKw(253);
+/// A peer's update_fee may go down to the chain's estimate divided by this.
+const UPDATE_FEE_MIN_DIVISOR: u64 = 2;
+/// How far above the chain's estimate a peer's update_fee may go.
+const UPDATE_FEE_MAX_MULTIPLE: u64 = 10;
+/// Highest commitment fee rate a peer may set, whatever the estimate (400 sat/vB).
+const UPDATE_FEE_CEILING: FeeratePerKw = FeeratePerKw(100_000);
+
 /// Most channel_updates kept for channels whose funding we have not yet seen confirmed.
 const MAX_PENDING_UPDATES: usize = 1024;
 
@@ -262,6 +271,18 @@ impl ChannelEntry {
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
         }
+    }
+
+    /// The channel is over off-chain: its funding is spent, our commitment was broadcast,
+    /// or our state is known to be outdated. No message may change it any more.
+    pub(super) fn is_failed(&self) -> bool {
+        self.funding_spent
+            || matches!(
+                self.status,
+                ChannelStatus::ForceClosed
+                    | ChannelStatus::Closed
+                    | ChannelStatus::AwaitingRemoteClose
+            )
     }
 
     /// Follow-ups after any change: settle, fail or forward incoming HTLCs, sign pending
@@ -365,7 +386,10 @@ impl Node {
         Ok(())
     }
 
+    /// A fresh channel index (its keys and per-commitment secrets derive from it): read,
+    /// incremented and made durable under one lock, so two opens at once never share one.
     async fn next_channel_index(&self) -> Result<u64, NodeError> {
+        let _one_at_a_time = self.channel_index_lock.lock().await;
         let next = self
             .store
             .meta("next_channel_index")
@@ -672,8 +696,11 @@ impl Node {
                 reason,
             }),
             _ => {
+                // A late funding_signed must not broadcast a funding the caller was told
+                // failed.
                 self.pending_opens.lock().await.remove(&temp);
                 self.open_waiters.lock().await.remove(&temp);
+                self.forget_unsigned_funding(&peer, &temp).await;
                 Err(NodeError::Invalid("channel open did not complete"))
             }
         }
@@ -835,15 +862,24 @@ impl Node {
             self.config.minimum_depth,
             None,
         );
-        // Durable before funding_signed lets the funder broadcast.
-        self.group
-            .commit(vec![Write::Channel(entry.stored())])
-            .await?;
         let id = entry.channel.channel_id();
-        self.channels
-            .lock()
-            .await
-            .insert(id, Arc::new(Mutex::new(entry)));
+        {
+            // The channel id is the funding outpoint: one that names the outpoint of a
+            // channel we have must not replace it. Checked and inserted under one lock.
+            let mut channels = self.channels.lock().await;
+            if channels.contains_key(&id) || self.unsigned_funder.lock().await.contains_key(&id) {
+                return Err(NodeError::ChannelRefused {
+                    channel_id: temp,
+                    reason: "funding_created names the funding outpoint of an existing channel"
+                        .into(),
+                });
+            }
+            // Durable before funding_signed lets the funder broadcast.
+            self.group
+                .commit(vec![Write::Channel(entry.stored())])
+                .await?;
+            channels.insert(id, Arc::new(Mutex::new(entry)));
+        }
         self.send_all(&peer, vec![Message::FundingSigned(signed)])
             .await;
         Ok(())
@@ -865,6 +901,14 @@ impl Node {
             }
             unsigned.remove(&msg.channel_id).expect("present")
         };
+        if self.channels.lock().await.contains_key(&msg.channel_id) {
+            // Someone else's funding_created named our funding outpoint first; ours is not
+            // broadcast.
+            return Err(NodeError::ChannelRefused {
+                channel_id: msg.channel_id,
+                reason: "a channel with this id exists".into(),
+            });
+        }
         self.group
             .commit(vec![Write::Channel(entry.stored())])
             .await?;
@@ -904,6 +948,11 @@ impl Node {
             Message::ChannelUpdate(m) => return self.on_channel_update(peer, m.clone()).await,
             _ => return Ok(()),
         };
+        let feerate_bounds = if matches!(msg, Message::UpdateFee(_)) {
+            Some(self.acceptable_feerates().await)
+        } else {
+            None
+        };
         let shutdown_script = if matches!(msg, Message::Shutdown(_)) {
             Some(self.wallet.lock().await.new_address()?.script_pubkey())
         } else {
@@ -912,6 +961,16 @@ impl Node {
         self.with_channel(&id, move |e, out| {
             if e.peer != peer {
                 return Err(NodeError::UnknownChannel);
+            }
+            // Once our commitment is broadcast (or the channel is over, or our state is
+            // known to be old), nothing may change it: a commitment_signed answered with
+            // revoke_and_ack would revoke the very commitment on its way to the chain.
+            let failed = e.is_failed();
+            if failed && !matches!(msg, Message::ChannelReestablish(_)) {
+                return Err(NodeError::ChannelRefused {
+                    channel_id: id,
+                    reason: "channel is closed".into(),
+                });
             }
             let ch = &mut e.channel;
             match msg {
@@ -955,7 +1014,16 @@ impl Node {
                         out,
                     );
                 }
-                Message::UpdateFee(m) => ch.receive_update_fee(&m)?,
+                Message::UpdateFee(m) => {
+                    let (lo, hi) = feerate_bounds.expect("prepared for update_fee");
+                    if !(lo.0..=hi.0).contains(&m.feerate_per_kw) {
+                        // BOLT 2: too low to confirm in time, or unreasonably large.
+                        return Err(NodeError::Invalid(
+                            "update_fee outside the acceptable range",
+                        ));
+                    }
+                    ch.receive_update_fee(&m)?
+                }
                 Message::CommitmentSigned(m) => {
                     let raa = ch.receive_commitment(&m)?;
                     out.messages.push(Message::RevokeAndAck(raa));
@@ -985,21 +1053,23 @@ impl Node {
                     }
                 }
                 Message::ChannelReestablish(m) => {
-                    if e.funding_spent
-                        || matches!(
-                            e.status,
-                            ChannelStatus::ForceClosed
-                                | ChannelStatus::Closed
-                                | ChannelStatus::AwaitingRemoteClose
-                        )
-                    {
+                    if failed {
                         return Err(NodeError::ChannelRefused {
                             channel_id: m.channel_id,
                             reason: "channel is closed".into(),
                         });
                     }
                     match ch.handle_reestablish(&m) {
-                        Ok(resend) => out.messages.extend(resend),
+                        Ok(resend) => {
+                            out.messages.extend(resend);
+                            // BOLT 2: a shutdown we sent is sent again; the fee
+                            // negotiation starts over once both sides have.
+                            if ch.shutdown_state().closing_tx().is_none() {
+                                out.messages
+                                    .extend(ch.sent_shutdown().map(Message::Shutdown));
+                                e.closing_started = false;
+                            }
+                        }
                         Err(err @ channel::state::ChannelError::LocalStateLost) => {
                             tracing::error!(channel = %m.channel_id, "{err}");
                             e.status = ChannelStatus::AwaitingRemoteClose;
@@ -1143,6 +1213,34 @@ impl Node {
         .await
     }
 
+    /// The commitment fee rates a peer may set with update_fee: from half the chain's
+    /// 6-block estimate (never below the relay floor, 253 sat/kw) to
+    /// `UPDATE_FEE_MAX_MULTIPLE` times it, and never above `UPDATE_FEE_CEILING`. Without an
+    /// estimate (a fresh regtest chain) the floor and the ceiling apply.
+    async fn acceptable_feerates(&self) -> (FeeratePerKw, FeeratePerKw) {
+        let estimate = self
+            .config
+            .chain
+            .estimate_fee_rate(6)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.to_sat_per_kwu());
+        let floor = u64::from(UPDATE_FEE_FLOOR.0);
+        let ceiling = u64::from(UPDATE_FEE_CEILING.0);
+        let (lo, hi) = match estimate {
+            // Without anchors our commitment cannot be bumped: a rate far below the
+            // estimate could leave it unconfirmed past its HTLCs' deadlines.
+            Some(e) => (
+                (e / UPDATE_FEE_MIN_DIVISOR).clamp(floor, ceiling),
+                e.saturating_mul(UPDATE_FEE_MAX_MULTIPLE)
+                    .clamp(floor * UPDATE_FEE_MAX_MULTIPLE, ceiling),
+            ),
+            None => (floor, ceiling),
+        };
+        (FeeratePerKw(lo as u32), FeeratePerKw(hi as u32))
+    }
+
     /// Our channel_update for a confirmed channel, signed with the node key.
     pub(super) fn channel_update(&self, e: &ChannelEntry) -> Option<ChannelUpdate> {
         let scid = e.scid?;
@@ -1204,6 +1302,15 @@ impl Node {
         Ok(txid.expect("set on success"))
     }
 
+    /// Drops a channel we fund whose funding_signed has not come (by its temporary or its
+    /// final id): its funding transaction is never broadcast. Returns whether one was.
+    async fn forget_unsigned_funding(&self, peer: &PublicKey, id: &ChannelId) -> bool {
+        let mut unsigned = self.unsigned_funder.lock().await;
+        let before = unsigned.len();
+        unsigned.retain(|final_id, (temp, e)| !(e.peer == *peer && (temp == id || final_id == id)));
+        unsigned.len() != before
+    }
+
     /// BOLT 1 `error` from the peer: fails the channel it names, or every channel with the
     /// peer for the all-zero id; before funding it ends the pending open.
     pub(super) async fn on_peer_error(&self, peer: PublicKey, channel_id: ChannelId, text: &str) {
@@ -1214,7 +1321,8 @@ impl Node {
                 _ => None,
             }
         };
-        if pending.is_some() {
+        let unsigned = self.forget_unsigned_funding(&peer, &channel_id).await;
+        if pending.is_some() || unsigned {
             self.fundee_accepts.lock().await.remove(&channel_id);
             if let Some(w) = self.open_waiters.lock().await.remove(&channel_id) {
                 let _ = w.send(Err(format!("peer refused the channel: {text}")));
@@ -1235,14 +1343,9 @@ impl Node {
         for id in ids {
             let _ = self
                 .with_channel(&id, |e, out| {
-                    if !e.funding_spent
-                        && !matches!(
-                            e.status,
-                            ChannelStatus::ForceClosed
-                                | ChannelStatus::Closed
-                                | ChannelStatus::AwaitingRemoteClose
-                        )
-                    {
+                    // A mutual close already agreed and broadcast stays: our commitment
+                    // would only compete with it.
+                    if !e.is_failed() && e.status != ChannelStatus::Closing {
                         tracing::warn!(channel = %id, "peer sent an error: failing the channel");
                         fail_on_chain(e, out);
                     }
@@ -1259,6 +1362,11 @@ impl Node {
     ) -> Result<Transaction, NodeError> {
         let entry = self.entry(channel_id).await?;
         let e = entry.lock().await;
+        if e.status == ChannelStatus::AwaitingRemoteClose {
+            return Err(NodeError::Invalid(
+                "our state is outdated: this commitment may be revoked",
+            ));
+        }
         e.channel
             .signed_local_commitment()
             .map(|(tx, _)| tx)

@@ -184,6 +184,8 @@ pub struct Node {
     /// Key of the tags on tower appointments.
     tag_key: [u8; 32],
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
+    /// Serializes channel index allocation.
+    channel_index_lock: Mutex<()>,
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
     synced_blocks: std::sync::atomic::AtomicU64,
@@ -264,6 +266,7 @@ impl Node {
             penalty_script,
             tag_key,
             open_waiters: Mutex::new(HashMap::new()),
+            channel_index_lock: Mutex::new(()),
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
             synced_blocks: std::sync::atomic::AtomicU64::new(0),

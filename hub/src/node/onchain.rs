@@ -91,6 +91,7 @@ impl Node {
         }
         self.learn_preimages(block).await;
         self.rebroadcast_sweeps().await;
+        self.rebroadcast_commitments().await;
         self.enforce_htlc_deadlines().await;
         self.check_confirmations().await;
         self.assign_short_channel_ids().await;
@@ -387,6 +388,28 @@ impl Node {
         .await
     }
 
+    /// A commitment we broadcast to fail a channel goes out again every block until the
+    /// funding output is spent: one refused once (a node briefly unreachable, a full
+    /// mempool) must not leave the channel's HTLCs unenforced.
+    async fn rebroadcast_commitments(&self) {
+        let txs: Vec<Transaction> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for e in channels.values() {
+                let e = e.lock().await;
+                if e.status == ChannelStatus::ForceClosed && !e.funding_spent {
+                    v.extend(e.channel.signed_local_commitment().map(|(tx, _)| tx));
+                }
+            }
+            v
+        };
+        for tx in txs {
+            if let Err(e) = self.config.chain.broadcast(&tx).await {
+                tracing::debug!(txid = %tx.compute_txid(), "commitment not accepted: {e}");
+            }
+        }
+    }
+
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
     /// forgets the confirmed ones.
     async fn rebroadcast_sweeps(&self) {
@@ -532,6 +555,14 @@ impl Node {
                 ChannelStatus::AwaitingLock | ChannelStatus::Normal
                     if !ready_sent && confirmations >= depth =>
                 {
+                    match self.verify_funding(&id).await {
+                        FundingCheck::Valid => {}
+                        FundingCheck::NotYet => continue,
+                        FundingCheck::Invalid(why) => {
+                            self.fail_fake_funding(&id, why).await;
+                            continue;
+                        }
+                    }
                     let _ = self
                         .with_channel(&id, |e, out| {
                             e.ready_sent = true;
@@ -557,9 +588,73 @@ impl Node {
         }
     }
 
+    /// BOLT 2: `channel_ready` only once the funding outpoint pays exactly
+    /// `funding_satoshis` to the 2-of-2 P2WSH. A peer that names some other confirmed
+    /// transaction (or output) as its funding gets no usable channel.
+    async fn verify_funding(&self, id: &ChannelId) -> FundingCheck {
+        let Ok(entry) = self.entry(id).await else {
+            return FundingCheck::NotYet;
+        };
+        let (outpoint, script, value) = {
+            let e = entry.lock().await;
+            let setup = e.channel.setup();
+            (
+                setup.funding_outpoint,
+                bitcoin::ScriptBuf::new_p2wsh(&e.channel.funding_script().wscript_hash()),
+                setup.funding_sat,
+            )
+        };
+        match self.config.chain.tx_out(&outpoint, false).await {
+            Ok(Some(info)) if info.output.script_pubkey != script => {
+                FundingCheck::Invalid("the funding output does not pay the 2-of-2 script")
+            }
+            Ok(Some(info)) if info.output.value.to_sat() != value => {
+                FundingCheck::Invalid("the funding output does not hold funding_satoshis")
+            }
+            Ok(Some(_)) => FundingCheck::Valid,
+            // No such unspent output: a transaction without that output, or an output
+            // already spent (the chain follower sees the spend and closes the channel).
+            Ok(None) => {
+                tracing::warn!(channel = %id, %outpoint, "funding outpoint not found unspent; no channel_ready");
+                FundingCheck::NotYet
+            }
+            Err(e) => {
+                tracing::warn!(channel = %id, "funding check: {e}");
+                FundingCheck::NotYet
+            }
+        }
+    }
+
+    /// A channel whose funding output is not what was agreed: nothing of ours is in it, so
+    /// nothing goes to chain; the peer is told and the channel is closed.
+    async fn fail_fake_funding(&self, id: &ChannelId, why: &'static str) {
+        tracing::warn!(channel = %id, "refusing the channel: {why}");
+        let _ = self
+            .with_channel(id, |e, out| {
+                e.status = ChannelStatus::Closed;
+                out.messages
+                    .push(Message::ErrorMessage(channel::msgs::ErrorMessage {
+                        channel_id: *id,
+                        data: why.as_bytes().to_vec(),
+                    }));
+                Ok(())
+            })
+            .await;
+    }
+
     /// Blocks the chain follower has processed (for tests waiting on the wallet).
     pub fn synced_blocks(&self) -> u64 {
         self.synced_blocks
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// What the chain says of a channel's funding output.
+enum FundingCheck {
+    /// It pays the agreed amount to the agreed script.
+    Valid,
+    /// Not (yet) found unspent.
+    NotYet,
+    /// It exists and is wrong.
+    Invalid(&'static str),
 }

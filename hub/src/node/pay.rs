@@ -53,6 +53,8 @@ pub mod codes {
     pub const FINAL_INCORRECT_CLTV_EXPIRY: u16 = 18;
     /// final_incorrect_htlc_amount.
     pub const FINAL_INCORRECT_HTLC_AMOUNT: u16 = 19;
+    /// expiry_too_far.
+    pub const EXPIRY_TOO_FAR: u16 = 21;
 
     /// The BOLT 4 name of a failure code, for people.
     pub fn name(code: u16) -> &'static str {
@@ -68,6 +70,7 @@ pub mod codes {
             INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS => "incorrect_or_unknown_payment_details",
             FINAL_INCORRECT_CLTV_EXPIRY => "final_incorrect_cltv_expiry",
             FINAL_INCORRECT_HTLC_AMOUNT => "final_incorrect_htlc_amount",
+            EXPIRY_TOO_FAR => "expiry_too_far",
             INVALID_ONION_PAYLOAD => "invalid_onion_payload",
             0x8004 => "invalid_onion_version",
             0x8005 => "invalid_onion_hmac",
@@ -112,6 +115,10 @@ impl ForwardingPolicy {
 
 /// Blocks a final HTLC's expiry must be above the tip (BOLT 11 default of the `c` field).
 pub const DEFAULT_MIN_FINAL_CLTV: u32 = 18;
+
+/// An incoming HTLC to forward may expire at most this many blocks ahead (two weeks, as
+/// LDK's limit); beyond it the hub answers expiry_too_far.
+pub const MAX_CLTV_EXPIRY_BLOCKS: u32 = 2016;
 /// Blocks added to the tip when choosing an outgoing payment's final expiry, so a block
 /// found while the HTLC travels does not make it too close.
 const FINAL_CLTV_MARGIN: u32 = 3;
@@ -798,6 +805,10 @@ fn decide_forward(
     // The outgoing HTLC needs time to be resolved on chain if the next peer stalls.
     if payload.outgoing_cltv_value <= height + super::onchain::FULFILL_SAFETY + 2 {
         return fail_with(&ss, codes::EXPIRY_TOO_SOON, &update);
+    }
+    // An HTLC that would lock our outgoing liquidity for months is refused (BOLT 4).
+    if h.cltv_expiry > height.saturating_add(MAX_CLTV_EXPIRY_BLOCKS) {
+        return fail_with(&ss, codes::EXPIRY_TOO_FAR, &[]);
     }
     let owner = ctx.pay.events.owner_of_peer_channel(&out_channel);
     let f = ForwardRecord {

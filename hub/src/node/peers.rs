@@ -121,7 +121,14 @@ impl Node {
     ) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         r.answer_pings(tx.clone());
-        self.peers.lock().await.insert(peer, tx.clone());
+        // A new connection from a peer we are connected to supersedes the old one: the
+        // old one's uncommitted updates are forgotten now (BOLT 2), before our
+        // channel_reestablish is computed, and the old connection, when it ends, changes
+        // nothing.
+        if self.peers.lock().await.remove(&peer).is_some() {
+            tracing::info!(%peer, "peer reconnected: the old connection is superseded");
+            self.on_peer_disconnected(peer).await;
+        }
         tracing::info!(%peer, "peer connected");
         let writer = tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
@@ -130,23 +137,17 @@ impl Node {
                 }
             }
         });
-        // Reestablish every channel with this peer.
+        // Reestablish every channel with this peer: queued before the connection is
+        // visible to the rest of the node, so nothing goes out ahead of it.
         let ours: Vec<_> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();
             for e in channels.values() {
                 let e = e.lock().await;
                 // BOLT 2: closed channels are not reestablished.
-                let closed = e.funding_spent
-                    || matches!(
-                        e.status,
-                        super::ChannelStatus::ForceClosed
-                            | super::ChannelStatus::Closed
-                            | super::ChannelStatus::AwaitingRemoteClose
-                    );
-                if e.peer == peer && !closed {
+                if e.peer == peer && !e.is_failed() {
                     v.push(Message::ChannelReestablish(e.channel.reestablish_message()));
-                    if self.config.role == super::Role::Hub && !e.funding_spent {
+                    if self.config.role == super::Role::Hub {
                         v.extend(self.channel_update(&e).map(Message::ChannelUpdate));
                     }
                 }
@@ -156,6 +157,7 @@ impl Node {
         for m in ours {
             let _ = tx.send(m);
         }
+        self.peers.lock().await.insert(peer, tx.clone());
         if let Some(ready) = ready {
             let _ = ready.send(());
         }
@@ -167,6 +169,10 @@ impl Node {
                     break;
                 }
             };
+            if !self.is_current(&peer, &tx).await {
+                // Superseded by a newer connection: its messages are the ones that count.
+                break;
+            }
             if let Err(e) = self.dispatch(peer, msg.clone()).await {
                 if let NodeError::ChannelRefused { channel_id, reason } = e {
                     // One channel refused: tell the peer, keep the connection (BOLT 1).
@@ -191,7 +197,14 @@ impl Node {
                 }
             }
         }
-        self.peers.lock().await.remove(&peer);
+        let current = {
+            let mut peers = self.peers.lock().await;
+            let current = peers.get(&peer).is_some_and(|t| t.same_channel(&tx));
+            if current {
+                peers.remove(&peer);
+            }
+            current
+        };
         drop(tx);
         drop(r);
         // Let the writer flush what is queued (the warning), then end.
@@ -201,7 +214,9 @@ impl Node {
         {
             tracing::debug!(%peer, "writer did not finish in time");
         }
-        self.on_peer_disconnected(peer).await;
+        if current {
+            self.on_peer_disconnected(peer).await;
+        }
     }
 
     async fn dispatch(&self, peer: PublicKey, msg: Message) -> Result<(), NodeError> {
@@ -220,7 +235,7 @@ impl Node {
                 tracing::warn!(%peer, "peer sent warning: {}", printable(&data));
                 Ok(())
             }
-            Message::ChannelReestablish(m) if !self.has_channel(&m.channel_id).await => {
+            Message::ChannelReestablish(m) if !self.has_channel(&peer, &m.channel_id).await => {
                 // BOLT 2: a reestablish for a channel we do not know gets an error for
                 // that channel and nothing else.
                 Err(NodeError::ChannelRefused {
@@ -271,8 +286,23 @@ impl Node {
         })
     }
 
-    async fn has_channel(&self, id: &ChannelId) -> bool {
-        self.channels.lock().await.contains_key(id)
+    /// Whether `tx` is the sender of `peer`'s current connection.
+    async fn is_current(&self, peer: &PublicKey, tx: &mpsc::UnboundedSender<Message>) -> bool {
+        self.peers
+            .lock()
+            .await
+            .get(peer)
+            .is_some_and(|t| t.same_channel(tx))
+    }
+
+    /// Whether `peer` has the channel `id` with us (another peer's channel is unknown to
+    /// it, and answered the same way, so ids do not leak).
+    async fn has_channel(&self, peer: &PublicKey, id: &ChannelId) -> bool {
+        let entry = self.channels.lock().await.get(id).cloned();
+        match entry {
+            Some(e) => e.lock().await.peer == *peer,
+            None => false,
+        }
     }
 
     /// BOLT 2: forget uncommitted updates of every channel with this peer.
