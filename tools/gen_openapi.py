@@ -64,7 +64,7 @@ BOTH = "Operator key, or a merchant key (a merchant sees only its own)."
 
 paths = {
     "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
-    "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics (operator key)", "responses": {"200": {"description": "text exposition format"}, "401": {"description": "no or wrong key"}, "403": {"description": "a merchant key"}}}},
     "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
     "/v1/info": {"get": {"summary": "Node info and balances", "description": BOTH, "responses": resp("200", ref("Info"))}},
     "/v1/address": {"post": {"summary": "New on-chain address of the node's wallet", "description": OP,

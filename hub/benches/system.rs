@@ -95,7 +95,10 @@ fn secp_microbench() -> (f64, f64) {
 
 /// The hub's ECDSA counters from its /metrics: (signatures, verifications).
 async fn hub_ecdsa(api: &str) -> (u64, u64) {
-    let text = reqwest::get(format!("{api}/metrics"))
+    let text = reqwest::Client::new()
+        .get(format!("{api}/metrics"))
+        .bearer_auth("op")
+        .send()
         .await
         .unwrap()
         .text()

@@ -559,7 +559,12 @@ async fn signed_commitment(
     })))
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// Prometheus metrics: balances and channel figures, so the operator's key only (a
+/// scraper sends it as `Authorization: Bearer`).
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&app, &headers).and_then(|c| c.operator_only()) {
+        return e.into_response();
+    }
     let channels = app.node.list_channels().await;
     let wallet = app.node.wallet_balance().await.to_sat();
     (

@@ -64,9 +64,13 @@ struct Args {
         long,
         env = "HUB_BITCOIND_PASSWORD",
         default_value = "",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "bitcoind_password_file"
     )]
     bitcoind_password: String,
+    /// A file holding the bitcoind RPC password (kept out of process arguments).
+    #[arg(long, env = "HUB_BITCOIND_PASSWORD_FILE")]
+    bitcoind_password_file: Option<PathBuf>,
     /// Network of the bitcoind back-end: regtest, signet, testnet or bitcoin.
     #[arg(long, env = "HUB_NETWORK", default_value = "regtest")]
     network: bitcoin::Network,
@@ -84,9 +88,18 @@ struct Args {
     /// With `--role light`: the hub's node id; other peers are refused.
     #[arg(long, env = "HUB_HUB_NODE_ID")]
     hub_node_id: Option<bitcoin::secp256k1::PublicKey>,
-    /// Operator API key (default: generated at first start and printed once).
-    #[arg(long, env = "HUB_API_KEY", hide_env_values = true)]
+    /// Operator API key (default: generated at first start and printed once). Visible in
+    /// `ps`: prefer --api-key-file.
+    #[arg(
+        long,
+        env = "HUB_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "api_key_file"
+    )]
     api_key: Option<String>,
+    /// A file holding the operator API key (kept out of process arguments).
+    #[arg(long, env = "HUB_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Forwarding fee: fixed part per HTLC.
     #[arg(long, env = "HUB_FEE_BASE_MSAT", default_value_t = 1000)]
     fee_base_msat: u32,
@@ -160,7 +173,10 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
                     url.clone(),
                     RpcCredentials::UserPass(
                         args.bitcoind_user.clone(),
-                        args.bitcoind_password.clone(),
+                        match &args.bitcoind_password_file {
+                            Some(f) => read_secret_file(f)?,
+                            None => args.bitcoind_password.clone(),
+                        },
                     ),
                 )?;
                 let depth = if args.network == bitcoin::Network::Regtest {
@@ -227,7 +243,11 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
     .await?;
 
     let key_hash_path = args.data_dir.join("api_key.sha256");
-    let api_key_hash = match (&args.api_key, key_hash_path.exists()) {
+    let api_key = match &args.api_key_file {
+        Some(f) => Some(read_secret_file(f)?),
+        None => args.api_key.clone(),
+    };
+    let api_key_hash = match (&api_key, key_hash_path.exists()) {
         (Some(k), _) => sha256::Hash::hash(k.as_bytes()).to_byte_array(),
         (None, true) => {
             let h = std::fs::read_to_string(&key_hash_path)?;
@@ -274,4 +294,18 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         .await?;
     node.shutdown().await;
     Ok(())
+}
+
+/// A secret from a file (first line, surrounding whitespace removed); an empty one is an
+/// error rather than an empty password.
+fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim().to_string();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
+    Ok(secret)
 }

@@ -61,6 +61,17 @@ async fn auth_bad_input_and_open_through_rest() {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "unauthorized");
+    // /metrics shows balances: the operator's key only.
+    let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{base}/metrics"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("hub_"));
     // Malformed JSON, wrong types, bad ids, unknown channel.
     let r = http
         .post(format!("{base}/v1/channels"))

@@ -120,3 +120,35 @@ async fn light_node_talks_only_to_its_hub() {
         .await
         .unwrap();
 }
+
+/// Shutdowns for channels that do not exist, or repeated for the peer's own channel,
+/// take no wallet address: 50 of them leave the wallet's next address where it was (an
+/// index pushed past the gap limit would hide later sweeps after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_shutdowns_take_no_wallet_address() {
+    let p = open_pair(None, None).await;
+    let seed = chain::wallet::load_or_create_seed(&p._dirs.1.path().join("seed")).unwrap();
+    let mut fresh = chain::wallet::Wallet::from_seed(&seed, Network::Regtest).unwrap();
+    let derived: Vec<_> = (0..100).map(|_| fresh.new_address().unwrap()).collect();
+    let before = p.b.new_address().await.unwrap();
+    let i = derived
+        .iter()
+        .position(|a| *a == before)
+        .expect("a wallet address");
+
+    let evil = SecretKey::from_slice(&[0xef; 32]).unwrap();
+    let (mut w, mut r) = hub::peer::connect(p.b.listen_addr(), evil, p.b.node_id(), chain_hash())
+        .await
+        .unwrap();
+    for n in 0..50u8 {
+        w.send(&Message::Shutdown(Shutdown {
+            channel_id: ChannelId([n; 32]),
+            scriptpubkey: before.script_pubkey().to_bytes(),
+        }))
+        .await
+        .unwrap();
+        assert!(matches!(r.recv().await.unwrap(), Message::Warning(_)));
+    }
+    let after = p.b.new_address().await.unwrap();
+    assert_eq!(after, derived[i + 1], "the next address, no gap");
+}

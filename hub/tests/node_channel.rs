@@ -105,6 +105,16 @@ async fn force_close_returns_both_balances_on_chain() {
         !p.b.channel(&p.id).await.unwrap().pending_sweeps.is_empty()
     })
     .await;
+    // The sweep is listed before it is broadcast: mine once it is in the mempool.
+    let sweep_txid = p.b.channel(&p.id).await.unwrap().pending_sweeps[0].compute_txid();
+    wait_until("bob's sweep in the mempool", || async {
+        use chain::ChainSource;
+        matches!(
+            p.devnet.tx_status(&sweep_txid).await,
+            Ok(chain::TxStatus::InMempool | chain::TxStatus::Confirmed { .. })
+        )
+    })
+    .await;
     mine(&p, 1).await;
     let commitment = {
         use chain::ChainSource;

@@ -119,3 +119,29 @@ async fn unsupported_url_is_refused() {
         Err(hub::store::StoreError::UnsupportedUrl)
     ));
 }
+
+/// The SQLite file (preimages, payment secrets, webhook secrets) is readable by its owner
+/// only: created 0600, and an existing file with a looser mode is brought to 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    Store::open(&format!("sqlite://{}", fresh.display()))
+        .await
+        .expect("open");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o600);
+    let wal = dir.path().join("fresh.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Store::open(&format!("sqlite://{}", old.display()))
+        .await
+        .expect("open");
+    assert_eq!(mode(&old), 0o600);
+}

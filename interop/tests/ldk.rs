@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
 use ldk_node::Event;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Amount of each of the many small payments.
 const SMALL_MSAT: u64 = 10_000;
@@ -296,6 +296,214 @@ fn reconnect_in_the_middle_of_commitment_dances() {
     ldk_pay(&ldk, &w.hub_invoice(2_000_000, "after the storm"));
     wait("the last payment settled", || {
         w.hub_channel(&id)["local_balance_msat"] == succeeded + 2_000_000
+    });
+    ldk.stop().expect("LDK stops");
+}
+
+/// A channel LDK opened, with the hub holding 300,000 sat and a 50,000 sat HTLC from the
+/// hub to LDK that LDK holds (an invoice for a hash whose preimage it does not know).
+/// Returns (LDK's user channel id, the hub's channel id, the funding txid).
+fn channel_with_an_htlc_in_flight(
+    w: &World,
+    ldk: &ldk_node::Node,
+) -> (ldk_node::UserChannelId, String, String) {
+    fund_ldk(w, ldk);
+    let ucid = ldk
+        .open_channel(w.hub_id(), w.hub_addr(), 1_000_000, None, None)
+        .expect("LDK opens a channel to the hub");
+    next_event(ldk, "ChannelPending", |e| {
+        matches!(e, Event::ChannelPending { .. }).then_some(())
+    });
+    w.mine(6);
+    let id = wait_channel_usable(w, ldk);
+    ldk_pay(ldk, &w.hub_invoice(300_000_000, "to the hub"));
+    wait("the hub holds 300,000 sat", || {
+        let c = w.hub_channel(&id);
+        c["htlcs"] == 0 && c["local_balance_msat"] == 300_000_000
+    });
+    let desc = ldk_node::lightning_invoice::Bolt11InvoiceDescription::Direct(
+        ldk_node::lightning_invoice::Description::new("held".into()).expect("description"),
+    );
+    let held = ldk
+        .bolt11_payment()
+        .receive_for_hash(
+            50_000_000,
+            &desc,
+            3600,
+            ldk_node::lightning_types::payment::PaymentHash([0x42; 32]),
+        )
+        .expect("invoice for a hash");
+    let p = w
+        .hub_call(
+            "POST",
+            "/v1/payments",
+            Some(json!({"invoice": held.to_string(), "wait_secs": 1})),
+        )
+        .expect("payment accepted");
+    assert_eq!(p["status"], "pending", "{p}");
+    next_event(ldk, "PaymentClaimable", |e| {
+        matches!(e, Event::PaymentClaimable { .. }).then_some(())
+    });
+    wait("the HTLC committed on both sides", || {
+        w.hub_channel(&id)["htlcs"] == 1
+    });
+    let funding = w.hub_channel(&id)["funding_txid"]
+        .as_str()
+        .expect("funding txid")
+        .to_string();
+    (ucid, id, funding)
+}
+
+/// Mines until every output of `commitment` for which `mine` says so is spent in the
+/// chain; returns the confirmed transactions that spent them.
+fn mine_until_swept(
+    w: &World,
+    commitment: &Value,
+    height: u64,
+    mine: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let txid = commitment["txid"].as_str().expect("txid").to_string();
+    let outs: Vec<u64> = commitment["vout"]
+        .as_array()
+        .expect("vout")
+        .iter()
+        .filter(|o| mine(o))
+        .map(|o| o["n"].as_u64().expect("n"))
+        .collect();
+    assert!(!outs.is_empty());
+    for _ in 0..60 {
+        if outs.iter().all(|v| w.spent(&txid, *v)) {
+            return outs
+                .iter()
+                .flat_map(|v| w.chain_spenders(&txid, *v, height))
+                .collect();
+        }
+        w.mine(10);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    panic!("outputs {outs:?} of {txid} were not swept");
+}
+
+/// LDK force-closes with the hub's HTLC in flight. Its commitment pays the hub's balance to
+/// the hub at once (static_remotekey) and the HTLC back to the hub after its expiry; the
+/// hub's wallet gets exactly those outputs less the fees of its own sweeps.
+#[test]
+fn ldk_force_closes_with_an_htlc_in_flight() {
+    let w = World::new();
+    let ldk = ldk_node(&w, "forcer");
+    let (ucid, id, funding) = channel_with_an_htlc_in_flight(&w, &ldk);
+    let before = w.hub_onchain_sat();
+    ldk.force_close_channel(&ucid, w.hub_id(), None)
+        .expect("LDK force-closes");
+    let mut commitment = None;
+    wait("LDK's commitment in the mempool", || {
+        commitment = w.mempool_spender(&funding);
+        commitment.is_some()
+    });
+    let commitment = commitment.expect("commitment");
+    let height = w.height() + 1;
+    w.mine(1);
+    // Ours: the P2WPKH to_remote (250,000 sat) and the 50,000 sat HTLC output.
+    let ours =
+        |o: &Value| o["scriptPubKey"]["type"] == "witness_v0_keyhash" || sat(&o["value"]) == 50_000;
+    let to_hub: u64 = commitment["vout"]
+        .as_array()
+        .expect("vout")
+        .iter()
+        .filter(|o| ours(o))
+        .map(|o| sat(&o["value"]))
+        .sum();
+    assert_eq!(to_hub, 300_000, "the hub's outputs in LDK's commitment");
+    let sweeps = mine_until_swept(&w, &commitment, height, ours);
+    let gained: u64 = sweeps.iter().map(outputs_sat).sum();
+    let fees = to_hub - gained;
+    assert!(fees < 3_000, "the hub's sweeps paid {fees} sat");
+    wait("the hub's wallet has its sweeps", || {
+        w.hub_onchain_sat() == before + gained
+    });
+    let c = w.hub_channel(&id);
+    assert!(
+        c["status"] == "closed" || c["status"] == "force_closed",
+        "{c}"
+    );
+    ldk.stop().expect("LDK stops");
+}
+
+/// The hub force-closes with its HTLC in flight: its own commitment, to_local after the
+/// CSV delay, the HTLC through its HTLC-timeout transaction then the delay; LDK takes its
+/// to_remote. Each side's wallet gets exactly its outputs less its own sweeps' fees.
+#[test]
+fn the_hub_force_closes_with_an_htlc_in_flight() {
+    let w = World::new();
+    let ldk = ldk_node(&w, "victim");
+    let (_, id, funding) = channel_with_an_htlc_in_flight(&w, &ldk);
+    let before = w.hub_onchain_sat();
+    let ldk_before = ldk.list_balances().total_onchain_balance_sats;
+    let closed = w.hub(
+        "POST",
+        &format!("/v1/channels/{id}/close"),
+        Some(json!({"force": true})),
+    );
+    let commitment_txid = closed["commitment_txid"]
+        .as_str()
+        .expect("txid")
+        .to_string();
+    wait("the hub's commitment in the mempool", || {
+        w.mempool_spender(&funding)
+            .is_some_and(|t| t["txid"] == commitment_txid)
+    });
+    let commitment = w.rpc("getrawtransaction", json!([commitment_txid, true]));
+    let height = w.height() + 1;
+    w.mine(1);
+    // LDK's is the P2WPKH to_remote: 1,000,000 - 300,000 - 50,000 less the commitment fee
+    // LDK pays as funder. The rest (to_local, the HTLC) is the hub's.
+    let ldk_out = |o: &Value| o["scriptPubKey"]["type"] == "witness_v0_keyhash";
+    let hub_outs = |o: &Value| !ldk_out(o);
+    let hub_sweeps = mine_until_swept(&w, &commitment, height, hub_outs);
+    // The HTLC's first stage is the hub's pre-signed HTLC-timeout, whose only output is a
+    // P2WSH (to_local-style, CSV-delayed): its sweep is what reaches the wallet.
+    let mut gained = 0;
+    for tx in &hub_sweeps {
+        let second_stage = tx["vout"]
+            .as_array()
+            .expect("vout")
+            .iter()
+            .all(|o| o["scriptPubKey"]["type"] == "witness_v0_scripthash");
+        if second_stage {
+            let swept = mine_until_swept(&w, tx, height, |_| true);
+            gained += swept.iter().map(outputs_sat).sum::<u64>();
+        } else {
+            gained += outputs_sat(tx);
+        }
+    }
+    let to_hub: u64 = commitment["vout"]
+        .as_array()
+        .expect("vout")
+        .iter()
+        .filter(|o| hub_outs(o))
+        .map(|o| sat(&o["value"]))
+        .sum();
+    assert_eq!(to_hub, 350_000, "the hub's outputs in its commitment");
+    assert!(
+        to_hub - gained < 5_000,
+        "the hub's sweeps paid {} sat",
+        to_hub - gained
+    );
+    wait("the hub's wallet has its sweeps", || {
+        w.hub_onchain_sat() == before + gained
+    });
+    // LDK's to_remote: swept by LDK's wallet.
+    let ldk_value: u64 = commitment["vout"]
+        .as_array()
+        .expect("vout")
+        .iter()
+        .filter(|o| ldk_out(o))
+        .map(|o| sat(&o["value"]))
+        .sum();
+    wait("LDK has its to_remote", || {
+        ldk.sync_wallets().ok();
+        let now = ldk.list_balances().total_onchain_balance_sats;
+        now > ldk_before && now <= ldk_before + ldk_value
     });
     ldk.stop().expect("LDK stops");
 }

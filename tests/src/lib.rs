@@ -160,8 +160,17 @@ pub fn spawn(args: &[String]) -> Proc {
     p
 }
 
+/// Writes the operator key next to the data directory and returns that file, so the key
+/// is passed as --api-key-file and never appears in process arguments.
+fn key_file(data_dir: &str, api_key: &str) -> String {
+    let path = format!("{}.api-key", data_dir.trim_end_matches('/'));
+    std::fs::write(&path, api_key).expect("key file");
+    path
+}
+
 /// Arguments of a process that runs the devnet itself.
 pub fn devnet_args(data_dir: &str, api_key: &str) -> Vec<String> {
+    let key_file = key_file(data_dir, api_key);
     [
         "--data-dir",
         data_dir,
@@ -171,8 +180,8 @@ pub fn devnet_args(data_dir: &str, api_key: &str) -> Vec<String> {
         "127.0.0.1:0",
         "--devnet-rpc",
         "127.0.0.1:0",
-        "--api-key",
-        api_key,
+        "--api-key-file",
+        &key_file,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -181,6 +190,7 @@ pub fn devnet_args(data_dir: &str, api_key: &str) -> Vec<String> {
 
 /// Arguments of a process that uses another's devnet.
 pub fn client_args(data_dir: &str, api_key: &str, devnet: &(String, String)) -> Vec<String> {
+    let key_file = key_file(data_dir, api_key);
     [
         "--data-dir",
         data_dir,
@@ -196,8 +206,8 @@ pub fn client_args(data_dir: &str, api_key: &str, devnet: &(String, String)) -> 
         &devnet.1,
         "--network",
         "regtest",
-        "--api-key",
-        api_key,
+        "--api-key-file",
+        &key_file,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -953,11 +953,14 @@ impl Node {
         } else {
             None
         };
-        let shutdown_script = if matches!(msg, Message::Shutdown(_)) {
-            Some(self.wallet.lock().await.new_address()?.script_pubkey())
-        } else {
-            None
-        };
+        // A wallet address only for a shutdown we will answer with ours: one for an unknown
+        // channel, or one repeated, would push the wallet's address index past its gap.
+        let shutdown_script =
+            if matches!(msg, Message::Shutdown(_)) && self.needs_our_shutdown(&peer, &id).await {
+                Some(self.wallet.lock().await.new_address()?.script_pubkey())
+            } else {
+                None
+            };
         self.with_channel(&id, move |e, out| {
             if e.peer != peer {
                 return Err(NodeError::UnknownChannel);
@@ -1034,9 +1037,13 @@ impl Node {
                     self.queue_appointments(ch, &revoked, out);
                 }
                 Message::Shutdown(m) => {
+                    let answer = !ch.shutdown_state().local_sent();
+                    if answer && shutdown_script.is_none() {
+                        return Err(NodeError::Invalid("shutdown raced with our own close"));
+                    }
                     ch.receive_shutdown(&m)?;
-                    if !ch.shutdown_state().local_sent() {
-                        let script = shutdown_script.expect("prepared for shutdown");
+                    if answer {
+                        let script = shutdown_script.expect("checked above");
                         out.messages
                             .push(Message::Shutdown(ch.send_shutdown(script)?));
                     }
@@ -1300,6 +1307,16 @@ impl Node {
         })
         .await?;
         Ok(txid.expect("set on success"))
+    }
+
+    /// Whether a shutdown from `peer` for `id` would make us send ours (the channel is
+    /// the peer's and we have not sent one).
+    async fn needs_our_shutdown(&self, peer: &PublicKey, id: &ChannelId) -> bool {
+        let Ok(entry) = self.entry(id).await else {
+            return false;
+        };
+        let e = entry.lock().await;
+        e.peer == *peer && !e.channel.shutdown_state().local_sent()
     }
 
     /// Drops a channel we fund whose funding_signed has not come (by its temporary or its

@@ -26,6 +26,9 @@ pub enum Dialect {
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The SQLite file could not be created or restricted to its owner.
+    #[error("database file: {0}")]
+    File(std::io::Error),
     /// The URL is neither `sqlite:` nor `postgres:`.
     #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
@@ -194,6 +197,9 @@ impl Store {
         } else {
             url.to_string()
         };
+        if dialect == Dialect::Sqlite {
+            restrict_sqlite_file(&url)?;
+        }
         let pool = options.connect(&url).await?;
         match dialect {
             Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
@@ -428,4 +434,32 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The SQLite file holds preimages, payment secrets and webhook secrets: it is created
+/// with mode 0600 before SQLite opens it (its -wal and -shm files take the same mode),
+/// and an existing one is brought to 0600.
+fn restrict_sqlite_file(url: &str) -> Result<(), StoreError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::File)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(StoreError::File)?;
+    }
+    Ok(())
 }

@@ -297,3 +297,66 @@ pub fn ldk_pay(node: &Node, invoice: &Bolt11Invoice) -> u64 {
     })
     .unwrap_or_else(|e| panic!("LDK payment failed: {e}"))
 }
+
+/// Satoshis of a JSON-RPC amount (BTC).
+pub fn sat(v: &Value) -> u64 {
+    (v.as_f64().expect("an amount") * 1e8).round() as u64
+}
+
+impl World {
+    /// A devnet JSON-RPC call that must succeed.
+    pub fn rpc(&self, method: &str, params: Value) -> Value {
+        let rpc = rpc(&self.devnet.rpc);
+        self.rt
+            .block_on(rpc.call(method, params))
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// The transaction in the mempool that spends an output of `txid`, decoded.
+    pub fn mempool_spender(&self, txid: &str) -> Option<Value> {
+        let pool = self.rpc("getrawmempool", json!([]));
+        pool.as_array()?.iter().find_map(|t| {
+            let tx = self.rpc("getrawtransaction", json!([t, true]));
+            tx["vin"]
+                .as_array()?
+                .iter()
+                .any(|i| i["txid"] == txid)
+                .then_some(tx)
+        })
+    }
+
+    /// The confirmed transactions, from `from_height` to the tip, that spend output `vout`
+    /// of `txid`, decoded.
+    pub fn chain_spenders(&self, txid: &str, vout: u64, from_height: u64) -> Vec<Value> {
+        let mut found = Vec::new();
+        for h in from_height..=self.height() {
+            let hash = self.rpc("getblockhash", json!([h]));
+            let block = self.rpc("getblock", json!([hash, 2]));
+            for tx in block["tx"].as_array().cloned().unwrap_or_default() {
+                let spends = tx["vin"].as_array().is_some_and(|ins| {
+                    ins.iter()
+                        .any(|i| i["txid"] == txid && i["vout"].as_u64() == Some(vout))
+                });
+                if spends {
+                    found.push(tx);
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether output `vout` of `txid` is spent in the chain (not just the mempool).
+    pub fn spent(&self, txid: &str, vout: u64) -> bool {
+        self.rpc("gettxout", json!([txid, vout, false])).is_null()
+    }
+}
+
+/// The sum of a decoded transaction's outputs.
+pub fn outputs_sat(tx: &Value) -> u64 {
+    tx["vout"]
+        .as_array()
+        .expect("vout")
+        .iter()
+        .map(|o| sat(&o["value"]))
+        .sum()
+}
