@@ -3,7 +3,8 @@
 
 use crate::keys::CommitmentKeys;
 use crate::script::{
-    offered_htlc_script, received_htlc_script, to_local_script, to_remote_script_pubkey,
+    anchor_script, offered_htlc_script, received_htlc_script, to_local_script,
+    to_remote_script_pubkey,
 };
 use crate::types::{CommitmentNumber, FeeratePerKw, HtlcId, Msat, PaymentHash};
 use bitcoin::absolute::LockTime;
@@ -20,6 +21,10 @@ pub const COMMITMENT_WEIGHT_PER_HTLC: u64 = 172;
 pub const HTLC_TIMEOUT_WEIGHT: u64 = 663;
 /// BOLT 3 "Fees": weight of an HTLC-success transaction.
 pub const HTLC_SUCCESS_WEIGHT: u64 = 703;
+/// BOLT 3 "Fees", option_anchors: weight of a commitment transaction with no HTLC outputs.
+pub const COMMITMENT_BASE_WEIGHT_ANCHORS: u64 = 1124;
+/// BOLT 3 option_anchors: the value of each anchor output, taken from the funder.
+pub const ANCHOR_OUTPUT_SAT: u64 = 330;
 
 /// BOLT 3 commitment number obscuring factor: the low 48 bits of
 /// `SHA256(payment_basepoint from open_channel || payment_basepoint from accept_channel)`.
@@ -52,19 +57,22 @@ pub struct CommitmentHtlc {
 }
 
 impl CommitmentHtlc {
-    /// Weight of the second-stage transaction that spends this HTLC's output.
-    fn second_stage_weight(&self) -> u64 {
-        if self.offered {
-            HTLC_TIMEOUT_WEIGHT
+    /// The fee of the second-stage transaction that spends this HTLC's output: zero under
+    /// option_anchors_zero_fee_htlc_tx (its fee is brought by another input).
+    fn second_stage_fee(&self, feerate: FeeratePerKw, anchors: bool) -> u64 {
+        if anchors {
+            0
+        } else if self.offered {
+            feerate.fee_for_weight(HTLC_TIMEOUT_WEIGHT)
         } else {
-            HTLC_SUCCESS_WEIGHT
+            feerate.fee_for_weight(HTLC_SUCCESS_WEIGHT)
         }
     }
 
     /// BOLT 3 "Trimmed Outputs": the HTLC is trimmed when its value minus the fee of its
     /// second-stage transaction is below the holder's dust limit.
-    pub fn is_trimmed(&self, dust_limit_sat: u64, feerate: FeeratePerKw) -> bool {
-        let fee = feerate.fee_for_weight(self.second_stage_weight());
+    pub fn is_trimmed(&self, dust_limit_sat: u64, feerate: FeeratePerKw, anchors: bool) -> bool {
+        let fee = self.second_stage_fee(feerate, anchors);
         self.amount.to_sat() < dust_limit_sat.saturating_add(fee)
     }
 }
@@ -88,6 +96,9 @@ pub struct CommitmentParams {
     pub feerate: FeeratePerKw,
     /// Whether the holder opened the channel (and so pays the fee).
     pub holder_is_funder: bool,
+    /// option_anchors_zero_fee_htlc_tx: anchor outputs, a CSV of 1 on to_remote and the
+    /// HTLC outputs, zero-fee HTLC transactions.
+    pub anchors: bool,
 }
 
 /// One HTLC output of a built commitment transaction.
@@ -120,6 +131,9 @@ pub struct CommitmentTx {
     pub to_self_delay: u16,
     /// The fee rate, used again for the HTLC transactions.
     pub feerate: FeeratePerKw,
+    /// Built under option_anchors_zero_fee_htlc_tx.
+    #[serde(default)]
+    pub anchors: bool,
 }
 
 impl CommitmentTx {
@@ -142,15 +156,30 @@ impl CommitmentTx {
             &self.keys,
             self.to_self_delay,
             self.feerate,
+            self.anchors,
         )
     }
 }
 
-/// BOLT 3 base fee: `feerate_per_kw * (724 + 172 * num_untrimmed_htlc_outputs) / 1000`.
-pub fn commitment_fee_sat(feerate: FeeratePerKw, untrimmed_htlcs: usize) -> u64 {
-    feerate.fee_for_weight(
-        COMMITMENT_BASE_WEIGHT + COMMITMENT_WEIGHT_PER_HTLC * untrimmed_htlcs as u64,
-    )
+/// BOLT 3 base fee: `feerate_per_kw * (724 + 172 * num_untrimmed_htlc_outputs) / 1000`,
+/// with 1124 in place of 724 under option_anchors.
+pub fn commitment_fee_sat(feerate: FeeratePerKw, untrimmed_htlcs: usize, anchors: bool) -> u64 {
+    let base = if anchors {
+        COMMITMENT_BASE_WEIGHT_ANCHORS
+    } else {
+        COMMITMENT_BASE_WEIGHT
+    };
+    feerate.fee_for_weight(base + COMMITMENT_WEIGHT_PER_HTLC * untrimmed_htlcs as u64)
+}
+
+/// What the funder gives up besides the commitment fee: the two anchors under
+/// option_anchors.
+pub fn anchors_cost_sat(anchors: bool) -> u64 {
+    if anchors {
+        2 * ANCHOR_OUTPUT_SAT
+    } else {
+        0
+    }
 }
 
 /// Builds the holder's commitment transaction (BOLT 3 "Commitment Transaction
@@ -163,12 +192,17 @@ pub fn build_commitment(
     to_remote: Msat,
     htlcs: &[CommitmentHtlc],
 ) -> CommitmentTx {
+    let anchors = params.anchors;
     let untrimmed: Vec<&CommitmentHtlc> = htlcs
         .iter()
-        .filter(|h| !h.is_trimmed(params.dust_limit_sat, params.feerate))
+        .filter(|h| !h.is_trimmed(params.dust_limit_sat, params.feerate, anchors))
         .collect();
-    let fee_sat = commitment_fee_sat(params.feerate, untrimmed.len());
-    let fee = Msat(fee_sat.saturating_mul(1000));
+    let fee_sat = commitment_fee_sat(params.feerate, untrimmed.len(), anchors);
+    let fee = Msat(
+        fee_sat
+            .saturating_add(anchors_cost_sat(anchors))
+            .saturating_mul(1000),
+    );
     let (to_local, to_remote) = if params.holder_is_funder {
         (Msat(to_local.0.saturating_sub(fee.0)), to_remote)
     } else {
@@ -179,22 +213,26 @@ pub fn build_commitment(
     enum Kind {
         ToLocal(ScriptBuf),
         ToRemote,
+        Anchor,
         Htlc(CommitmentHtlc, ScriptBuf),
     }
     let mut outputs: Vec<(TxOut, u32, Kind)> = Vec::with_capacity(untrimmed.len() + 2);
-    for h in untrimmed {
+    for h in &untrimmed {
         let ws = if h.offered {
-            offered_htlc_script(keys, &h.payment_hash)
+            offered_htlc_script(keys, &h.payment_hash, anchors)
         } else {
-            received_htlc_script(keys, &h.payment_hash, h.cltv_expiry)
+            received_htlc_script(keys, &h.payment_hash, h.cltv_expiry, anchors)
         };
         let txout = TxOut {
             value: Amount::from_sat(h.amount.to_sat()),
             script_pubkey: ScriptBuf::new_p2wsh(&ws.wscript_hash()),
         };
-        outputs.push((txout, h.cltv_expiry, Kind::Htlc(*h, ws)));
+        outputs.push((txout, h.cltv_expiry, Kind::Htlc(**h, ws)));
     }
-    if to_local.to_sat() >= params.dust_limit_sat {
+    let has_htlcs = !untrimmed.is_empty();
+    let to_local_untrimmed = to_local.to_sat() >= params.dust_limit_sat;
+    let to_remote_untrimmed = to_remote.to_sat() >= params.dust_limit_sat;
+    if to_local_untrimmed {
         let ws = to_local_script(
             &keys.revocation_key,
             params.to_self_delay,
@@ -206,12 +244,29 @@ pub fn build_commitment(
         };
         outputs.push((txout, 0, Kind::ToLocal(ws)));
     }
-    if to_remote.to_sat() >= params.dust_limit_sat {
+    if to_remote_untrimmed {
         let txout = TxOut {
             value: Amount::from_sat(to_remote.to_sat()),
-            script_pubkey: to_remote_script_pubkey(&keys.to_remote_key),
+            script_pubkey: to_remote_script_pubkey(&keys.to_remote_key, anchors),
         };
         outputs.push((txout, 0, Kind::ToRemote));
+    }
+    // BOLT 3: each side's anchor, keyed to its funding pubkey, when that side has an
+    // output or any HTLC is untrimmed.
+    if anchors {
+        let (holder_funding, counterparty_funding) = params.funding_pubkeys;
+        for (present, key) in [
+            (to_local_untrimmed || has_htlcs, holder_funding),
+            (to_remote_untrimmed || has_htlcs, counterparty_funding),
+        ] {
+            if present {
+                let txout = TxOut {
+                    value: Amount::from_sat(ANCHOR_OUTPUT_SAT),
+                    script_pubkey: ScriptBuf::new_p2wsh(&anchor_script(&key).wscript_hash()),
+                };
+                outputs.push((txout, 0, Kind::Anchor));
+            }
+        }
     }
     // BOLT 3 "Transaction Output Ordering": BIP 69 (value, then scriptPubKey), and for
     // identical HTLC outputs, increasing cltv_expiry.
@@ -241,6 +296,7 @@ pub fn build_commitment(
         match kind {
             Kind::ToLocal(ws) => to_local_out = Some((vout, ws)),
             Kind::ToRemote => to_remote_out = Some(vout),
+            Kind::Anchor => {}
             Kind::Htlc(htlc, witness_script) => htlc_outputs.push(HtlcOutput {
                 htlc,
                 vout,
@@ -263,20 +319,23 @@ pub fn build_commitment(
         fee_sat,
         to_self_delay: params.to_self_delay,
         feerate: params.feerate,
+        anchors,
     }
 }
 
 /// Builds the unsigned HTLC-timeout (for an offered HTLC) or HTLC-success (for a
 /// received HTLC) transaction spending `outpoint` of the holder's commitment (BOLT 3
-/// "HTLC-Timeout and HTLC-Success Transactions").
+/// "HTLC-Timeout and HTLC-Success Transactions"). Under option_anchors it pays no fee and
+/// its input has nSequence 1 (the HTLC output's CSV).
 pub fn build_htlc_tx(
     outpoint: OutPoint,
     htlc: &CommitmentHtlc,
     keys: &CommitmentKeys,
     to_self_delay: u16,
     feerate: FeeratePerKw,
+    anchors: bool,
 ) -> Transaction {
-    let fee = feerate.fee_for_weight(htlc.second_stage_weight());
+    let fee = htlc.second_stage_fee(feerate, anchors);
     let lock_time = if htlc.offered {
         LockTime::from_consensus(htlc.cltv_expiry)
     } else {
@@ -289,7 +348,7 @@ pub fn build_htlc_tx(
         input: vec![TxIn {
             previous_output: outpoint,
             script_sig: ScriptBuf::new(),
-            sequence: Sequence::ZERO,
+            sequence: if anchors { Sequence(1) } else { Sequence::ZERO },
             witness: Witness::new(),
         }],
         output: vec![TxOut {

@@ -48,9 +48,50 @@ pub fn to_local_script(
         .into_script()
 }
 
-/// BOLT 3 to_remote output script without anchors: P2WPKH to the to_remote key.
-pub fn to_remote_script_pubkey(to_remote_key: &PublicKey) -> ScriptBuf {
-    ScriptBuf::new_p2wpkh(&CompressedPublicKey(*to_remote_key).wpubkey_hash())
+/// BOLT 3 to_remote output script: P2WPKH to the to_remote key, or under option_anchors
+/// P2WSH of [`to_remote_anchor_script`].
+pub fn to_remote_script_pubkey(to_remote_key: &PublicKey, anchors: bool) -> ScriptBuf {
+    if anchors {
+        ScriptBuf::new_p2wsh(&to_remote_anchor_script(to_remote_key).wscript_hash())
+    } else {
+        ScriptBuf::new_p2wpkh(&CompressedPublicKey(*to_remote_key).wpubkey_hash())
+    }
+}
+
+/// BOLT 3 option_anchors to_remote witness script: `<remotepubkey> OP_CHECKSIGVERIFY 1
+/// OP_CHECKSEQUENCEVERIFY` (spendable one block after the commitment confirms).
+pub fn to_remote_anchor_script(to_remote_key: &PublicKey) -> ScriptBuf {
+    push_key(Builder::new(), to_remote_key)
+        .push_opcode(OP_CHECKSIGVERIFY)
+        .push_int(1)
+        .push_opcode(OP_CSV)
+        .into_script()
+}
+
+/// BOLT 3 anchor output witness script: `<funding_pubkey> OP_CHECKSIG OP_IFDUP OP_NOTIF
+/// OP_16 OP_CHECKSEQUENCEVERIFY OP_ENDIF` (its owner at once, anyone after 16 blocks).
+pub fn anchor_script(funding_pubkey: &PublicKey) -> ScriptBuf {
+    push_key(Builder::new(), funding_pubkey)
+        .push_opcode(OP_CHECKSIG)
+        .push_opcode(OP_IFDUP)
+        .push_opcode(OP_NOTIF)
+        .push_opcode(OP_PUSHNUM_16)
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_ENDIF)
+        .into_script()
+}
+
+/// Under option_anchors the HTLC scripts' last branch gains `1 OP_CHECKSEQUENCEVERIFY
+/// OP_DROP`, so that only a transaction with nSequence 1 can spend them (no pinning by
+/// unconfirmed descendants).
+fn end_htlc_script(b: Builder, anchors: bool) -> ScriptBuf {
+    let b = b.push_opcode(OP_ENDIF);
+    let b = if anchors {
+        b.push_int(1).push_opcode(OP_CSV).push_opcode(OP_DROP)
+    } else {
+        b
+    };
+    b.push_opcode(OP_ENDIF).into_script()
 }
 
 fn revocation_hash(revocation_key: &PublicKey) -> [u8; 20] {
@@ -62,7 +103,11 @@ fn payment_ripemd(payment_hash: &PaymentHash) -> [u8; 20] {
 }
 
 /// BOLT 3 offered HTLC output witness script (an HTLC the holder pays out).
-pub fn offered_htlc_script(keys: &CommitmentKeys, payment_hash: &PaymentHash) -> ScriptBuf {
+pub fn offered_htlc_script(
+    keys: &CommitmentKeys,
+    payment_hash: &PaymentHash,
+    anchors: bool,
+) -> ScriptBuf {
     let b = Builder::new()
         .push_opcode(OP_DUP)
         .push_opcode(OP_HASH160)
@@ -80,17 +125,15 @@ pub fn offered_htlc_script(keys: &CommitmentKeys, payment_hash: &PaymentHash) ->
         .push_opcode(OP_DROP)
         .push_opcode(OP_PUSHNUM_2)
         .push_opcode(OP_SWAP);
-    push_key(b, &keys.local_htlc_key)
+    let b = push_key(b, &keys.local_htlc_key)
         .push_opcode(OP_PUSHNUM_2)
         .push_opcode(OP_CHECKMULTISIG)
         .push_opcode(OP_ELSE)
         .push_opcode(OP_HASH160)
         .push_slice(payment_ripemd(payment_hash))
         .push_opcode(OP_EQUALVERIFY)
-        .push_opcode(OP_CHECKSIG)
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_ENDIF)
-        .into_script()
+        .push_opcode(OP_CHECKSIG);
+    end_htlc_script(b, anchors)
 }
 
 /// BOLT 3 received HTLC output witness script (an HTLC paid to the holder).
@@ -98,6 +141,7 @@ pub fn received_htlc_script(
     keys: &CommitmentKeys,
     payment_hash: &PaymentHash,
     cltv_expiry: u32,
+    anchors: bool,
 ) -> ScriptBuf {
     let b = Builder::new()
         .push_opcode(OP_DUP)
@@ -118,7 +162,7 @@ pub fn received_htlc_script(
         .push_opcode(OP_EQUALVERIFY)
         .push_opcode(OP_PUSHNUM_2)
         .push_opcode(OP_SWAP);
-    push_key(b, &keys.local_htlc_key)
+    let b = push_key(b, &keys.local_htlc_key)
         .push_opcode(OP_PUSHNUM_2)
         .push_opcode(OP_CHECKMULTISIG)
         .push_opcode(OP_ELSE)
@@ -126,8 +170,6 @@ pub fn received_htlc_script(
         .push_int(i64::from(cltv_expiry))
         .push_opcode(OP_CLTV)
         .push_opcode(OP_DROP)
-        .push_opcode(OP_CHECKSIG)
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_ENDIF)
-        .into_script()
+        .push_opcode(OP_CHECKSIG);
+    end_htlc_script(b, anchors)
 }

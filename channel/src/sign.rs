@@ -26,10 +26,32 @@ pub fn sign_digest(msg: &Message, key: &SecretKey) -> Signature {
 
 /// The BIP 143 SIGHASH_ALL digest of input `input` spending a P2WSH output.
 pub fn sighash(tx: &Transaction, input: usize, witness_script: &Script, value: Amount) -> Message {
+    sighash_with(tx, input, witness_script, value, EcdsaSighashType::All)
+}
+
+/// The BIP 143 digest of input `input` spending a P2WSH output, for sighash type `ty`.
+pub fn sighash_with(
+    tx: &Transaction,
+    input: usize,
+    witness_script: &Script,
+    value: Amount,
+    ty: EcdsaSighashType,
+) -> Message {
     let hash = SighashCache::new(tx)
-        .p2wsh_signature_hash(input, witness_script, value, EcdsaSighashType::All)
+        .p2wsh_signature_hash(input, witness_script, value, ty)
         .expect("input index is within the transaction");
     Message::from(hash)
+}
+
+/// The sighash type of the counterparty's signature on an HTLC transaction: under
+/// option_anchors_zero_fee_htlc_tx `SIGHASH_SINGLE|SIGHASH_ANYONECANPAY`, so that the
+/// holder can add an input (and an output) paying the fee; otherwise `SIGHASH_ALL`.
+pub fn htlc_remote_sighash_type(anchors: bool) -> EcdsaSighashType {
+    if anchors {
+        EcdsaSighashType::SinglePlusAnyoneCanPay
+    } else {
+        EcdsaSighashType::All
+    }
 }
 
 /// Signs input `input` of `tx` (SIGHASH_ALL) with `key`.
@@ -40,8 +62,20 @@ pub fn sign_input(
     value: Amount,
     key: &SecretKey,
 ) -> Signature {
+    sign_input_with(tx, input, witness_script, value, key, EcdsaSighashType::All)
+}
+
+/// Signs input `input` of `tx` with `key` for sighash type `ty`.
+pub fn sign_input_with(
+    tx: &Transaction,
+    input: usize,
+    witness_script: &Script,
+    value: Amount,
+    key: &SecretKey,
+    ty: EcdsaSighashType,
+) -> Signature {
     SIGNS.fetch_add(1, Ordering::Relaxed);
-    secp().sign_ecdsa(&sighash(tx, input, witness_script, value), key)
+    secp().sign_ecdsa(&sighash_with(tx, input, witness_script, value, ty), key)
 }
 
 /// Checks a counterparty's signature over input `input` of `tx`.
@@ -53,9 +87,34 @@ pub fn verify_input(
     sig: &Signature,
     key: &PublicKey,
 ) -> bool {
+    verify_input_with(
+        tx,
+        input,
+        witness_script,
+        value,
+        sig,
+        key,
+        EcdsaSighashType::All,
+    )
+}
+
+/// Checks a counterparty's signature over input `input` of `tx` for sighash type `ty`.
+pub fn verify_input_with(
+    tx: &Transaction,
+    input: usize,
+    witness_script: &Script,
+    value: Amount,
+    sig: &Signature,
+    key: &PublicKey,
+    ty: EcdsaSighashType,
+) -> bool {
     VERIFIES.fetch_add(1, Ordering::Relaxed);
     secp()
-        .verify_ecdsa(&sighash(tx, input, witness_script, value), sig, key)
+        .verify_ecdsa(
+            &sighash_with(tx, input, witness_script, value, ty),
+            sig,
+            key,
+        )
         .is_ok()
 }
 
@@ -86,15 +145,24 @@ pub fn funding_witness(
 
 /// The witness of an HTLC-success (with `preimage`) or HTLC-timeout (without) transaction:
 /// `0 <remotehtlcsig> <localhtlcsig> <payment_preimage or empty> <witness_script>`.
+/// The remote signature carries the sighash type it was made with
+/// ([`htlc_remote_sighash_type`]).
 pub fn htlc_tx_witness(
     witness_script: &Script,
     remote_sig: &Signature,
     local_sig: &Signature,
     preimage: Option<&[u8; 32]>,
+    anchors: bool,
 ) -> Witness {
     let mut w = Witness::new();
     w.push([]);
-    w.push(sig_all(remote_sig));
+    w.push(
+        ecdsa::Signature {
+            signature: *remote_sig,
+            sighash_type: htlc_remote_sighash_type(anchors),
+        }
+        .to_vec(),
+    );
     w.push(sig_all(local_sig));
     match preimage {
         Some(p) => w.push(p),

@@ -8,7 +8,9 @@ use channel::commitment::{build_commitment, obscure_factor, CommitmentHtlc, Comm
 use channel::keys::*;
 use channel::script::funding_script;
 use channel::secrets::{generate_from_seed, CounterpartySecrets};
-use channel::sign::{funding_witness, htlc_tx_witness, sign_input};
+use channel::sign::{
+    funding_witness, htlc_remote_sighash_type, htlc_tx_witness, sign_input, sign_input_with,
+};
 use channel::*;
 use serde_json::Value;
 
@@ -224,6 +226,7 @@ fn setting() -> Setting {
         dust_limit_sat: c["local_dust_limit_satoshi"].as_u64().unwrap(),
         feerate: FeeratePerKw(0),
         holder_is_funder: true,
+        anchors: false,
     };
     let funding_txout = TxOut {
         value: Amount::from_sat(funding_amount),
@@ -372,8 +375,13 @@ fn appendix_c_commitment_and_htlc_transactions() {
                 exp["local_htlc_signature"].as_str().unwrap()
             );
             let preimage = (!out.htlc.offered).then(|| preimage_of(&s.v, out.htlc.id.0));
-            tx.input[0].witness =
-                htlc_tx_witness(&out.witness_script, &remote, &local, preimage.as_ref());
+            tx.input[0].witness = htlc_tx_witness(
+                &out.witness_script,
+                &remote,
+                &local,
+                preimage.as_ref(),
+                false,
+            );
             assert_eq!(
                 serialize_hex(&tx),
                 exp["tx"].as_str().unwrap(),
@@ -440,4 +448,136 @@ fn interpreter_rejects_tampered_transactions() {
         (&s.params.funding_pubkeys.1, &remote_sig),
     );
     assert!(consensus_verify(&forged, &spent).is_err());
+}
+
+/// One Appendix F case rebuilt: the commitment and each HTLC resolution, compared with the
+/// vector's hex (every mismatch named), each checked by the interpreter.
+fn check_anchor_case(s: &Setting, case: &Value) -> Result<usize, String> {
+    let name = case["Name"].as_str().unwrap();
+    let all_htlcs = spec_htlcs(&s.v);
+    let local_msat = case["LocalBalance"].as_u64().unwrap();
+    // As in Appendix C: the same-amount case uses HTLCs 1, 5 and 6, the others 0 to 4.
+    let ids: Vec<usize> = match (case["UseTestHtlcs"].as_bool().unwrap(), local_msat) {
+        (false, _) => vec![],
+        (true, 6_987_999_999) => vec![1, 5, 6],
+        (true, _) => vec![0, 1, 2, 3, 4],
+    };
+    let htlcs: Vec<CommitmentHtlc> = ids.iter().map(|i| all_htlcs[*i]).collect();
+    let params = CommitmentParams {
+        feerate: FeeratePerKw(case["FeePerKw"].as_u64().unwrap() as u32),
+        dust_limit_sat: case["DustLimitSatoshis"].as_u64().unwrap(),
+        anchors: true,
+        ..s.params
+    };
+    let built = build_commitment(
+        &params,
+        &s.keys,
+        Msat(local_msat),
+        Msat(case["RemoteBalance"].as_u64().unwrap()),
+        &htlcs,
+    );
+    let value = s.funding_txout.value;
+    let local_sig = sign_input(&built.tx, 0, &s.funding_script, value, &s.local_funding_key);
+    let remote_sig = sign_input(
+        &built.tx,
+        0,
+        &s.funding_script,
+        value,
+        &s.remote_funding_key,
+    );
+    if hex::encode(remote_sig.serialize_der()) != case["RemoteSigHex"].as_str().unwrap() {
+        return Err(format!("{name}: remote commitment signature"));
+    }
+    let mut signed = built.tx.clone();
+    signed.input[0].witness = funding_witness(
+        &s.funding_script,
+        (&s.params.funding_pubkeys.0, &local_sig),
+        (&s.params.funding_pubkeys.1, &remote_sig),
+    );
+    if serialize_hex(&signed) != case["ExpectedCommitmentTxHex"].as_str().unwrap() {
+        return Err(format!("{name}: commitment tx"));
+    }
+    consensus_verify(
+        &signed,
+        &[(s.params.funding_outpoint, s.funding_txout.clone())],
+    )
+    .map_err(|e| format!("{name}: interpreter: {e}"))?;
+    let expected = case["HtlcDescs"].as_array().unwrap();
+    if expected.len() != built.htlcs.len() {
+        return Err(format!("{name}: {} HTLC outputs", built.htlcs.len()));
+    }
+    for (i, (out, exp)) in built.htlcs.iter().zip(expected).enumerate() {
+        let mut tx = built.htlc_tx(i);
+        let amount = built.output_value(out.vout);
+        let remote = sign_input_with(
+            &tx,
+            0,
+            &out.witness_script,
+            amount,
+            &s.remote_htlc_key,
+            htlc_remote_sighash_type(true),
+        );
+        if hex::encode(remote.serialize_der()) != exp["RemoteSigHex"].as_str().unwrap() {
+            return Err(format!("{name}: htlc {i}: remote signature"));
+        }
+        let local = sign_input(&tx, 0, &out.witness_script, amount, &s.local_htlc_key);
+        let preimage = (!out.htlc.offered).then(|| preimage_of(&s.v, out.htlc.id.0));
+        tx.input[0].witness = htlc_tx_witness(
+            &out.witness_script,
+            &remote,
+            &local,
+            preimage.as_ref(),
+            true,
+        );
+        if serialize_hex(&tx) != exp["ResolutionTxHex"].as_str().unwrap() {
+            return Err(format!("{name}: htlc {i}: resolution tx"));
+        }
+        let spent = (
+            OutPoint::new(signed.compute_txid(), out.vout),
+            signed.output[out.vout as usize].clone(),
+        );
+        consensus_verify(&tx, &[spent]).map_err(|e| format!("{name}: htlc {i}: {e}"))?;
+    }
+    Ok(built.htlcs.len())
+}
+
+/// Appendix F, option_anchors_zero_fee_htlc_tx: the 9 commitments and 15 zero-fee HTLC
+/// transactions (counterparty signatures SIGHASH_SINGLE|ANYONECANPAY) byte for byte.
+#[test]
+fn appendix_f_anchor_commitments_and_htlc_transactions() {
+    let s = setting();
+    let cases = s.v["anchors"]["test_cases"].as_array().unwrap();
+    let mut htlc_txs = 0;
+    for case in cases {
+        htlc_txs += check_anchor_case(&s, case).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!((cases.len(), htlc_txs), (9, 15));
+}
+
+/// The check above can fail: one changed byte in a vector's commitment, or in an HTLC
+/// resolution, is caught.
+#[test]
+fn appendix_f_check_catches_a_corrupted_vector() {
+    let s = setting();
+    let cases = s.v["anchors"]["test_cases"].as_array().unwrap();
+    let mut bad = cases[2].clone();
+    let hex = bad["ExpectedCommitmentTxHex"].as_str().unwrap().to_string();
+    let flipped = format!(
+        "{}{}",
+        &hex[..100],
+        if &hex[100..101] == "0" { "1" } else { "0" }
+    );
+    bad["ExpectedCommitmentTxHex"] = Value::String(flipped + &hex[101..]);
+    assert!(check_anchor_case(&s, &bad)
+        .unwrap_err()
+        .contains("commitment tx"));
+    let mut bad = cases[2].clone();
+    let hex = bad["HtlcDescs"][0]["ResolutionTxHex"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    bad["HtlcDescs"][0]["ResolutionTxHex"] = Value::String(hex.replacen("01", "02", 1));
+    assert!(check_anchor_case(&s, &bad)
+        .unwrap_err()
+        .contains("resolution tx"));
 }

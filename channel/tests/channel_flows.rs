@@ -537,3 +537,61 @@ fn bad_input_is_refused_and_changes_nothing() {
     });
     check(r, &bob_before, &p.bob, "WrongChannel");
 }
+
+/// An option_anchors_zero_fee_htlc_tx channel between the two parties: payments both
+/// ways with HTLC signatures made SIGHASH_SINGLE|ANYONECANPAY; the commitment has both
+/// anchors (330 sat each, paid by the funder) and a P2WSH to_remote; the zero-fee HTLC
+/// transactions (nSequence 1) pass the interpreter.
+#[test]
+fn anchor_channel_commitments_and_htlc_transactions() {
+    let mut p = Pair::open_with(Msat(2_000_000_000), FeeratePerKw(2000), true);
+    for _ in 0..3 {
+        pay(&mut p, false, Msat(30_000_000));
+        pay(&mut p, true, Msat(7_000_000));
+    }
+    p.add(false, Msat(50_000_000), 600).unwrap();
+    p.add(true, Msat(20_000_000), 610).unwrap();
+    p.settle();
+
+    let (commit, built) = p.alice.signed_local_commitment().unwrap();
+    consensus_verify(&commit, &[(funding_outpoint(), funding_txout(&p.alice))])
+        .expect("commitment valid");
+    let anchors = commit
+        .output
+        .iter()
+        .filter(|o| o.value.to_sat() == channel::commitment::ANCHOR_OUTPUT_SAT)
+        .count();
+    assert_eq!(anchors, 2, "both anchors");
+    let to_remote = &commit.output[built.to_remote.expect("to_remote") as usize];
+    assert!(
+        to_remote.script_pubkey.is_p2wsh(),
+        "to_remote behind a CSV of 1"
+    );
+    // Alice funds: her balance pays the fee and the two anchors.
+    let a = p.alice.view(ViewOf::CurrentLocal);
+    let (to_local_vout, _) = built.to_local.clone().expect("to_local");
+    assert_eq!(
+        commit.output[to_local_vout as usize].value.to_sat(),
+        a.local.to_sat() - built.fee_sat - 2 * channel::commitment::ANCHOR_OUTPUT_SAT
+    );
+
+    let preimages = p.preimages.clone();
+    let htlc_txs = p
+        .alice
+        .signed_local_htlc_txs(|h| preimages.iter().copied().find(|x| x.payment_hash() == *h));
+    assert_eq!(htlc_txs.len(), 2);
+    let commit_outs: Vec<(OutPoint, TxOut)> = commit
+        .output
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (OutPoint::new(commit.compute_txid(), i as u32), o.clone()))
+        .collect();
+    for tx in &htlc_txs {
+        assert_eq!(tx.input[0].sequence.0, 1);
+        let spent = &commit_outs[tx.input[0].previous_output.vout as usize].1;
+        assert_eq!(tx.output[0].value, spent.value, "zero fee");
+        consensus_verify(tx, &commit_outs).expect("HTLC tx valid");
+        // The counterparty's signature is SIGHASH_SINGLE|ANYONECANPAY.
+        assert_eq!(*tx.input[0].witness.nth(1).unwrap().last().unwrap(), 0x83);
+    }
+}

@@ -29,7 +29,10 @@ use crate::msgs::{
 };
 use crate::script::funding_script;
 use crate::secrets::{CounterpartySecrets, SecretStoreError};
-use crate::sign::{funding_witness, sign_input, verify_input};
+use crate::sign::{
+    funding_witness, htlc_remote_sighash_type, sign_input, sign_input_with, verify_input,
+    verify_input_with,
+};
 use crate::sweep::{build_justice_tx, RevokedOutput, RevokedOutputKind, SweepError};
 use crate::types::*;
 use bitcoin::secp256k1::{ecdsa::Signature, PublicKey, SecretKey};
@@ -80,6 +83,9 @@ pub struct ChannelSetup {
     pub remote_first_per_commitment_point: PublicKey,
     /// `option_static_remotekey`.
     pub static_remotekey: bool,
+    /// `option_anchors_zero_fee_htlc_tx`.
+    #[serde(default)]
+    pub anchors: bool,
 }
 
 /// Why a message or request was refused. The channel is unchanged after any of these.
@@ -325,6 +331,7 @@ impl Channel {
                 fee_sat: 0,
                 to_self_delay: 0,
                 feerate: setup.feerate,
+                anchors: setup.anchors,
             },
             remote_revocable: None,
             remote_next_point: None,
@@ -455,6 +462,7 @@ impl Channel {
             dust_limit_sat: self.s.setup.local_params.dust_limit_sat,
             feerate: view.feerate,
             holder_is_funder: self.s.setup.is_funder,
+            anchors: self.s.setup.anchors,
         }
     }
 
@@ -470,6 +478,10 @@ impl Channel {
 
     fn build_remote(&self, number: u64, keys: &CommitmentKeys, view: &View) -> CommitmentTx {
         let params = CommitmentParams {
+            funding_pubkeys: (
+                self.s.setup.remote_basepoints.funding_pubkey,
+                self.local_basepoints.funding_pubkey,
+            ),
             to_self_delay: self.s.setup.local_params.to_self_delay,
             dust_limit_sat: self.s.setup.remote_params.dust_limit_sat,
             holder_is_funder: !self.s.setup.is_funder,
@@ -539,12 +551,13 @@ impl Channel {
         let htlc_sigs = (0..c.htlcs.len())
             .map(|i| {
                 let out = &c.htlcs[i];
-                sign_input(
+                sign_input_with(
                     &c.htlc_tx(i),
                     0,
                     &out.witness_script,
                     c.output_value(out.vout),
                     &htlc_key,
+                    htlc_remote_sighash_type(c.anchors),
                 )
             })
             .collect();
@@ -574,13 +587,14 @@ impl Channel {
             });
         }
         for (i, (out, s)) in c.htlcs.iter().zip(htlc_sigs).enumerate() {
-            if !verify_input(
+            if !verify_input_with(
                 &c.htlc_tx(i),
                 0,
                 &out.witness_script,
                 c.output_value(out.vout),
                 s,
                 &c.keys.remote_htlc_key,
+                htlc_remote_sighash_type(c.anchors),
             ) {
                 return Err(ChannelError::InvalidHtlcSignature(i));
             }
@@ -646,7 +660,15 @@ impl Channel {
     // ---- affordability ------------------------------------------------------------------
 
     /// Fee the funder pays on a commitment with this view, at a holder's dust limit.
-    fn fee_at(view: &View, holder: Side, dust_limit_sat: u64, htlcs: &[&Htlc]) -> Msat {
+    /// What the funder pays on the holder's commitment: the fee and, under option_anchors,
+    /// the two anchors.
+    fn fee_at(
+        view: &View,
+        holder: Side,
+        dust_limit_sat: u64,
+        htlcs: &[&Htlc],
+        anchors: bool,
+    ) -> Msat {
         let untrimmed = htlcs
             .iter()
             .filter(|h| {
@@ -657,10 +679,12 @@ impl Channel {
                     payment_hash: h.payment_hash,
                     cltv_expiry: h.cltv_expiry,
                 };
-                !c.is_trimmed(dust_limit_sat, view.feerate)
+                !c.is_trimmed(dust_limit_sat, view.feerate, anchors)
             })
             .count();
-        Msat(commitment_fee_sat(view.feerate, untrimmed).saturating_mul(1000))
+        let fee = commitment_fee_sat(view.feerate, untrimmed, anchors)
+            .saturating_add(crate::commitment::anchors_cost_sat(anchors));
+        Msat(fee.saturating_mul(1000))
     }
 
     /// Checks that `payer`'s balance in `view` covers `spent` plus `reserve_sat` plus,
@@ -750,11 +774,13 @@ impl Channel {
     /// the remote's, whichever is more.
     fn funder_fee(&self, view: &View, htlcs: &[Htlc], strict: bool) -> Msat {
         let refs: Vec<&Htlc> = htlcs.iter().collect();
+        let anchors = self.s.setup.anchors;
         let on_local = Self::fee_at(
             view,
             Side::Local,
             self.s.setup.local_params.dust_limit_sat,
             &refs,
+            anchors,
         );
         if !strict {
             return on_local;
@@ -764,6 +790,7 @@ impl Channel {
             Side::Remote,
             self.s.setup.remote_params.dust_limit_sat,
             &refs,
+            anchors,
         ))
     }
 
@@ -1212,6 +1239,7 @@ impl Channel {
                 remote_sig,
                 &local_sig,
                 preimage.as_ref().map(|p| &p.0),
+                c.anchors,
             );
             txs.push(tx);
         }

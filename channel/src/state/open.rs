@@ -269,5 +269,10 @@ pub fn setup_from_messages(
         remote_basepoints,
         remote_first_per_commitment_point: remote_first_point,
         static_remotekey: true,
+        anchors: open
+            .channel_type
+            .as_deref()
+            .and_then(ChannelType::from_bytes)
+            .is_some_and(ChannelType::has_anchors),
     }
 }

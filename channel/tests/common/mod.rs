@@ -62,6 +62,11 @@ pub struct Pair {
 impl Pair {
     /// A funded, ready channel with `push_msat` given to Bob at open.
     pub fn open(push: Msat, feerate: FeeratePerKw) -> Pair {
+        Self::open_with(push, feerate, false)
+    }
+
+    /// [`Pair::open`], with `option_anchors_zero_fee_htlc_tx` when `anchors`.
+    pub fn open_with(push: Msat, feerate: FeeratePerKw, anchors: bool) -> Pair {
         let alice_secrets = ChannelSecrets::from_seed(&[1; 32]);
         let bob_secrets = ChannelSecrets::from_seed(&[2; 32]);
         let setup = |them: &ChannelSecrets, is_funder| ChannelSetup {
@@ -76,6 +81,7 @@ impl Pair {
             remote_first_per_commitment_point: them
                 .per_commitment_point(channel::CommitmentNumber(0)),
             static_remotekey: true,
+            anchors,
         };
         let mut alice = Channel::new(setup(&bob_secrets, true), alice_secrets.clone());
         let mut bob = Channel::new(setup(&alice_secrets, false), bob_secrets.clone());
