@@ -1,0 +1,202 @@
+//! option_data_loss_protect with real `hub` processes: Bob restores an old copy of his data
+//! directory (a backup taken two payments ago). On reconnection Alice's
+//! channel_reestablish proves Bob is behind. Bob must never broadcast his outdated (revoked)
+//! commitment: he marks the channel, asks Alice to close, and takes his money from Alice's
+//! commitment. Every satoshi of Bob's latest balance comes back, less his sweep's fee.
+
+use scenarios::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+const KEY: &str = "test-key";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+async fn pay(api: &Api, alice: &Proc, bob: &Proc, id: &str, amount_msat: u64, n: u8) {
+    let preimage = hex::encode([n; 32]);
+    let v = api
+        .ok(
+            &bob.api,
+            KEY,
+            "POST",
+            "/v1/preimages",
+            Some(json!({"preimage": preimage})),
+        )
+        .await;
+    let paid = api
+        .ok(
+            &alice.api,
+            KEY,
+            "POST",
+            &format!("/v1/channels/{id}/pay"),
+            Some(json!({"amount_msat": amount_msat, "payment_hash": v["payment_hash"]})),
+        )
+        .await;
+    assert_eq!(paid["payment_preimage"], preimage);
+}
+
+fn sat(v: &Value) -> u64 {
+    (v.as_f64().expect("amount") * 1e8).round() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_balance() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backup = tempfile::tempdir().unwrap();
+    let a_dir = dir_a.path().join("alice");
+    let b_dir = dir_b.path().join("bob");
+    let alice = spawn(&devnet_args(a_dir.to_str().unwrap(), KEY));
+    let devnet = alice.devnet.clone().expect("alice runs the devnet");
+    let mut bob_args = client_args(b_dir.to_str().unwrap(), KEY, &devnet);
+    let mut bob = spawn(&bob_args);
+    let port_index = bob_args.iter().position(|a| a == "--listen").unwrap() + 1;
+    bob_args[port_index] = bob.peer_addr.clone();
+
+    let api = Api::default();
+    let rpc = rpc(&devnet);
+    fund(&api, &alice.api, KEY, &rpc).await;
+    api.connect(&alice.api, KEY, &bob).await;
+    let id = api
+        .open_channel(
+            &alice.api,
+            KEY,
+            json!({"peer_id": bob.node_id, "capacity_sat": 1_000_000u64}),
+        )
+        .await;
+    mine(&rpc, 3).await;
+    for node in [&alice.api, &bob.api] {
+        api.wait_usable(node, KEY, &id, false).await;
+    }
+    pay(&api, &alice, &bob, &id, 100_000_000, 1).await;
+
+    // Bob's backup, taken while he is stopped.
+    drop(bob);
+    copy_dir(&b_dir, backup.path());
+    bob = spawn(&bob_args);
+    api.wait_usable(&bob.api, KEY, &id, false).await;
+    pay(&api, &alice, &bob, &id, 100_000_000, 2).await;
+    pay(&api, &alice, &bob, &id, 100_000_000, 3).await;
+    let path = format!("/v1/channels/{id}");
+    wait_for("settled", async || {
+        api.call(&bob.api, KEY, "GET", &path, None)
+            .await
+            .is_ok_and(|c| c["htlcs"] == 0 && c["local_balance_msat"] == 300_000_000)
+    })
+    .await;
+
+    // Bob loses his disk and comes back from the backup: he believes he has 100,000 sat.
+    drop(bob);
+    std::fs::remove_dir_all(&b_dir).unwrap();
+    copy_dir(backup.path(), &b_dir);
+    bob = spawn(&bob_args);
+    wait_for("bob learns he is behind", async || {
+        api.call(&bob.api, KEY, "GET", &path, None)
+            .await
+            .is_ok_and(|c| c["status"] == "awaiting_remote_close")
+    })
+    .await;
+    // His (possibly revoked) commitment is not to be had, nor broadcast on request.
+    let refused = api
+        .raw(
+            &bob.api,
+            Some(KEY),
+            "POST",
+            &format!("{path}/close"),
+            Some(json!({"force": true})),
+        )
+        .await;
+    assert_eq!(refused.0, 409, "{refused:?}");
+    let refused = api
+        .raw(
+            &bob.api,
+            Some(KEY),
+            "GET",
+            &format!("{path}/commitment"),
+            None,
+        )
+        .await;
+    assert_eq!(refused.0, 409, "{refused:?}");
+
+    // Alice fails the channel with her latest commitment: it pays Bob his 300,000 sat.
+    let funding_txid = api.ok(&alice.api, KEY, "GET", &path, None).await["funding_txid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut commitment = Value::Null;
+    wait_for("alice's commitment in the mempool", async || {
+        let pool = rpc.call("getrawmempool", json!([])).await.unwrap();
+        for t in pool.as_array().unwrap() {
+            let tx = rpc
+                .call("getrawtransaction", json!([t, true]))
+                .await
+                .unwrap();
+            if tx["vin"][0]["txid"] == funding_txid.as_str() {
+                commitment = tx;
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let alice_commitment = api
+        .ok(&alice.api, KEY, "GET", &format!("{path}/commitment"), None)
+        .await;
+    assert_eq!(
+        commitment["txid"], alice_commitment["txid"],
+        "the funding is spent by Alice's commitment, not Bob's"
+    );
+    let to_bob = commitment["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["scriptPubKey"]["type"] == "witness_v0_keyhash")
+        .expect("Bob's to_remote")
+        .clone();
+    assert_eq!(sat(&to_bob["value"]), 300_000);
+    let before = api.ok(&bob.api, KEY, "GET", "/v1/info", None).await["onchain_balance_sat"]
+        .as_u64()
+        .unwrap();
+    mine(&rpc, 1).await;
+    // Bob sweeps it to his wallet: exactly 300,000 sat less the sweep's fee.
+    let mut sweep = Value::Null;
+    wait_for("bob's sweep in the mempool", async || {
+        let pool = rpc.call("getrawmempool", json!([])).await.unwrap();
+        for t in pool.as_array().unwrap() {
+            let tx = rpc
+                .call("getrawtransaction", json!([t, true]))
+                .await
+                .unwrap();
+            if tx["vin"][0]["txid"] == commitment["txid"] && tx["vin"][0]["vout"] == to_bob["n"] {
+                sweep = tx;
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let swept: u64 = sweep["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| sat(&o["value"]))
+        .sum();
+    assert!(300_000 - swept < 1_000, "fee {}", 300_000 - swept);
+    mine(&rpc, 1).await;
+    wait_for("bob's wallet", async || {
+        api.call(&bob.api, KEY, "GET", "/v1/info", None)
+            .await
+            .is_ok_and(|v| v["onchain_balance_sat"].as_u64() == Some(before + swept))
+    })
+    .await;
+}
