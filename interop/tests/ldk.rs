@@ -455,8 +455,8 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
     let commitment = w.rpc("getrawtransaction", json!([commitment_txid, true]));
     let height = w.height() + 1;
     w.mine(1);
-    // LDK's is the P2WPKH to_remote: 1,000,000 - 300,000 - 50,000 less the commitment fee
-    // LDK pays as funder. The rest (to_local, the HTLC) is the hub's.
+    // LDK's is the P2WPKH to_remote: 1,000,000 - 300,000 less the commitment fee
+    // LDK pays as funder. The rest (to_local 250,000, the HTLC 50,000) is the hub's.
     let ldk_out = |o: &Value| o["scriptPubKey"]["type"] == "witness_v0_keyhash";
     let hub_outs = |o: &Value| !ldk_out(o);
     let hub_sweeps = mine_until_swept(&w, &commitment, height, hub_outs);
@@ -483,7 +483,7 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
         .filter(|o| hub_outs(o))
         .map(|o| sat(&o["value"]))
         .sum();
-    assert_eq!(to_hub, 350_000, "the hub's outputs in its commitment");
+    assert_eq!(to_hub, 300_000, "the hub's outputs in its commitment");
     assert!(
         to_hub - gained < 5_000,
         "the hub's sweeps paid {} sat",
