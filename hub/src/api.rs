@@ -72,6 +72,9 @@ impl From<NodeError> for ApiError {
             NodeError::UnknownChannel => (StatusCode::NOT_FOUND, "unknown_channel"),
             NodeError::NotConnected => (StatusCode::CONFLICT, "peer_not_connected"),
             NodeError::Invalid(_) => (StatusCode::CONFLICT, "invalid_state"),
+            NodeError::WebhookTarget(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_refused")
+            }
             NodeError::Channel(_) | NodeError::ChannelRefused { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "channel_refused")
             }

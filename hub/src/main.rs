@@ -116,6 +116,10 @@ struct Args {
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
+    /// A non-public address webhooks may be delivered to (repeatable; by default only
+    /// public addresses are, so a merchant cannot aim the hub at its own network).
+    #[arg(long, env = "HUB_WEBHOOK_ALLOW_IPS", value_delimiter = ',')]
+    webhook_allow_ip: Vec<std::net::IpAddr>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -235,6 +239,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
             fee_proportional_millionths: args.fee_proportional_millionths,
             cltv_expiry_delta: args.cltv_expiry_delta,
         },
+        webhook_allow_ips: args.webhook_allow_ip.clone(),
         webhook_retry: hub::node::RetryPolicy {
             base: Duration::from_secs(args.webhook_retry_secs.max(1)),
         },

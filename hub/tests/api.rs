@@ -33,6 +33,7 @@ async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
         chain_poll: Duration::from_millis(50),
         policy: Default::default(),
         webhook_retry: Default::default(),
+        webhook_allow_ips: vec![],
         towers: vec![],
     })
     .await

@@ -103,6 +103,7 @@ async fn light_node_talks_only_to_its_hub() {
         chain_poll: std::time::Duration::from_millis(50),
         policy: Default::default(),
         webhook_retry: Default::default(),
+        webhook_allow_ips: vec![],
         towers: vec![],
     })
     .await

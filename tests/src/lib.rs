@@ -182,6 +182,9 @@ pub fn devnet_args(data_dir: &str, api_key: &str) -> Vec<String> {
         "127.0.0.1:0",
         "--api-key-file",
         &key_file,
+        // The tests' webhook receivers listen on loopback.
+        "--webhook-allow-ip",
+        "127.0.0.1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -208,6 +211,9 @@ pub fn client_args(data_dir: &str, api_key: &str, devnet: &(String, String)) -> 
         "regtest",
         "--api-key-file",
         &key_file,
+        // The tests' webhook receivers listen on loopback.
+        "--webhook-allow-ip",
+        "127.0.0.1",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -256,19 +256,9 @@ impl Node {
         let node = Arc::downgrade(self);
         let wake = self.deliveries_wake.clone();
         self.spawn_task(async move {
-            let client = match reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("webhook client: {e}");
-                    return;
-                }
-            };
             loop {
                 let Some(node) = node.upgrade() else { return };
-                node.deliver_due(&client).await;
+                node.deliver_due().await;
                 let next = node.next_delivery_in();
                 drop(node);
                 let _ = tokio::time::timeout(next, wake.notified()).await;
@@ -288,7 +278,36 @@ impl Node {
             .unwrap_or(Duration::from_secs(60))
     }
 
-    async fn deliver_due(&self, client: &reqwest::Client) {
+    /// One delivery: to the address the URL's host resolves to, checked (see
+    /// [`super::webhook_target`]), with no redirect followed. The error a merchant sees
+    /// says no more than the HTTP status, or that nothing answered.
+    async fn deliver(&self, w: &WebhookRecord, d: &DeliveryRecord) -> Result<(), String> {
+        let url = reqwest::Url::parse(&w.url).map_err(|_| "invalid URL".to_string())?;
+        let addr = super::webhook_target::resolve(&url, &self.config.webhook_allow_ips)
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = super::webhook_target::pinned_client(&url, addr, Duration::from_secs(10))
+            .map_err(|_| "no HTTP answer".to_string())?;
+        let t = unix_now();
+        let secret = hex::decode(&w.secret).unwrap_or_default();
+        let r = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("hub-signature", signature_header(&secret, t, &d.body))
+            .header("hub-event", &d.event)
+            .header("hub-delivery", &d.id)
+            .body(d.body.clone())
+            .send()
+            .await
+            .map_err(|_| "no HTTP answer".to_string())?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", r.status()))
+        }
+    }
+
+    async fn deliver_due(&self) {
         let now = unix_now();
         let due: Vec<(DeliveryRecord, Option<WebhookRecord>)> = {
             let pay = self.pay.lock().expect("pay lock");
@@ -302,27 +321,7 @@ impl Node {
         for (mut d, hook) in due {
             let result = match &hook {
                 None => Err("webhook deleted".to_string()),
-                Some(w) => {
-                    let t = unix_now();
-                    let secret = hex::decode(&w.secret).unwrap_or_default();
-                    client
-                        .post(&w.url)
-                        .header("content-type", "application/json")
-                        .header("hub-signature", signature_header(&secret, t, &d.body))
-                        .header("hub-event", &d.event)
-                        .header("hub-delivery", &d.id)
-                        .body(d.body.clone())
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| {
-                            if r.status().is_success() {
-                                Ok(())
-                            } else {
-                                Err(format!("HTTP {}", r.status()))
-                            }
-                        })
-                }
+                Some(w) => self.deliver(w, &d).await,
             };
             d.attempts += 1;
             match result {
@@ -368,6 +367,17 @@ impl Node {
             .map_err(|_| NodeError::BadRequest("url is not a valid URL".into()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(NodeError::BadRequest("url must be http or https".into()));
+        }
+        // An address the hub will never deliver to is refused now; a name is resolved
+        // again at every delivery (it may point elsewhere by then).
+        if let Some(ip) = parsed
+            .host_str()
+            .and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok())
+        {
+            if !super::webhook_target::is_public(ip) && !self.config.webhook_allow_ips.contains(&ip)
+            {
+                return Err(super::webhook_target::TargetError::Forbidden.into());
+            }
         }
         let events = if events.is_empty() {
             EVENT_TYPES.iter().map(|s| s.to_string()).collect()

@@ -12,6 +12,7 @@ mod onchain;
 mod pay;
 mod peers;
 mod towers;
+pub mod webhook_target;
 pub use towers::PRUNE_CONFIRMATIONS;
 
 pub use channels::{ChannelStatus, ChannelSummary};
@@ -72,6 +73,9 @@ pub struct NodeConfig {
     pub policy: ForwardingPolicy,
     /// How webhook deliveries are retried.
     pub webhook_retry: RetryPolicy,
+    /// Non-public addresses webhooks may still be delivered to (see
+    /// [`webhook_target`]); empty: public addresses only.
+    pub webhook_allow_ips: Vec<std::net::IpAddr>,
     /// Watchtowers (base URLs) that get an appointment for every revoked commitment.
     pub towers: Vec<String>,
 }
@@ -95,6 +99,7 @@ impl NodeConfig {
             chain_poll: Duration::from_millis(200),
             policy: ForwardingPolicy::default(),
             webhook_retry: RetryPolicy::default(),
+            webhook_allow_ips: Vec::new(),
             towers: Vec::new(),
         }
     }
@@ -151,6 +156,9 @@ pub enum NodeError {
     /// Stored data could not be read back.
     #[error("corrupt stored state: {0}")]
     Corrupt(String),
+    /// A webhook URL whose destination the hub does not deliver to.
+    #[error(transparent)]
+    WebhookTarget(#[from] webhook_target::TargetError),
     /// A peer's message was refused for one channel (or channel being opened): the peer
     /// gets an `error` for that channel id and the connection stays up (BOLT 1).
     #[error("{reason}")]

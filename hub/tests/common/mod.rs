@@ -41,6 +41,7 @@ pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<Strin
         chain_poll: Duration::from_millis(50),
         policy: Default::default(),
         webhook_retry: Default::default(),
+        webhook_allow_ips: vec![],
         towers: vec![],
     })
     .await
