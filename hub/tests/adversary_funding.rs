@@ -278,3 +278,48 @@ async fn fake_funding_never_makes_a_usable_channel() {
     // Nothing the hub holds moved.
     assert_eq!(hub.wallet_balance().await, hub_wallet);
 }
+
+/// A peer that opens channel after channel and never funds them: four at a time get an
+/// accept_channel, every other one an `error` on its temporary id (no channel index, no
+/// database write), the connection stays, and another peer can still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unfunded_opens_is_bounded() {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let mut m = Mallory::new(&devnet, &hub).await;
+    let secrets = ChannelSecrets::from_seed(&[0x61; 32]);
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..1000u32 {
+        let mut open = Mallory::open_msg(&secrets, 0);
+        open.temporary_channel_id.0[..4].copy_from_slice(&i.to_be_bytes());
+        m.w.send(&Message::OpenChannel(open)).await.unwrap();
+    }
+    while let Some(msg) = next(&mut m.r).await {
+        match msg {
+            Message::AcceptChannel(_) => accepted += 1,
+            Message::ErrorMessage(_) => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((accepted, refused), (4, 996));
+    // Still connected.
+    m.w.send(&Message::Ping(Ping {
+        num_pong_bytes: 1,
+        ignored: vec![],
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(next(&mut m.r).await, Some(Message::Pong(_))));
+    // Another peer is not held back by Mallory's openings.
+    let key = SecretKey::from_slice(&[0x62; 32]).unwrap();
+    let (mut w, mut r) = connect(hub.listen_addr(), key, hub.node_id(), chain_hash())
+        .await
+        .unwrap();
+    let open = Mallory::open_msg(&ChannelSecrets::from_seed(&[0x63; 32]), 0x64);
+    w.send(&Message::OpenChannel(open)).await.unwrap();
+    assert!(matches!(
+        next(&mut r).await,
+        Some(Message::AcceptChannel(_))
+    ));
+}

@@ -119,7 +119,16 @@ pub(super) struct PendingOpen {
     peer: PublicKey,
     index: u64,
     open: OpenChannel,
+    since: std::time::Instant,
 }
+
+/// Channels a peer may have in opening at once (open_channel received, funding_created
+/// not yet): beyond, its open_channel gets an `error`.
+const MAX_PENDING_OPENS_PER_PEER: usize = 4;
+/// Channels in opening at once, all peers together.
+const MAX_PENDING_OPENS: usize = 256;
+/// An opening that has not progressed in this long is forgotten.
+const PENDING_OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A channel as the API reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -686,6 +695,7 @@ impl Node {
                 peer,
                 index,
                 open: open.clone(),
+                since: std::time::Instant::now(),
             },
         );
         self.send_all(&peer, vec![Message::OpenChannel(open)]).await;
@@ -715,6 +725,8 @@ impl Node {
         if open.chain_hash != self.chain_hash() {
             return Err(NodeError::Invalid("open_channel for another chain"));
         }
+        self.check_pending_open_room(&peer, &open.temporary_channel_id)
+            .await?;
         let channel_type =
             check_open_channel(&open, &params, &OpenPolicy::default()).map_err(|e| {
                 tracing::info!(%peer, "refusing open_channel: {e}");
@@ -751,6 +763,7 @@ impl Node {
                 peer,
                 index,
                 open: open.clone(),
+                since: std::time::Instant::now(),
             },
         );
         self.fundee_accepts
@@ -759,6 +772,43 @@ impl Node {
             .insert(temp, accept.clone());
         self.send_all(&peer, vec![Message::AcceptChannel(accept)])
             .await;
+        Ok(())
+    }
+
+    /// Forgets stale openings, then refuses an open_channel beyond the per-peer and total
+    /// limits (or reusing a temporary id of another peer's opening), with an `error` on
+    /// its temporary channel id.
+    async fn check_pending_open_room(
+        &self,
+        peer: &PublicKey,
+        temp: &ChannelId,
+    ) -> Result<(), NodeError> {
+        let mut pending = self.pending_opens.lock().await;
+        let stale: Vec<ChannelId> = pending
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() > PENDING_OPEN_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        if !stale.is_empty() {
+            let mut accepts = self.fundee_accepts.lock().await;
+            for id in &stale {
+                pending.remove(id);
+                accepts.remove(id);
+            }
+        }
+        let refuse = |reason: &str| NodeError::ChannelRefused {
+            channel_id: *temp,
+            reason: reason.into(),
+        };
+        if pending.get(temp).is_some_and(|p| p.peer != *peer) {
+            return Err(refuse("temporary_channel_id in use"));
+        }
+        if pending.values().filter(|p| p.peer == *peer).count() >= MAX_PENDING_OPENS_PER_PEER {
+            return Err(refuse("too many channels being opened with this node"));
+        }
+        if pending.len() >= MAX_PENDING_OPENS {
+            return Err(refuse("too many channels being opened, try again later"));
+        }
         Ok(())
     }
 
