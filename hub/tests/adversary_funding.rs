@@ -48,24 +48,8 @@ struct Mallory {
 
 impl Mallory {
     async fn new(devnet: &Arc<Devnet>, hub: &Node) -> Mallory {
-        let mut wallet = Wallet::from_seed(&[9; 32], Network::Regtest).unwrap();
-        let addr = wallet.new_address().unwrap();
-        devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-        devnet
-            .generate_to_script(100, &elsewhere().script_pubkey())
-            .unwrap();
+        let (wallet, poller) = funded_wallet(devnet, &[9; 32]).await;
         let source: Arc<dyn ChainSource> = devnet.clone();
-        let genesis = source.block_hash(0).await.unwrap().unwrap();
-        let mut poller = ChainPoller::from_block(
-            source.clone(),
-            chain::BlockRef {
-                hash: genesis,
-                height: 0,
-            },
-        );
-        for e in poller.poll().await.unwrap() {
-            wallet.apply(&e).unwrap();
-        }
         let key = SecretKey::from_slice(&[0x4d; 32]).unwrap();
         let (w, r) = connect(hub.listen_addr(), key, hub.node_id(), chain_hash())
             .await

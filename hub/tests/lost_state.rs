@@ -46,6 +46,21 @@ async fn pay(api: &Api, alice: &Proc, bob: &Proc, id: &str, amount_msat: u64, n:
     assert_eq!(paid["payment_preimage"], preimage);
 }
 
+/// The first transaction in the devnet's mempool that `pick` accepts, decoded.
+async fn in_mempool(
+    rpc: &chain::rpc::client::RpcClient,
+    pick: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let pool = rpc.call("getrawmempool", json!([])).await.ok()?;
+    for t in pool.as_array()? {
+        let tx = rpc.call("getrawtransaction", json!([t, true])).await.ok()?;
+        if pick(&tx) {
+            return Some(tx);
+        }
+    }
+    None
+}
+
 fn sat(v: &Value) -> u64 {
     (v.as_f64().expect("amount") * 1e8).round() as u64
 }
@@ -134,20 +149,16 @@ async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_ba
         .unwrap()
         .to_string();
     let mut commitment = Value::Null;
-    wait_for("alice's commitment in the mempool", async || {
-        let pool = rpc.call("getrawmempool", json!([])).await.unwrap();
-        for t in pool.as_array().unwrap() {
-            let tx = rpc
-                .call("getrawtransaction", json!([t, true]))
-                .await
-                .unwrap();
-            if tx["vin"][0]["txid"] == funding_txid.as_str() {
+    wait_for(
+        "alice's commitment in the mempool",
+        async || match in_mempool(&rpc, |tx| tx["vin"][0]["txid"] == funding_txid.as_str()).await {
+            Some(tx) => {
                 commitment = tx;
-                return true;
+                true
             }
-        }
-        false
-    })
+            None => false,
+        },
+    )
     .await;
     let alice_commitment = api
         .ok(&alice.api, KEY, "GET", &format!("{path}/commitment"), None)
@@ -171,18 +182,17 @@ async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_ba
     // Bob sweeps it to his wallet: exactly 300,000 sat less the sweep's fee.
     let mut sweep = Value::Null;
     wait_for("bob's sweep in the mempool", async || {
-        let pool = rpc.call("getrawmempool", json!([])).await.unwrap();
-        for t in pool.as_array().unwrap() {
-            let tx = rpc
-                .call("getrawtransaction", json!([t, true]))
-                .await
-                .unwrap();
-            if tx["vin"][0]["txid"] == commitment["txid"] && tx["vin"][0]["vout"] == to_bob["n"] {
+        match in_mempool(&rpc, |tx| {
+            tx["vin"][0]["txid"] == commitment["txid"] && tx["vin"][0]["vout"] == to_bob["n"]
+        })
+        .await
+        {
+            Some(tx) => {
                 sweep = tx;
-                return true;
+                true
             }
+            None => false,
         }
-        false
     })
     .await;
     let swept: u64 = sweep["vout"]

@@ -9,8 +9,7 @@ mod common;
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Amount, Network, OutPoint, ScriptBuf};
-use chain::wallet::Wallet;
-use chain::{ChainPoller, ChainSource, Devnet};
+use chain::{ChainSource, Devnet};
 use channel::keys::{secp, ChannelSecrets};
 use channel::msgs::*;
 use channel::state::open::{check_accept_channel, setup_from_messages, OpenPolicy};
@@ -93,24 +92,8 @@ async fn node_refuses_bad_signatures_secrets_and_order() {
     let bob = start(&devnet, dir.path(), None).await;
 
     // Mallory's own wallet, funded with one coinbase.
-    let mut wallet = Wallet::from_seed(&[9; 32], Network::Regtest).unwrap();
-    let addr = wallet.new_address().unwrap();
-    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    devnet
-        .generate_to_script(100, &elsewhere().script_pubkey())
-        .unwrap();
+    let (mut wallet, _poller) = funded_wallet(&devnet, &[9; 32]).await;
     let source: Arc<dyn ChainSource> = devnet.clone();
-    let genesis = source.block_hash(0).await.unwrap().unwrap();
-    let mut poller = ChainPoller::from_block(
-        source.clone(),
-        chain::BlockRef {
-            hash: genesis,
-            height: 0,
-        },
-    );
-    for e in poller.poll().await.unwrap() {
-        wallet.apply(&e).unwrap();
-    }
 
     // Open a channel by hand.
     let key = SecretKey::from_slice(&[0x4d; 32]).unwrap();

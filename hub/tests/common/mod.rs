@@ -150,3 +150,34 @@ pub fn fee_of(tx: &bitcoin::Transaction, spent: &[bitcoin::TxOut]) -> u64 {
     spent.iter().map(|o| o.value.to_sat()).sum::<u64>()
         - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
 }
+
+/// A wallet of the test's own (a scripted peer's), funded with one mature coinbase on
+/// `devnet`, and the poller that keeps it in step with the chain.
+pub async fn funded_wallet(
+    devnet: &Arc<Devnet>,
+    seed: &[u8; 32],
+) -> (
+    chain::wallet::Wallet,
+    chain::ChainPoller<dyn chain::ChainSource>,
+) {
+    use chain::ChainSource;
+    let mut wallet = chain::wallet::Wallet::from_seed(seed, Network::Regtest).unwrap();
+    let addr = wallet.new_address().unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    devnet
+        .generate_to_script(100, &elsewhere().script_pubkey())
+        .unwrap();
+    let source: Arc<dyn ChainSource> = devnet.clone();
+    let genesis = source.block_hash(0).await.unwrap().unwrap();
+    let mut poller = chain::ChainPoller::from_block(
+        source,
+        chain::BlockRef {
+            hash: genesis,
+            height: 0,
+        },
+    );
+    for e in poller.poll().await.unwrap() {
+        wallet.apply(&e).unwrap();
+    }
+    (wallet, poller)
+}
