@@ -28,7 +28,7 @@ async fn handshake_init_ping_and_messages() {
     let server = tokio::spawn(async move {
         let (stream, _) = l.accept().await.unwrap();
         let (peer_id, mut w, mut r) = accept(stream, server_key, CHAIN).await.unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         r.answer_pings(tx);
         let got = r.recv().await.unwrap();
         // Pings were answered without surfacing; send the pongs.

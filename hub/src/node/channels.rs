@@ -624,9 +624,18 @@ impl Node {
     }
 
     pub(super) async fn send_all(&self, peer: &PublicKey, messages: Vec<Message>) {
-        if let Some(tx) = self.peers.lock().await.get(peer) {
-            for m in messages {
-                let _ = tx.send(m);
+        let mut peers = self.peers.lock().await;
+        let Some(tx) = peers.get(peer) else {
+            return;
+        };
+        for m in messages {
+            if tx.try_send(m).is_err() {
+                // Its queue is full: it does not read. Dropped from the peers, its
+                // connection ends at its next message and it must reconnect
+                // (channel_reestablish resends what matters).
+                tracing::warn!(%peer, "peer's queue is full: disconnecting it");
+                peers.remove(peer);
+                return;
             }
         }
     }

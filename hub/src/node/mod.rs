@@ -180,7 +180,8 @@ pub struct Node {
     wallet: Mutex<Wallet>,
     channels: Mutex<HashMap<ChannelId, Arc<Mutex<channels::ChannelEntry>>>>,
     pending_opens: Mutex<HashMap<ChannelId, channels::PendingOpen>>,
-    peers: Mutex<HashMap<PublicKey, mpsc::UnboundedSender<Message>>>,
+    /// Each connected peer's outgoing queue (bounded: `peers::PEER_QUEUE`).
+    peers: Mutex<HashMap<PublicKey, mpsc::Sender<Message>>>,
     peer_addrs: Mutex<HashMap<PublicKey, SocketAddr>>,
     pay: std::sync::Mutex<pay::PayState>,
     waiters: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+/// Messages queued for one peer at most. A peer that lets its queue fill (it does not
+/// read) is disconnected, so a silent peer costs bounded memory.
+pub(super) const PEER_QUEUE: usize = 256;
+
 impl Node {
     pub(super) fn spawn_listener(self: Arc<Self>, listener: TcpListener) {
         let node = self.clone();
@@ -119,7 +123,7 @@ impl Node {
         mut r: PeerReader,
         ready: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE);
         r.answer_pings(tx.clone());
         // A new connection from a peer we are connected to supersedes the old one: the
         // old one's uncommitted updates are forgotten now (BOLT 2), before our
@@ -130,7 +134,7 @@ impl Node {
             self.on_peer_disconnected(peer).await;
         }
         tracing::info!(%peer, "peer connected");
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 if w.send(&m).await.is_err() {
                     break;
@@ -155,7 +159,7 @@ impl Node {
             v
         };
         for m in ours {
-            let _ = tx.send(m);
+            let _ = tx.try_send(m);
         }
         self.peers.lock().await.insert(peer, tx.clone());
         if let Some(ready) = ready {
@@ -177,7 +181,7 @@ impl Node {
                 if let NodeError::ChannelRefused { channel_id, reason } = e {
                     // One channel refused: tell the peer, keep the connection (BOLT 1).
                     tracing::info!(%peer, channel = %channel_id, "refused {}: {reason}", msg.msg_type());
-                    let _ = tx.send(Message::ErrorMessage(ErrorMessage {
+                    let _ = tx.try_send(Message::ErrorMessage(ErrorMessage {
                         channel_id,
                         data: reason.into_bytes(),
                     }));
@@ -185,7 +189,7 @@ impl Node {
                 }
                 tracing::warn!(%peer, "refused {}: {e}", msg.msg_type());
                 let channel_id = channel_of(&msg).unwrap_or(ChannelId([0; 32]));
-                let _ = tx.send(Message::Warning(Warning {
+                let _ = tx.try_send(Message::Warning(Warning {
                     channel_id,
                     data: e.to_string().into_bytes(),
                 }));
@@ -208,11 +212,13 @@ impl Node {
         drop(tx);
         drop(r);
         // Let the writer flush what is queued (the warning), then end.
-        if tokio::time::timeout(std::time::Duration::from_secs(2), writer)
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut writer)
             .await
             .is_err()
         {
+            // A peer that does not read: the socket goes with the writer.
             tracing::debug!(%peer, "writer did not finish in time");
+            writer.abort();
         }
         if current {
             self.on_peer_disconnected(peer).await;
@@ -287,7 +293,7 @@ impl Node {
     }
 
     /// Whether `tx` is the sender of `peer`'s current connection.
-    async fn is_current(&self, peer: &PublicKey, tx: &mpsc::UnboundedSender<Message>) -> bool {
+    async fn is_current(&self, peer: &PublicKey, tx: &mpsc::Sender<Message>) -> bool {
         self.peers
             .lock()
             .await

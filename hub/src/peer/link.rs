@@ -47,7 +47,7 @@ pub enum PeerError {
 pub struct PeerReader {
     stream: OwnedReadHalf,
     cipher: Decryptor,
-    writer_pongs: Option<tokio::sync::mpsc::UnboundedSender<Message>>,
+    writer_pongs: Option<tokio::sync::mpsc::Sender<Message>>,
 }
 
 /// Sends messages to a peer.
@@ -85,7 +85,11 @@ impl PeerReader {
                             ignored: vec![0; usize::from(p.num_pong_bytes)],
                         });
                         if let Some(tx) = &self.writer_pongs {
-                            let _ = tx.send(pong);
+                            // A full queue: the peer sends and does not read. Its
+                            // connection ends rather than our memory growing.
+                            if tx.try_send(pong).is_err() {
+                                return Err(PeerError::Protocol("peer does not read"));
+                            }
                         }
                     }
                     continue;
@@ -96,7 +100,7 @@ impl PeerReader {
     }
 
     /// Hands answers to pings to `tx` (the task that owns the writer sends them).
-    pub fn answer_pings(&mut self, tx: tokio::sync::mpsc::UnboundedSender<Message>) {
+    pub fn answer_pings(&mut self, tx: tokio::sync::mpsc::Sender<Message>) {
         self.writer_pongs = Some(tx);
     }
 }
