@@ -201,13 +201,18 @@ impl Node {
                 }
             }
         }
-        let current = {
+        // Ours (or dropped by `send_all` for a full queue): this connection's end is the
+        // peer's disconnection. Superseded by a newer one: that one already handled it.
+        let disconnected = {
             let mut peers = self.peers.lock().await;
-            let current = peers.get(&peer).is_some_and(|t| t.same_channel(&tx));
-            if current {
-                peers.remove(&peer);
+            match peers.get(&peer) {
+                Some(t) if t.same_channel(&tx) => {
+                    peers.remove(&peer);
+                    true
+                }
+                Some(_) => false,
+                None => true,
             }
-            current
         };
         drop(tx);
         drop(r);
@@ -220,7 +225,7 @@ impl Node {
             tracing::debug!(%peer, "writer did not finish in time");
             writer.abort();
         }
-        if current {
+        if disconnected {
             self.on_peer_disconnected(peer).await;
         }
     }
