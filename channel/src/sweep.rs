@@ -80,8 +80,9 @@ pub fn build_justice_tx(
     build_penalty_tx(outputs, revocation_key, None, destination, feerate)
 }
 
-/// Our own output on the counterparty's commitment (to_remote, P2WPKH to our payment
-/// basepoint), added to a penalty so that one transaction takes the whole channel.
+/// Our own output on the counterparty's commitment (to_remote: P2WPKH to our payment
+/// basepoint, or under anchors P2WSH `<key> CHECKSIGVERIFY 1 CSV`), added to a penalty
+/// so that one transaction takes both balances.
 pub struct OwnOutput<'a> {
     /// The output.
     pub outpoint: OutPoint,
@@ -89,6 +90,62 @@ pub struct OwnOutput<'a> {
     pub value: Amount,
     /// The key it pays.
     pub key: &'a SecretKey,
+    /// Built under option_anchors_zero_fee_htlc_tx.
+    pub anchors: bool,
+}
+
+impl OwnOutput<'_> {
+    fn pubkey(&self) -> bitcoin::CompressedPublicKey {
+        bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), self.key))
+    }
+
+    /// The script signed (BIP 143 script code) and, under anchors, the witness script.
+    fn script_code(&self) -> ScriptBuf {
+        if self.anchors {
+            crate::script::to_remote_anchor_script(&self.pubkey().0)
+        } else {
+            // A P2WPKH input is signed with the P2PKH script of its key hash.
+            ScriptBuf::new_p2pkh(&self.pubkey().pubkey_hash())
+        }
+    }
+
+    fn sequence(&self) -> Sequence {
+        if self.anchors {
+            // The 1-block CSV of the anchor to_remote script.
+            Sequence::from_height(1)
+        } else {
+            Sequence::ENABLE_RBF_NO_LOCKTIME
+        }
+    }
+
+    fn witness(&self, sig: &[u8]) -> Witness {
+        let mut w = Witness::new();
+        w.push(sig);
+        if self.anchors {
+            w.push(self.script_code().as_bytes());
+        } else {
+            w.push(self.pubkey().to_bytes());
+        }
+        w
+    }
+}
+
+/// Sweeps our to_remote output of a commitment of the counterparty's to `destination`.
+pub fn build_to_remote_sweep(
+    own: &OwnOutput<'_>,
+    destination: ScriptBuf,
+    feerate: FeeratePerKw,
+) -> Result<Transaction, SweepError> {
+    single_input_sweep(
+        own.outpoint,
+        own.value,
+        own.sequence(),
+        LockTime::ZERO,
+        destination,
+        feerate,
+        |sig| own.witness(sig),
+        |tx| sign_input(tx, 0, &own.script_code(), own.value, own.key),
+    )
 }
 
 /// The justice transaction plus, when given, our own to_remote output of the same
@@ -132,18 +189,12 @@ pub fn build_penalty_tx(
             script_pubkey: destination,
         }],
     };
-    let own_pubkey = own
-        .as_ref()
-        .map(|o| bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), o.key)));
-    if let (Some(o), Some(pk)) = (&own, &own_pubkey) {
-        let mut w = Witness::new();
-        w.push(MAX_SIG);
-        w.push(pk.to_bytes());
+    if let Some(o) = &own {
         tx.input.push(TxIn {
             previous_output: o.outpoint,
             script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: w,
+            sequence: o.sequence(),
+            witness: o.witness(&MAX_SIG),
         });
     }
     let total: u64 = outputs.iter().map(|o| o.value.to_sat()).sum::<u64>()
@@ -157,15 +208,10 @@ pub fn build_penalty_tx(
     for (i, (o, sig)) in outputs.iter().zip(sigs).enumerate() {
         tx.input[i].witness = witness_for(o, &sig_all(&sig));
     }
-    if let (Some(o), Some(pk)) = (own, own_pubkey) {
-        // BIP 143: a P2WPKH input is signed with the P2PKH script of its key hash.
-        let script_code = ScriptBuf::new_p2pkh(&pk.pubkey_hash());
+    if let Some(o) = own {
         let i = outputs.len();
-        let sig = sign_input(&tx, i, &script_code, o.value, o.key);
-        let mut w = Witness::new();
-        w.push(sig_all(&sig));
-        w.push(pk.to_bytes());
-        tx.input[i].witness = w;
+        let sig = sign_input(&tx, i, &o.script_code(), o.value, o.key);
+        tx.input[i].witness = o.witness(&sig_all(&sig));
     }
     Ok(tx)
 }
@@ -232,46 +278,10 @@ pub fn build_delayed_sweep(
     )
 }
 
-/// Builds and signs the spend of a P2WPKH output of `key` to `destination`.
-pub fn build_p2wpkh_sweep(
-    outpoint: OutPoint,
-    value: Amount,
-    key: &SecretKey,
-    destination: ScriptBuf,
-    feerate: FeeratePerKw,
-) -> Result<Transaction, SweepError> {
-    let pubkey = bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), key));
-    let script_code = ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash());
-    single_input_sweep(
-        outpoint,
-        value,
-        Sequence::ENABLE_RBF_NO_LOCKTIME,
-        LockTime::ZERO,
-        destination,
-        feerate,
-        |sig| {
-            let mut w = Witness::new();
-            w.push(sig);
-            w.push(pubkey.to_bytes());
-            w
-        },
-        |tx| {
-            let hash = bitcoin::sighash::SighashCache::new(tx)
-                .p2wpkh_signature_hash(
-                    0,
-                    &script_code,
-                    value,
-                    bitcoin::sighash::EcdsaSighashType::All,
-                )
-                .expect("input 0 exists");
-            crate::sign::sign_digest(&bitcoin::secp256k1::Message::from(hash), key)
-        },
-    )
-}
-
 /// Claims an HTLC output of the counterparty's commitment with our HTLC key: with the
 /// preimage (witness `<sig> <preimage> <script>`) for an HTLC they offered us, or after
 /// `cltv_expiry` (witness `<sig> 0 <script>`, nLockTime = expiry) for one we offered them.
+/// Under anchors the script ends in `1 OP_CHECKSEQUENCEVERIFY`: nSequence 1.
 #[allow(clippy::too_many_arguments)]
 pub fn build_htlc_claim(
     outpoint: OutPoint,
@@ -280,13 +290,18 @@ pub fn build_htlc_claim(
     htlc_key: &SecretKey,
     preimage: Option<&[u8; 32]>,
     cltv_expiry: u32,
+    anchors: bool,
     destination: ScriptBuf,
     feerate: FeeratePerKw,
 ) -> Result<Transaction, SweepError> {
     single_input_sweep(
         outpoint,
         value,
-        Sequence::ENABLE_RBF_NO_LOCKTIME,
+        if anchors {
+            Sequence::from_height(1)
+        } else {
+            Sequence::ENABLE_RBF_NO_LOCKTIME
+        },
         LockTime::from_consensus(if preimage.is_some() { 0 } else { cltv_expiry }),
         destination,
         feerate,

@@ -190,7 +190,18 @@ fn closing_fee_negotiation_converges_in_the_overlap() {
 
 #[test]
 fn force_close_with_htlcs_in_flight_resolves_on_chain() {
-    let mut p = Pair::open(Msat(2_000_000_000), FeeratePerKw(2000));
+    force_close_with_htlcs_in_flight(false);
+}
+
+/// The same under option_anchors_zero_fee_htlc_tx: the HTLC transactions are free and
+/// carry nSequence 1, and so do Bob's claims and his to_remote sweep (1-block CSV).
+#[test]
+fn force_close_with_htlcs_in_flight_resolves_on_chain_anchors() {
+    force_close_with_htlcs_in_flight(true);
+}
+
+fn force_close_with_htlcs_in_flight(anchors: bool) {
+    let mut p = Pair::open_with(Msat(2_000_000_000), FeeratePerKw(2000), anchors);
     p.add(false, Msat(50_000_000), 600).unwrap();
     p.add(true, Msat(20_000_000), 610).unwrap();
     p.settle();
@@ -288,6 +299,23 @@ fn force_close_with_htlcs_in_flight_resolves_on_chain() {
         consensus_verify(tx, &commit_outs).expect("claim valid");
     }
     assert!(claims.iter().any(|t| t.lock_time.to_consensus_u32() == 610));
+    // Bob's own balance on Alice's commitment.
+    let to_remote = p
+        .bob
+        .sweep_to_remote(&commit, p2wsh(4), FeeratePerKw(1000))
+        .expect("bob has a to_remote output")
+        .unwrap();
+    consensus_verify(&to_remote, &commit_outs).expect("to_remote sweep valid");
+    if anchors {
+        assert_eq!(
+            commit.output.len(),
+            6,
+            "two anchors, to_local, to_remote, two HTLCs"
+        );
+        for tx in claims.iter().chain([&to_remote]) {
+            assert_eq!(tx.input[0].sequence, bitcoin::Sequence::from_height(1));
+        }
+    }
     // Without the preimage Bob can only wait for his own offer to time out.
     assert_eq!(
         p.bob
@@ -360,6 +388,96 @@ fn breach_justice_takes_to_local_and_every_htlc() {
         p.bob.justice_tx(&forged, dest, FeeratePerKw(2000)).err(),
         Some(ChannelError::InvalidRevocationSecret)
     );
+}
+
+/// The cheater broadcasts its revoked commitment together with its pre-signed
+/// HTLC-success (for an HTLC it knows the preimage of) and HTLC-timeout: each output has
+/// a justice transaction of its own, so only the two HTLC ones are lost, and the
+/// second-stage outputs are taken with the revocation key. Script-checked by Bitcoin
+/// Core's interpreter, with and without anchors.
+fn breach_with_second_stage_race(anchors: bool) {
+    let mut p = Pair::open_with(Msat(2_000_000_000), FeeratePerKw(1500), anchors);
+    let to_alice = p.add(true, Msat(40_000_000), 700).unwrap();
+    p.add(false, Msat(30_000_000), 701).unwrap();
+    p.settle();
+    let (old_commit, old_built) = p.alice.signed_local_commitment().unwrap();
+    assert_eq!(old_built.htlcs.len(), 2);
+    let preimage = p.preimage(&to_alice).unwrap();
+    let second_stage = p
+        .alice
+        .signed_local_htlc_txs(|h| (*h == to_alice).then_some(preimage));
+    assert_eq!(second_stage.len(), 2, "HTLC-success and HTLC-timeout");
+    pay(&mut p, false, Msat(1_000_000));
+    let revoked = p.revoked[1]
+        .iter()
+        .find(|r| r.commitment.txid() == old_commit.compute_txid())
+        .expect("alice's old commitment revoked")
+        .clone();
+    let prevout = |o: OutPoint| (o, old_commit.output[o.vout as usize].clone());
+
+    let dest = p2wsh(9);
+    let justice = p
+        .bob
+        .justice_txs(&revoked, dest.clone(), FeeratePerKw(2000))
+        .unwrap();
+    assert_eq!(justice.len(), 3, "to_local and two HTLC outputs, apart");
+    for tx in &justice {
+        assert_eq!(tx.input.len(), 1);
+        consensus_verify(tx, &[prevout(tx.input[0].previous_output)]).expect("justice valid");
+    }
+    for tx in &second_stage {
+        // The cheater's transaction is valid: it spends one HTLC output of the commitment.
+        consensus_verify(tx, &[prevout(tx.input[0].previous_output)]).expect("cheater's tx");
+        let contested: Vec<_> = justice
+            .iter()
+            .filter(|j| j.input[0].previous_output == tx.input[0].previous_output)
+            .collect();
+        assert_eq!(contested.len(), 1, "only one justice transaction is lost");
+        let claim = p
+            .bob
+            .second_stage_justice(&revoked, tx, dest.clone(), FeeratePerKw(2000))
+            .expect("a second-stage output to take")
+            .unwrap();
+        let out = OutPoint::new(tx.compute_txid(), 0);
+        assert_eq!(claim.input[0].previous_output, out);
+        consensus_verify(&claim, &[(out, tx.output[0].clone())]).expect("claim valid");
+        assert_eq!(claim.output[0].script_pubkey, dest);
+    }
+    // The tower's penalty: to_local and Bob's own to_remote, nothing the race touches.
+    let penalty = p
+        .bob
+        .penalty_tx(&revoked, dest.clone(), FeeratePerKw(2000))
+        .unwrap();
+    assert_eq!(penalty.input.len(), 2);
+    for tx in &second_stage {
+        assert!(penalty
+            .input
+            .iter()
+            .all(|i| i.previous_output != tx.input[0].previous_output));
+    }
+    let spent: Vec<_> = penalty
+        .input
+        .iter()
+        .map(|i| prevout(i.previous_output))
+        .collect();
+    consensus_verify(&penalty, &spent).expect("penalty valid");
+    // Nothing to take from our own justice or from the commitment itself.
+    for tx in justice.iter().chain([&old_commit]) {
+        assert!(p
+            .bob
+            .second_stage_justice(&revoked, tx, dest.clone(), FeeratePerKw(2000))
+            .is_none());
+    }
+}
+
+#[test]
+fn breach_with_second_stage_race_static_remotekey() {
+    breach_with_second_stage_race(false);
+}
+
+#[test]
+fn breach_with_second_stage_race_anchors() {
+    breach_with_second_stage_race(true);
 }
 
 #[test]

@@ -7,11 +7,13 @@
 //! channel is exactly as it was.
 
 mod close;
+mod justice;
 mod log;
 pub mod open;
 mod reestablish;
 
 pub use close::{ClosingOutcome, ShutdownState};
+pub use justice::{revoked_outputs, second_stage_outputs};
 pub use log::{Htlc, HtlcStatus, Removal, Update, UpdateKind, UpdateLog, View, ViewOf};
 
 use crate::commitment::{
@@ -19,9 +21,9 @@ use crate::commitment::{
     CommitmentTx,
 };
 use crate::keys::{
-    derive_privkey, derive_revocation_privkey, derive_revocation_pubkey_with_basepoint_secret,
-    derive_revocation_pubkey_with_commitment_secret, point_from_secret, secp, Basepoints,
-    ChannelSecrets, CommitmentKeys,
+    derive_privkey, derive_revocation_pubkey_with_basepoint_secret,
+    derive_revocation_pubkey_with_commitment_secret, secp, Basepoints, ChannelSecrets,
+    CommitmentKeys,
 };
 use crate::msgs::{
     ChannelReady, CommitmentSigned, OnionPacket, RevokeAndAck, UpdateAddHtlc, UpdateFailHtlc,
@@ -33,7 +35,7 @@ use crate::sign::{
     funding_witness, htlc_remote_sighash_type, sign_input, sign_input_with, verify_input,
     verify_input_with,
 };
-use crate::sweep::{build_justice_tx, RevokedOutput, RevokedOutputKind, SweepError};
+use crate::sweep::SweepError;
 use crate::types::*;
 use bitcoin::secp256k1::{ecdsa::Signature, PublicKey, SecretKey};
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
@@ -1254,71 +1256,11 @@ impl Channel {
             &self.secrets.per_commitment_point(number),
         )
     }
-
-    /// The justice transaction against a revoked remote commitment: to_local and every
-    /// HTLC output go to `destination`.
-    pub fn justice_tx(
-        &self,
-        revoked: &RevokedCommitment,
-        destination: ScriptBuf,
-        feerate: FeeratePerKw,
-    ) -> Result<Transaction, ChannelError> {
-        let secret = SecretKey::from_slice(&revoked.per_commitment_secret)
-            .map_err(|_| ChannelError::InvalidRevocationSecret)?;
-        if point_from_secret(&revoked.per_commitment_secret)
-            != revoked.commitment.keys.per_commitment_point
-        {
-            return Err(ChannelError::InvalidRevocationSecret);
-        }
-        let key = derive_revocation_privkey(&self.secrets.revocation_basepoint_secret, &secret);
-        Ok(build_justice_tx(
-            &revoked_outputs(&revoked.commitment),
-            &key,
-            destination,
-            feerate,
-        )?)
-    }
 }
 
 impl Channel {
-    /// Sweeps our to_remote output from a commitment of the counterparty's that is on
-    /// chain (with `option_static_remotekey` it pays our payment basepoint directly, no
-    /// delay). `None` if the transaction has no such output.
-    /// The penalty for a revoked commitment as a watchtower should hold it: the justice
-    /// transaction plus our own to_remote output of that commitment, all to
-    /// `destination`, so the tower alone returns the whole channel to us.
-    pub fn penalty_tx(
-        &self,
-        revoked: &RevokedCommitment,
-        destination: ScriptBuf,
-        feerate: FeeratePerKw,
-    ) -> Result<Transaction, ChannelError> {
-        let secret = SecretKey::from_slice(&revoked.per_commitment_secret)
-            .map_err(|_| ChannelError::InvalidRevocationSecret)?;
-        if point_from_secret(&revoked.per_commitment_secret)
-            != revoked.commitment.keys.per_commitment_point
-        {
-            return Err(ChannelError::InvalidRevocationSecret);
-        }
-        let key = derive_revocation_privkey(&self.secrets.revocation_basepoint_secret, &secret);
-        let own = revoked
-            .commitment
-            .to_remote
-            .map(|vout| crate::sweep::OwnOutput {
-                outpoint: OutPoint::new(revoked.commitment.txid(), vout),
-                value: revoked.commitment.output_value(vout),
-                key: &self.secrets.payment_basepoint_secret,
-            });
-        Ok(crate::sweep::build_penalty_tx(
-            &revoked_outputs(&revoked.commitment),
-            &key,
-            own,
-            destination,
-            feerate,
-        )?)
-    }
-
-    /// Sweeps our to_remote output of the counterparty's commitment `commitment`.
+    /// Sweeps our to_remote output of the counterparty's commitment `commitment` (under
+    /// anchors a P2WSH with a 1-block CSV: nSequence 1). `None` if it has no such output.
     pub fn sweep_to_remote(
         &self,
         commitment: &Transaction,
@@ -1326,16 +1268,26 @@ impl Channel {
         feerate: FeeratePerKw,
     ) -> Option<Result<Transaction, ChannelError>> {
         let key = &self.secrets.payment_basepoint_secret;
-        let pubkey = bitcoin::CompressedPublicKey(PublicKey::from_secret_key(secp(), key));
-        let script = ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash());
+        let pubkey = PublicKey::from_secret_key(secp(), key);
+        let anchors = self.s.setup.anchors;
+        let script = if anchors {
+            let ws = crate::script::to_remote_anchor_script(&pubkey);
+            ScriptBuf::new_p2wsh(&ws.wscript_hash())
+        } else {
+            ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(pubkey).wpubkey_hash())
+        };
         let vout = commitment
             .output
             .iter()
             .position(|o| o.script_pubkey == script)?;
-        let value = commitment.output[vout].value;
-        let outpoint = OutPoint::new(commitment.compute_txid(), vout as u32);
+        let own = crate::sweep::OwnOutput {
+            outpoint: OutPoint::new(commitment.compute_txid(), vout as u32),
+            value: commitment.output[vout].value,
+            key,
+            anchors,
+        };
         Some(
-            crate::sweep::build_p2wpkh_sweep(outpoint, value, key, destination, feerate)
+            crate::sweep::build_to_remote_sweep(&own, destination, feerate)
                 .map_err(ChannelError::from),
         )
     }
@@ -1440,6 +1392,7 @@ impl Channel {
                         &key,
                         Some(&p.0),
                         0,
+                        c.anchors,
                         destination.clone(),
                         feerate,
                     ),
@@ -1454,6 +1407,7 @@ impl Channel {
                     &key,
                     None,
                     h.htlc.cltv_expiry,
+                    c.anchors,
                     destination.clone(),
                     feerate,
                 )
@@ -1464,27 +1418,4 @@ impl Channel {
         }
         out
     }
-}
-
-/// The outputs of a (revoked) commitment that its revocation key can take.
-pub fn revoked_outputs(c: &CommitmentTx) -> Vec<RevokedOutput> {
-    let txid = c.txid();
-    let mut outs = Vec::with_capacity(c.htlcs.len() + 1);
-    if let Some((vout, ws)) = &c.to_local {
-        outs.push(RevokedOutput {
-            outpoint: OutPoint::new(txid, *vout),
-            value: c.output_value(*vout),
-            witness_script: ws.clone(),
-            kind: RevokedOutputKind::DelayedToLocal,
-        });
-    }
-    for h in &c.htlcs {
-        outs.push(RevokedOutput {
-            outpoint: OutPoint::new(txid, h.vout),
-            value: c.output_value(h.vout),
-            witness_script: h.witness_script.clone(),
-            kind: RevokedOutputKind::Htlc,
-        });
-    }
-    outs
 }

@@ -363,7 +363,9 @@ impl Node {
             let mut sweeps = Vec::new();
             if let Some(r) = revoked {
                 tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);
-                sweeps.push(e.channel.justice_tx(&r, dest.clone(), feerate)?);
+                // Output by output: a second-stage transaction of the cheater's that takes
+                // one HTLC output first invalidates only that one (see `lost_race`).
+                sweeps.extend(e.channel.justice_txs(&r, dest.clone(), feerate)?);
                 if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
                     sweeps.push(s?);
                 }
@@ -426,13 +428,17 @@ impl Node {
         };
         for (id, sweeps) in pending {
             let mut confirmed = Vec::new();
+            let mut replacements = Vec::new();
             for tx in &sweeps {
                 let txid = tx.compute_txid();
-                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1
-                    || self.lost_race(tx, &sweeps, &confirmed).await
-                {
-                    // Done, or never possible: the counterparty took that output first.
+                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1 {
                     confirmed.push(txid);
+                } else if self.lost_race(tx, &sweeps, &confirmed).await {
+                    // Never possible: the counterparty took that output first. If it was
+                    // a revoked HTLC output taken by the cheater's HTLC-success or
+                    // HTLC-timeout, that transaction's output is ours in turn.
+                    confirmed.push(txid);
+                    replacements.extend(self.second_stage_claims(&id, tx, &sweeps).await);
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");
                 }
@@ -441,6 +447,11 @@ impl Node {
                 let _ = self
                     .with_channel(&id, |e, _| {
                         e.sweeps.retain(|t| !confirmed.contains(&t.compute_txid()));
+                        for tx in replacements {
+                            if !e.sweeps.contains(&tx) {
+                                e.sweeps.push(tx);
+                            }
+                        }
                         if e.sweeps.is_empty() {
                             e.status = ChannelStatus::Closed;
                         }
@@ -449,6 +460,71 @@ impl Node {
                     .await;
             }
         }
+    }
+
+    /// For a sweep of ours that lost its race (`lost`): the claims, with the revocation
+    /// key, of the outputs of the cheater's second-stage transactions that spent the
+    /// revoked commitment's HTLC outputs it wanted (BOLT 5: such an output pays the same
+    /// revocable script as to_local, and its CSV delay gives us the time to take it).
+    async fn second_stage_claims(
+        &self,
+        id: &ChannelId,
+        lost: &Transaction,
+        ours: &[Transaction],
+    ) -> Vec<Transaction> {
+        let chain = &self.config.chain;
+        let mut claims = Vec::new();
+        for input in &lost.input {
+            let parent = input.previous_output.txid;
+            let Ok(Some((_, _, data))) = self.store.revoked_by_txid(&parent.to_byte_array()).await
+            else {
+                continue;
+            };
+            let Ok(revoked) = serde_json::from_slice::<channel::state::RevokedCommitment>(&data)
+            else {
+                tracing::error!(%parent, "stored revoked commitment unreadable");
+                continue;
+            };
+            let (Ok(tip), Ok(depth)) = (chain.tip().await, chain.confirmations(&parent).await)
+            else {
+                continue;
+            };
+            let from = (tip.height + 1).saturating_sub(depth);
+            let Ok(Some(spend)) = chain.find_spend(&input.previous_output, from).await else {
+                continue;
+            };
+            if spend.block.is_none() || ours.contains(&spend.tx) {
+                continue;
+            }
+            let Ok(dest) = self.wallet.lock().await.new_address() else {
+                continue;
+            };
+            let claim = {
+                let Ok(entry) = self.entry(id).await else {
+                    continue;
+                };
+                let e = entry.lock().await;
+                e.channel.second_stage_justice(
+                    &revoked,
+                    &spend.tx,
+                    dest.script_pubkey(),
+                    SWEEP_FEERATE,
+                )
+            };
+            match claim {
+                Some(Ok(tx)) => {
+                    tracing::warn!(
+                        channel = %id,
+                        cheater = %spend.tx.compute_txid(),
+                        "revoked HTLC output taken by a second-stage transaction: claiming its output"
+                    );
+                    claims.push(tx);
+                }
+                Some(Err(e)) => tracing::warn!(channel = %id, "second-stage justice: {e}"),
+                None => {}
+            }
+        }
+        claims
     }
 
     /// Whether `tx` can never confirm: one of its inputs was spent on chain by another

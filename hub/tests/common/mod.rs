@@ -181,3 +181,4 @@ pub async fn funded_wallet(
     }
     (wallet, poller)
 }
+pub mod mallory;

@@ -1,0 +1,291 @@
+//! Mallory: a scripted malicious peer built on the channel crate's pure builders over a
+//! raw BOLT 8 link, with a wallet of its own on the devnet. The adversary tests drive it
+//! step by step, or let it answer the hub's channel updates as an ordinary peer would
+//! while it keeps every commitment it was given (to broadcast the revoked ones later).
+
+use super::*;
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::{Amount, Network, OutPoint, ScriptBuf};
+use chain::wallet::Wallet;
+use chain::{ChainPoller, ChainSource, Devnet};
+use channel::channel_type::ChannelType;
+use channel::keys::ChannelSecrets;
+use channel::msgs::*;
+use channel::state::open::setup_from_messages;
+use channel::state::Channel;
+use channel::*;
+use hub::node::Node;
+use hub::peer::{connect, PeerReader, PeerWriter};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const FUNDING_SAT: u64 = 500_000;
+
+pub fn chain_hash() -> [u8; 32] {
+    bitcoin::constants::ChainHash::using_genesis_block(Network::Regtest).to_bytes()
+}
+
+/// The hub's next message, if one comes within 700 ms (to drain what it sends).
+pub async fn next(r: &mut PeerReader) -> Option<Message> {
+    next_within(r, Duration::from_millis(700)).await
+}
+
+/// The hub's next message, if one comes within `wait`.
+pub async fn next_within(r: &mut PeerReader, wait: Duration) -> Option<Message> {
+    match tokio::time::timeout(wait, r.recv()).await {
+        Ok(Ok(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// The answer the hub owes: given time on a loaded machine.
+pub const ANSWER: Duration = Duration::from_secs(10);
+
+/// The hub's answer to what was just sent: its channel_updates (sent on their own once a
+/// funding confirms) are skipped.
+pub async fn answer(r: &mut PeerReader) -> Option<Message> {
+    loop {
+        match next_within(r, ANSWER).await {
+            Some(Message::ChannelUpdate(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Mallory: a key, a wallet on the devnet and a link to the hub.
+pub struct Mallory {
+    pub wallet: Wallet,
+    pub poller: ChainPoller<dyn ChainSource>,
+    pub w: PeerWriter,
+    pub r: PeerReader,
+    pub source: Arc<dyn ChainSource>,
+}
+
+impl Mallory {
+    pub async fn new(devnet: &Arc<Devnet>, hub: &Node) -> Mallory {
+        let (wallet, poller) = funded_wallet(devnet, &[9; 32]).await;
+        let source: Arc<dyn ChainSource> = devnet.clone();
+        let key = SecretKey::from_slice(&[0x4d; 32]).unwrap();
+        let (w, r) = connect(hub.listen_addr(), key, hub.node_id(), chain_hash())
+            .await
+            .unwrap();
+        Mallory {
+            wallet,
+            poller,
+            w,
+            r,
+            source,
+        }
+    }
+
+    pub fn open_msg(secrets: &ChannelSecrets, temp: u8) -> OpenChannel {
+        let b = secrets.basepoints();
+        OpenChannel {
+            chain_hash: chain_hash(),
+            temporary_channel_id: ChannelId([temp; 32]),
+            funding_satoshis: FUNDING_SAT,
+            push_msat: 0,
+            dust_limit_satoshis: 546,
+            max_htlc_value_in_flight_msat: FUNDING_SAT * 1000,
+            channel_reserve_satoshis: 5_000,
+            htlc_minimum_msat: 1,
+            feerate_per_kw: 2500,
+            to_self_delay: 144,
+            max_accepted_htlcs: 30,
+            funding_pubkey: b.funding_pubkey,
+            revocation_basepoint: b.revocation_basepoint,
+            payment_basepoint: b.payment_basepoint,
+            delayed_payment_basepoint: b.delayed_payment_basepoint,
+            htlc_basepoint: b.htlc_basepoint,
+            first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
+            channel_flags: 0,
+            upfront_shutdown_script: None,
+            channel_type: Some(ChannelType::StaticRemoteKey.to_bytes()),
+        }
+    }
+
+    /// open_channel, then accept_channel from the hub: the funding script.
+    pub async fn open(&mut self, open: &OpenChannel) -> AcceptChannel {
+        self.w
+            .send(&Message::OpenChannel(open.clone()))
+            .await
+            .unwrap();
+        match answer(&mut self.r).await {
+            Some(Message::AcceptChannel(a)) => a,
+            other => panic!(
+                "accept_channel expected for {:?}, got {other:?}",
+                open.temporary_channel_id
+            ),
+        }
+    }
+
+    /// funding_created naming `outpoint`; returns what the hub answered.
+    pub async fn fund(
+        &mut self,
+        open: &OpenChannel,
+        accept: &AcceptChannel,
+        secrets: ChannelSecrets,
+        outpoint: OutPoint,
+    ) -> (Channel, Option<Message>) {
+        let ch = Channel::new(setup_from_messages(open, accept, outpoint, true), secrets);
+        self.w
+            .send(&Message::FundingCreated(FundingCreated {
+                temporary_channel_id: open.temporary_channel_id,
+                funding_txid: outpoint.txid.to_byte_array(),
+                funding_output_index: outpoint.vout as u16,
+                signature: ch.sign_initial_remote_commitment().unwrap(),
+            }))
+            .await
+            .unwrap();
+        (ch, answer(&mut self.r).await)
+    }
+
+    /// A real transaction paying `value` to `script`, broadcast and confirmed.
+    pub async fn pay_to(
+        &mut self,
+        devnet: &Arc<Devnet>,
+        script: ScriptBuf,
+        value: u64,
+    ) -> OutPoint {
+        for e in self.poller.poll().await.unwrap() {
+            self.wallet.apply(&e).unwrap();
+        }
+        let funding = self
+            .wallet
+            .build_funding_tx(
+                script,
+                Amount::from_sat(value),
+                bitcoin::FeeRate::from_sat_per_vb_u32(2),
+            )
+            .unwrap();
+        self.source.broadcast(&funding.tx).await.unwrap();
+        devnet
+            .generate_to_script(1, &elsewhere().script_pubkey())
+            .unwrap();
+        OutPoint::new(funding.tx.compute_txid(), funding.funding_output_index)
+    }
+}
+
+pub fn funding_spk(open: &OpenChannel, accept: &AcceptChannel) -> ScriptBuf {
+    let ws = channel::script::funding_script(&open.funding_pubkey, &accept.funding_pubkey);
+    ScriptBuf::new_p2wsh(&ws.wscript_hash())
+}
+
+/// One of Mallory's commitments as she held it: signed, with her signed HTLC-success
+/// (where she knows the preimage) and HTLC-timeout transactions.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    pub number: CommitmentNumber,
+    pub commitment: bitcoin::Transaction,
+    pub htlc_txs: Vec<bitcoin::Transaction>,
+    pub htlcs: usize,
+}
+
+impl Mallory {
+    /// A real channel opened to `hub` and usable: `push_msat` given to the hub, funded
+    /// with a confirmed 2-of-2 output, channel_ready both ways.
+    pub async fn open_usable(
+        &mut self,
+        devnet: &Arc<Devnet>,
+        hub: &Node,
+        secrets: ChannelSecrets,
+        temp: u8,
+        push_msat: u64,
+    ) -> Channel {
+        let mut open = Mallory::open_msg(&secrets, temp);
+        open.push_msat = push_msat;
+        let accept = self.open(&open).await;
+        let outpoint = self
+            .pay_to(devnet, funding_spk(&open, &accept), FUNDING_SAT)
+            .await;
+        let (mut ch, answered) = self.fund(&open, &accept, secrets, outpoint).await;
+        match answered {
+            Some(Message::FundingSigned(m)) => ch.receive_initial_signature(m.signature).unwrap(),
+            other => panic!("funding_signed expected, got {other:?}"),
+        }
+        devnet
+            .generate_to_script(3, &elsewhere().script_pubkey())
+            .unwrap();
+        self.w
+            .send(&Message::ChannelReady(ch.channel_ready()))
+            .await
+            .unwrap();
+        match answer(&mut self.r).await {
+            Some(Message::ChannelReady(m)) => ch.receive_channel_ready(&m).unwrap(),
+            other => panic!("channel_ready expected, got {other:?}"),
+        }
+        let id = ch.channel_id();
+        wait_until("the hub's channel usable", || async {
+            hub.channel(&id)
+                .await
+                .is_ok_and(|c| c.status == hub::node::ChannelStatus::Normal)
+        })
+        .await;
+        ch
+    }
+
+    /// Answers the hub's channel updates as an honest peer would, until `done` holds
+    /// (panics if the hub is silent for `ANSWER` before): adds, fulfills and fails are taken in, every commitment_signed
+    /// is revoked and answered. Each commitment Mallory is given is kept in `kept`, with
+    /// her HTLC transactions (HTLC-success for the hashes of `preimages`).
+    pub async fn serve_until(
+        &mut self,
+        ch: &mut Channel,
+        preimages: &[PaymentPreimage],
+        kept: &mut Vec<Kept>,
+        done: impl Fn(&Channel) -> bool,
+    ) {
+        let preimage_for =
+            |h: &PaymentHash| preimages.iter().find(|p| p.payment_hash() == *h).copied();
+        while !done(ch) {
+            let Some(msg) = next_within(&mut self.r, ANSWER).await else {
+                panic!("the hub went quiet before the dance was over");
+            };
+            match msg {
+                Message::UpdateAddHtlc(m) => ch.receive_add_htlc(&m).unwrap(),
+                Message::UpdateFulfillHtlc(m) => {
+                    ch.receive_fulfill(&m).unwrap();
+                }
+                Message::UpdateFailHtlc(m) => {
+                    ch.receive_fail(&m).unwrap();
+                }
+                Message::UpdateFailMalformedHtlc(m) => {
+                    ch.receive_fail_malformed(&m).unwrap();
+                }
+                Message::CommitmentSigned(m) => {
+                    let raa = ch.receive_commitment(&m).unwrap();
+                    let (commitment, built) = ch.signed_local_commitment().unwrap();
+                    kept.push(Kept {
+                        number: ch.local_commitment_number(),
+                        commitment,
+                        htlc_txs: ch.signed_local_htlc_txs(preimage_for),
+                        htlcs: built.htlcs.len(),
+                    });
+                    self.w.send(&Message::RevokeAndAck(raa)).await.unwrap();
+                    self.sign_if_needed(ch).await;
+                }
+                Message::RevokeAndAck(m) => {
+                    ch.receive_revoke(&m).unwrap();
+                    self.sign_if_needed(ch).await;
+                }
+                Message::Ping(p) => {
+                    let pong = Message::Pong(Pong {
+                        ignored: vec![0; p.num_pong_bytes as usize],
+                    });
+                    self.w.send(&pong).await.unwrap();
+                }
+                Message::ChannelUpdate(_) | Message::Pong(_) => {}
+                other => panic!("Mallory did not expect {other:?}"),
+            }
+        }
+    }
+
+    /// commitment_signed for Mallory's own changes, when she has some and may sign.
+    pub async fn sign_if_needed(&mut self, ch: &mut Channel) {
+        if ch.has_changes_to_sign() && !ch.awaiting_revoke() {
+            let m = ch.send_commitment().unwrap();
+            self.w.send(&Message::CommitmentSigned(m)).await.unwrap();
+        }
+    }
+}
