@@ -20,16 +20,6 @@ use hub::node::ChannelStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Both commitments hold `n` HTLCs and no dance is under way.
-fn settled_with(n: usize) -> impl Fn(&Channel) -> bool {
-    move |ch: &Channel| {
-        ch.view(ViewOf::CurrentLocal).htlcs.len() == n
-            && ch.remote_commitment().htlcs.len() == n
-            && !ch.awaiting_revoke()
-            && !ch.has_changes_to_sign()
-    }
-}
-
 fn total_out(tx: &Transaction) -> u64 {
     tx.output.iter().map(|o| o.value.to_sat()).sum()
 }

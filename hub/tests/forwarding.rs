@@ -7,7 +7,7 @@ mod common;
 use bitcoin::Amount;
 use chain::Devnet;
 use common::*;
-use hub::node::{ChannelStatus, Node, NodeConfig, Role};
+use hub::node::{ChannelStatus, Node};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,19 +19,6 @@ struct Three {
     uchan: channel::ChannelId,
     mchan: channel::ChannelId,
     _dirs: Vec<tempfile::TempDir>,
-}
-
-async fn light(devnet: &Arc<Devnet>, dir: &std::path::Path, hub: &Arc<Node>) -> Arc<Node> {
-    let mut c = NodeConfig::new(
-        Role::Light {
-            hub: Some(hub.node_id()),
-        },
-        dir.to_path_buf(),
-        devnet.clone(),
-        bitcoin::Network::Regtest,
-    );
-    c.chain_poll = Duration::from_millis(50);
-    Node::start(c).await.unwrap()
 }
 
 async fn synced(nodes: &[&Arc<Node>], devnet: &Arc<Devnet>) {

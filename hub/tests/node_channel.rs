@@ -211,6 +211,11 @@ async fn breach_is_punished_with_the_whole_channel() {
         p.b.channel(&p.id).await.unwrap().pending_sweeps.len() == 2
     })
     .await;
+    wait_until("bob's justice in the mempool", || async {
+        use chain::ChainSource;
+        p.devnet.mempool_txids().await.unwrap().len() == 2
+    })
+    .await;
     mine(&p, 1).await;
     wait_until("bob closed", || async {
         p.b.channel(&p.id).await.unwrap().status == ChannelStatus::Closed

@@ -1259,6 +1259,23 @@ impl Channel {
 }
 
 impl Channel {
+    /// Which of the commitments this channel can still see on chain has id `txid`: our
+    /// current one (`Side::Local`), or the counterparty's latest or previous, not yet
+    /// revoked, one (`Side::Remote`). Revoked ones are found through their revocation.
+    pub fn commitment_by_txid(&self, txid: &bitcoin::Txid) -> Option<(Side, CommitmentTx)> {
+        if let Some((_, built)) = self
+            .signed_local_commitment()
+            .filter(|(tx, _)| tx.compute_txid() == *txid)
+        {
+            return Some((Side::Local, built));
+        }
+        [Some(&self.s.remote_tx), self.s.remote_revocable.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|c| c.txid() == *txid)
+            .map(|c| (Side::Remote, c.clone()))
+    }
+
     /// Sweeps our to_remote output of the counterparty's commitment `commitment` (under
     /// anchors a P2WSH with a 1-block CSV: nSequence 1). `None` if it has no such output.
     pub fn sweep_to_remote(

@@ -75,6 +75,8 @@ struct Stored {
     #[serde(default)]
     sweeps: Vec<Transaction>,
     #[serde(default)]
+    onchain_commitment: Option<bitcoin::Txid>,
+    #[serde(default)]
     scid: Option<u64>,
     #[serde(default)]
     remote_policy: Option<ForwardingPolicy>,
@@ -101,6 +103,8 @@ pub(super) struct ChannelEntry {
     /// Our transactions taking our funds from a commitment on chain, broadcast until
     /// they confirm.
     pub sweeps: Vec<Transaction>,
+    /// The commitment (ours or the counterparty's) that spent the funding output.
+    pub onchain_commitment: Option<bitcoin::Txid>,
     /// BOLT 7 short channel id, once the funding transaction is confirmed.
     pub scid: Option<u64>,
     /// The peer's forwarding policy for this channel (from its channel_update).
@@ -228,6 +232,7 @@ impl ChannelEntry {
             closing_started: false,
             funding_spent: false,
             sweeps: vec![],
+            onchain_commitment: None,
             scid: None,
             remote_policy: None,
             opened_reported: false,
@@ -248,6 +253,7 @@ impl ChannelEntry {
             closing_started: self.closing_started,
             funding_spent: self.funding_spent,
             sweeps: self.sweeps.clone(),
+            onchain_commitment: self.onchain_commitment,
             scid: self.scid,
             remote_policy: self.remote_policy,
             opened_reported: self.opened_reported,
@@ -355,6 +361,7 @@ impl Node {
                 closing_started: stored.closing_started,
                 funding_spent: stored.funding_spent,
                 sweeps: stored.sweeps,
+                onchain_commitment: stored.onchain_commitment,
                 scid: stored.scid,
                 remote_policy: stored.remote_policy,
                 opened_reported: stored.opened_reported,
@@ -541,6 +548,9 @@ impl Node {
                         tracing::debug!(channel = %id, "advancing: {e}");
                     }
                     queue.extend(more);
+                    // A preimage for an HTLC of a channel already on chain: claim it
+                    // there now, not at the next block.
+                    queue.extend(self.claim_with_learnt_preimages(Some(id)).await);
                 }
                 FollowUp::PaymentDone(hash, result) => {
                     if let Some(w) = self.waiters.lock().await.remove(&hash) {

@@ -11,6 +11,7 @@ mod invoices;
 mod onchain;
 mod pay;
 mod peers;
+mod sweeps;
 mod towers;
 pub mod webhook_target;
 pub use towers::PRUNE_CONFIRMATIONS;

@@ -91,6 +91,8 @@ impl Node {
         }
         self.learn_preimages(block).await;
         self.rebroadcast_sweeps().await;
+        let follow = self.claim_with_learnt_preimages(None).await;
+        self.run_follow_ups(follow).await;
         self.rebroadcast_commitments().await;
         self.enforce_htlc_deadlines().await;
         self.check_confirmations().await;
@@ -268,7 +270,12 @@ impl Node {
             };
             let why = if !spent && !present {
                 "the outgoing HTLC is gone"
-            } else if spent && tip + 2 >= f.in_cltv {
+            } else if spent
+                && self
+                    .outgoing_htlc_timed_out(&f)
+                    .await
+                    .unwrap_or(tip + 2 >= f.in_cltv)
+            {
                 "the outgoing channel closed on chain and the HTLC timed out there"
             } else {
                 continue;
@@ -355,6 +362,7 @@ impl Node {
                 return Ok(());
             }
             e.status = ChannelStatus::ForceClosed;
+            e.onchain_commitment = Some(txid);
             if revoked.is_none() {
                 // A current commitment spent the funding output: once that is deep, no
                 // revoked one can confirm, so the towers may forget the channel too.
@@ -410,152 +418,6 @@ impl Node {
                 tracing::debug!(txid = %tx.compute_txid(), "commitment not accepted: {e}");
             }
         }
-    }
-
-    /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
-    /// forgets the confirmed ones.
-    async fn rebroadcast_sweeps(&self) {
-        let pending: Vec<(ChannelId, Vec<Transaction>)> = {
-            let channels = self.channels.lock().await;
-            let mut v = Vec::new();
-            for (id, e) in channels.iter() {
-                let e = e.lock().await;
-                if !e.sweeps.is_empty() {
-                    v.push((*id, e.sweeps.clone()));
-                }
-            }
-            v
-        };
-        for (id, sweeps) in pending {
-            let mut confirmed = Vec::new();
-            let mut replacements = Vec::new();
-            for tx in &sweeps {
-                let txid = tx.compute_txid();
-                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1 {
-                    confirmed.push(txid);
-                } else if self.lost_race(tx, &sweeps, &confirmed).await {
-                    // Never possible: the counterparty took that output first. If it was
-                    // a revoked HTLC output taken by the cheater's HTLC-success or
-                    // HTLC-timeout, that transaction's output is ours in turn.
-                    confirmed.push(txid);
-                    replacements.extend(self.second_stage_claims(&id, tx, &sweeps).await);
-                } else if let Err(e) = self.config.chain.broadcast(tx).await {
-                    tracing::debug!(%txid, "sweep not accepted yet: {e}");
-                }
-            }
-            if !confirmed.is_empty() {
-                let _ = self
-                    .with_channel(&id, |e, _| {
-                        e.sweeps.retain(|t| !confirmed.contains(&t.compute_txid()));
-                        for tx in replacements {
-                            if !e.sweeps.contains(&tx) {
-                                e.sweeps.push(tx);
-                            }
-                        }
-                        if e.sweeps.is_empty() {
-                            e.status = ChannelStatus::Closed;
-                        }
-                        Ok(())
-                    })
-                    .await;
-            }
-        }
-    }
-
-    /// For a sweep of ours that lost its race (`lost`): the claims, with the revocation
-    /// key, of the outputs of the cheater's second-stage transactions that spent the
-    /// revoked commitment's HTLC outputs it wanted (BOLT 5: such an output pays the same
-    /// revocable script as to_local, and its CSV delay gives us the time to take it).
-    async fn second_stage_claims(
-        &self,
-        id: &ChannelId,
-        lost: &Transaction,
-        ours: &[Transaction],
-    ) -> Vec<Transaction> {
-        let chain = &self.config.chain;
-        let mut claims = Vec::new();
-        for input in &lost.input {
-            let parent = input.previous_output.txid;
-            let Ok(Some((_, _, data))) = self.store.revoked_by_txid(&parent.to_byte_array()).await
-            else {
-                continue;
-            };
-            let Ok(revoked) = serde_json::from_slice::<channel::state::RevokedCommitment>(&data)
-            else {
-                tracing::error!(%parent, "stored revoked commitment unreadable");
-                continue;
-            };
-            let (Ok(tip), Ok(depth)) = (chain.tip().await, chain.confirmations(&parent).await)
-            else {
-                continue;
-            };
-            let from = (tip.height + 1).saturating_sub(depth);
-            let Ok(Some(spend)) = chain.find_spend(&input.previous_output, from).await else {
-                continue;
-            };
-            if spend.block.is_none() || ours.contains(&spend.tx) {
-                continue;
-            }
-            let Ok(dest) = self.wallet.lock().await.new_address() else {
-                continue;
-            };
-            let claim = {
-                let Ok(entry) = self.entry(id).await else {
-                    continue;
-                };
-                let e = entry.lock().await;
-                e.channel.second_stage_justice(
-                    &revoked,
-                    &spend.tx,
-                    dest.script_pubkey(),
-                    SWEEP_FEERATE,
-                )
-            };
-            match claim {
-                Some(Ok(tx)) => {
-                    tracing::warn!(
-                        channel = %id,
-                        cheater = %spend.tx.compute_txid(),
-                        "revoked HTLC output taken by a second-stage transaction: claiming its output"
-                    );
-                    claims.push(tx);
-                }
-                Some(Err(e)) => tracing::warn!(channel = %id, "second-stage justice: {e}"),
-                None => {}
-            }
-        }
-        claims
-    }
-
-    /// Whether `tx` can never confirm: one of its inputs was spent on chain by another
-    /// transaction, or it spends a sweep of ours that can never confirm.
-    async fn lost_race(
-        &self,
-        tx: &Transaction,
-        ours: &[Transaction],
-        gone: &[bitcoin::Txid],
-    ) -> bool {
-        for input in &tx.input {
-            let parent = input.previous_output.txid;
-            if gone.contains(&parent)
-                && ours.iter().any(|t| t.compute_txid() == parent)
-                && self.config.chain.confirmations(&parent).await.unwrap_or(0) == 0
-            {
-                return true;
-            }
-            let parent_confirmed = self.config.chain.confirmations(&parent).await.unwrap_or(0) >= 1;
-            let unspent = matches!(
-                self.config
-                    .chain
-                    .tx_out(&input.previous_output, false)
-                    .await,
-                Ok(Some(_))
-            );
-            if parent_confirmed && !unspent {
-                return true;
-            }
-        }
-        false
     }
 
     /// BOLT 2 deadlines: an HTLC we offered that the peer has not removed by its

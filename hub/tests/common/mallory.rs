@@ -13,7 +13,7 @@ use channel::channel_type::ChannelType;
 use channel::keys::ChannelSecrets;
 use channel::msgs::*;
 use channel::state::open::setup_from_messages;
-use channel::state::Channel;
+use channel::state::{Channel, ViewOf};
 use channel::*;
 use hub::node::Node;
 use hub::peer::{connect, PeerReader, PeerWriter};
@@ -287,5 +287,15 @@ impl Mallory {
             let m = ch.send_commitment().unwrap();
             self.w.send(&Message::CommitmentSigned(m)).await.unwrap();
         }
+    }
+}
+
+/// Both commitments hold `n` HTLCs and no dance is under way.
+pub fn settled_with(n: usize) -> impl Fn(&Channel) -> bool {
+    move |ch: &Channel| {
+        ch.view(ViewOf::CurrentLocal).htlcs.len() == n
+            && ch.remote_commitment().htlcs.len() == n
+            && !ch.awaiting_revoke()
+            && !ch.has_changes_to_sign()
     }
 }

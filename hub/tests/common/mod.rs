@@ -4,7 +4,7 @@
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Address, Amount, CompressedPublicKey, Network};
 use chain::Devnet;
-use hub::node::{ChannelStatus, Node, NodeConfig};
+use hub::node::{ChannelStatus, Node, NodeConfig, Role};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,4 +181,19 @@ pub async fn funded_wallet(
     }
     (wallet, poller)
 }
+
+/// A light node (a merchant's or a user's) whose hub is `hub`, on `devnet`.
+pub async fn light(devnet: &Arc<Devnet>, dir: &std::path::Path, hub: &Arc<Node>) -> Arc<Node> {
+    let mut c = NodeConfig::new(
+        Role::Light {
+            hub: Some(hub.node_id()),
+        },
+        dir.to_path_buf(),
+        devnet.clone(),
+        bitcoin::Network::Regtest,
+    );
+    c.chain_poll = Duration::from_millis(50);
+    Node::start(c).await.unwrap()
+}
+
 pub mod mallory;

@@ -1,0 +1,358 @@
+//! The node's transactions that take funds out of a commitment on chain, kept until they
+//! confirm: broadcast every block; when one can never confirm because the counterparty
+//! spent its input first, replaced by what that spend leaves us (the output of a
+//! cheater's second-stage transaction); and extended when a preimage is learnt after the
+//! channel went to chain (BOLT 5: an HTLC output is claimed with its preimage as soon as
+//! the node has it).
+
+use super::channels::ChannelStatus;
+use super::onchain::SWEEP_FEERATE;
+use super::pay::FollowUp;
+use super::Node;
+use bitcoin::hashes::Hash;
+use bitcoin::{OutPoint, ScriptBuf, Transaction};
+use channel::ChannelId;
+use std::collections::HashSet;
+
+/// Confirmations after which a transaction that resolved an HTLC is taken as final.
+const ANTI_REORG_DEPTH: u32 = 6;
+
+impl Node {
+    /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
+    /// forgets the confirmed ones.
+    pub(super) async fn rebroadcast_sweeps(&self) {
+        let pending: Vec<(ChannelId, Vec<Transaction>)> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if !e.sweeps.is_empty() {
+                    v.push((*id, e.sweeps.clone()));
+                }
+            }
+            v
+        };
+        for (id, sweeps) in pending {
+            let mut confirmed = Vec::new();
+            let mut replacements = Vec::new();
+            for tx in &sweeps {
+                let txid = tx.compute_txid();
+                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1 {
+                    confirmed.push(txid);
+                } else if self.lost_race(tx, &sweeps, &confirmed).await {
+                    // Never possible: the counterparty took that output first. If it was
+                    // a revoked HTLC output taken by the cheater's HTLC-success or
+                    // HTLC-timeout, that transaction's output is ours in turn.
+                    confirmed.push(txid);
+                    replacements.extend(self.second_stage_claims(&id, tx, &sweeps).await);
+                } else if let Err(e) = self.config.chain.broadcast(tx).await {
+                    tracing::debug!(%txid, "sweep not accepted yet: {e}");
+                }
+            }
+            if !confirmed.is_empty() {
+                let _ = self
+                    .with_channel(&id, |e, _| {
+                        e.sweeps.retain(|t| !confirmed.contains(&t.compute_txid()));
+                        for tx in replacements {
+                            if !e.sweeps.contains(&tx) {
+                                e.sweeps.push(tx);
+                            }
+                        }
+                        if e.sweeps.is_empty() {
+                            e.status = ChannelStatus::Closed;
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// For a sweep of ours that lost its race (`lost`): the claims, with the revocation
+    /// key, of the outputs of the cheater's second-stage transactions that spent the
+    /// revoked commitment's HTLC outputs it wanted (BOLT 5: such an output pays the same
+    /// revocable script as to_local, and its CSV delay gives us the time to take it).
+    async fn second_stage_claims(
+        &self,
+        id: &ChannelId,
+        lost: &Transaction,
+        ours: &[Transaction],
+    ) -> Vec<Transaction> {
+        let chain = &self.config.chain;
+        let mut claims = Vec::new();
+        for input in &lost.input {
+            let parent = input.previous_output.txid;
+            let Ok(Some((_, _, data))) = self.store.revoked_by_txid(&parent.to_byte_array()).await
+            else {
+                continue;
+            };
+            let Ok(revoked) = serde_json::from_slice::<channel::state::RevokedCommitment>(&data)
+            else {
+                tracing::error!(%parent, "stored revoked commitment unreadable");
+                continue;
+            };
+            let (Ok(tip), Ok(depth)) = (chain.tip().await, chain.confirmations(&parent).await)
+            else {
+                continue;
+            };
+            let from = (tip.height + 1).saturating_sub(depth);
+            let Ok(Some(spend)) = chain.find_spend(&input.previous_output, from).await else {
+                continue;
+            };
+            if spend.block.is_none() || ours.contains(&spend.tx) {
+                continue;
+            }
+            let Ok(dest) = self.wallet.lock().await.new_address() else {
+                continue;
+            };
+            let claim = {
+                let Ok(entry) = self.entry(id).await else {
+                    continue;
+                };
+                let e = entry.lock().await;
+                e.channel.second_stage_justice(
+                    &revoked,
+                    &spend.tx,
+                    dest.script_pubkey(),
+                    SWEEP_FEERATE,
+                )
+            };
+            match claim {
+                Some(Ok(tx)) => {
+                    tracing::warn!(
+                        channel = %id,
+                        cheater = %spend.tx.compute_txid(),
+                        "revoked HTLC output taken by a second-stage transaction: claiming its output"
+                    );
+                    claims.push(tx);
+                }
+                Some(Err(e)) => tracing::warn!(channel = %id, "second-stage justice: {e}"),
+                None => {}
+            }
+        }
+        claims
+    }
+
+    /// Whether `tx` can never confirm: one of its inputs was spent on chain by another
+    /// transaction, or it spends a sweep of ours that can never confirm.
+    async fn lost_race(
+        &self,
+        tx: &Transaction,
+        ours: &[Transaction],
+        gone: &[bitcoin::Txid],
+    ) -> bool {
+        for input in &tx.input {
+            let parent = input.previous_output.txid;
+            if gone.contains(&parent)
+                && ours.iter().any(|t| t.compute_txid() == parent)
+                && self.config.chain.confirmations(&parent).await.unwrap_or(0) == 0
+            {
+                return true;
+            }
+            let parent_confirmed = self.config.chain.confirmations(&parent).await.unwrap_or(0) >= 1;
+            let unspent = matches!(
+                self.config
+                    .chain
+                    .tx_out(&input.previous_output, false)
+                    .await,
+                Ok(Some(_))
+            );
+            if parent_confirmed && !unspent {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// BOLT 5: an HTLC output of a commitment on chain that the node can take with a
+    /// preimage learnt since the channel closed (the downstream settled off chain or on
+    /// chain after the upstream channel went to chain): its claim is added to the
+    /// channel's sweeps. On our commitment that is the HTLC-success transaction and the
+    /// delayed sweep of its output; on the counterparty's, a direct claim. `only` limits
+    /// the look to one channel; `None` looks at every channel still being resolved.
+    /// Returns the follow-ups of the channel updates, for the caller to run.
+    pub(super) async fn claim_with_learnt_preimages(
+        &self,
+        only: Option<ChannelId>,
+    ) -> Vec<FollowUp> {
+        let mut follow = Vec::new();
+        let ids: Vec<ChannelId> = match only {
+            Some(id) => vec![id],
+            None => {
+                let channels = self.channels.lock().await;
+                let mut v = Vec::new();
+                for (id, e) in channels.iter() {
+                    let e = e.lock().await;
+                    if e.status == ChannelStatus::ForceClosed && e.onchain_commitment.is_some() {
+                        v.push(*id);
+                    }
+                }
+                v
+            }
+        };
+        if ids.is_empty() {
+            return follow;
+        }
+        let preimages = self.known_preimages();
+        let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
+        for id in ids {
+            // What could be claimed now, built with a placeholder destination: only the
+            // claims of outputs still unspent and not already claimed are new.
+            let Some(built) = self.htlc_claims(&id, &preimage_for, ScriptBuf::new()).await else {
+                continue;
+            };
+            let new_outputs = self.unclaimed(&id, &built).await;
+            if new_outputs.is_empty() {
+                continue;
+            }
+            let Ok(dest) = self.wallet.lock().await.new_address() else {
+                continue;
+            };
+            let Some(claims) = self
+                .htlc_claims(&id, &preimage_for, dest.script_pubkey())
+                .await
+            else {
+                continue;
+            };
+            let first: Vec<Transaction> = claims
+                .iter()
+                .filter(|t| new_outputs.contains(&t.input[0].previous_output))
+                .cloned()
+                .collect();
+            let parents: HashSet<bitcoin::Txid> = first.iter().map(|t| t.compute_txid()).collect();
+            let children = claims
+                .iter()
+                .filter(|t| parents.contains(&t.input[0].previous_output.txid))
+                .cloned();
+            let added: Vec<Transaction> = first.iter().cloned().chain(children).collect();
+            tracing::info!(channel = %id, claims = added.len(), "claiming HTLC outputs on chain with preimages learnt after the close");
+            let (_, more) = self
+                .with_channel_once(&id, |e, _| {
+                    for tx in added.iter().cloned() {
+                        if !e.sweeps.contains(&tx) {
+                            e.sweeps.push(tx);
+                        }
+                    }
+                    e.status = ChannelStatus::ForceClosed;
+                    Ok(())
+                })
+                .await;
+            follow.extend(more);
+            // Out at once (recorded first): the HTLC's expiry is running.
+            for tx in &added {
+                if let Err(e) = self.config.chain.broadcast(tx).await {
+                    tracing::debug!(txid = %tx.compute_txid(), "claim not accepted yet: {e}");
+                }
+            }
+        }
+        follow
+    }
+
+    /// The HTLC claims the channel's on-chain commitment allows with `preimage_for`.
+    async fn htlc_claims(
+        &self,
+        id: &ChannelId,
+        preimage_for: &impl Fn(&channel::PaymentHash) -> Option<channel::PaymentPreimage>,
+        dest: ScriptBuf,
+    ) -> Option<Vec<Transaction>> {
+        let entry = self.entry(id).await.ok()?;
+        let e = entry.lock().await;
+        let txid = e.onchain_commitment?;
+        let (side, _) = e.channel.commitment_by_txid(&txid)?;
+        Some(match side {
+            channel::Side::Local => {
+                e.channel
+                    .local_htlc_resolutions(preimage_for, dest, SWEEP_FEERATE)
+            }
+            channel::Side::Remote => {
+                e.channel
+                    .remote_htlc_claims(&txid, preimage_for, dest, SWEEP_FEERATE)
+            }
+        })
+    }
+
+    /// The commitment outputs that `claims` spend and that are neither spent on chain
+    /// (or in the mempool) nor spent by a sweep the channel already has.
+    async fn unclaimed(&self, id: &ChannelId, claims: &[Transaction]) -> HashSet<OutPoint> {
+        let (commitment, swept): (Option<bitcoin::Txid>, HashSet<OutPoint>) = {
+            let Ok(entry) = self.entry(id).await else {
+                return HashSet::new();
+            };
+            let e = entry.lock().await;
+            (
+                e.onchain_commitment,
+                e.sweeps
+                    .iter()
+                    .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+                    .collect(),
+            )
+        };
+        let mut out = HashSet::new();
+        for tx in claims {
+            let o = tx.input[0].previous_output;
+            if Some(o.txid) != commitment || swept.contains(&o) {
+                continue;
+            }
+            if matches!(self.config.chain.tx_out(&o, true).await, Ok(Some(_))) {
+                out.insert(o);
+            }
+        }
+        out
+    }
+
+    /// For a forward whose outgoing channel went to chain: whether its outgoing HTLC is
+    /// settled there without a preimage, so that failing the incoming one back cannot
+    /// cost us (BOLT 5: only once the resolving transaction is `ANTI_REORG_DEPTH` deep).
+    /// That is: the HTLC's output on the commitment on chain was spent by a transaction
+    /// that deep (a spend with the preimage would have settled the forward already), or
+    /// the HTLC has no output there (trimmed, or not in that commitment) and the
+    /// commitment is that deep. `None` when the commitment on chain is not known (a
+    /// channel closed before this was recorded).
+    pub(super) async fn outgoing_htlc_timed_out(&self, f: &super::ForwardRecord) -> Option<bool> {
+        let out_id = f.out_htlc?;
+        let (txid, side, built) = {
+            let entry = self.entry(&f.out_channel).await.ok()?;
+            let e = entry.lock().await;
+            let txid = e.onchain_commitment?;
+            match e.channel.commitment_by_txid(&txid) {
+                Some((side, c)) => (txid, side, c),
+                None => {
+                    drop(e);
+                    let (_, _, data) = self
+                        .store
+                        .revoked_by_txid(&txid.to_byte_array())
+                        .await
+                        .ok()??;
+                    let r: channel::state::RevokedCommitment =
+                        serde_json::from_slice(&data).ok()?;
+                    (txid, channel::Side::Remote, r.commitment)
+                }
+            }
+        };
+        let chain = &self.config.chain;
+        let tip = chain.tip().await.ok()?.height;
+        let depth = |height: u32| (tip + 1).saturating_sub(height);
+        let confirmations = chain.confirmations(&txid).await.ok()?;
+        // Our offer is "offered" on our commitment, "received" on theirs.
+        let output = built
+            .htlcs
+            .iter()
+            .find(|h| h.htlc.id.0 == out_id && h.htlc.offered == (side == channel::Side::Local));
+        let Some(h) = output else {
+            return Some(confirmations >= ANTI_REORG_DEPTH);
+        };
+        if confirmations == 0 {
+            return Some(false);
+        }
+        let from = (tip + 1).saturating_sub(confirmations);
+        let spend = chain
+            .find_spend(&OutPoint::new(txid, h.vout), from)
+            .await
+            .ok()?;
+        Some(
+            spend
+                .and_then(|s| s.block)
+                .is_some_and(|b| depth(b.height) >= ANTI_REORG_DEPTH),
+        )
+    }
+}
