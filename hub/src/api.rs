@@ -7,8 +7,8 @@
 //! asking for an inbound channel.
 
 use crate::node::{
-    ChannelSummary, ForwardRecord, InvoiceRecord, MerchantRecord, Node, NodeError, PaymentRecord,
-    WebhookRecord,
+    ChannelSummary, ForwardRecord, InvoiceRecord, MerchantRecord, Node, NodeError, PaymentLimits,
+    PaymentRecord, WebhookRecord,
 };
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -65,6 +65,7 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             NodeError::NoRoute => (StatusCode::UNPROCESSABLE_ENTITY, "no_route"),
+            NodeError::RouteOverLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "route_over_limit"),
             NodeError::InvoiceExpired => (StatusCode::UNPROCESSABLE_ENTITY, "invoice_expired"),
             NodeError::InsufficientCapacity(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_capacity")
@@ -693,6 +694,10 @@ async fn show_invoice(
 struct PayInvoiceRequest {
     invoice: String,
     amount_msat: Option<u64>,
+    /// Most the route may charge in fees (default: 1% of the amount plus 50 sat).
+    max_fee_msat: Option<u64>,
+    /// Most blocks the payment's HTLC may lock our funds (default 1008, at most 2016).
+    max_cltv_expiry_delta: Option<u32>,
     /// Seconds to wait for the outcome before answering (default 30, at most 120).
     wait_secs: Option<u64>,
 }
@@ -705,9 +710,13 @@ async fn pay_invoice(
     authorize(&app, &headers)?.operator_only()?;
     let req = body(payload)?;
     let wait = std::time::Duration::from_secs(req.wait_secs.unwrap_or(30).min(120));
+    let limits = PaymentLimits {
+        max_fee_msat: req.max_fee_msat,
+        max_cltv_expiry_delta: req.max_cltv_expiry_delta,
+    };
     let p = app
         .node
-        .pay_invoice(&req.invoice, req.amount_msat, wait)
+        .pay_invoice_within(&req.invoice, req.amount_msat, limits, wait)
         .await?;
     let status = match p.status.as_str() {
         "succeeded" => StatusCode::OK,

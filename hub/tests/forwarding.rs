@@ -271,3 +271,89 @@ async fn failures_on_the_route_leave_balances_unchanged() {
         "paid"
     );
 }
+
+/// A payee's invoice names the route hint's fee and CLTV delta: a thief's invoice can ask
+/// the payer for any amount in "fees" to a node it controls. Over the limits (by default
+/// 1% + 50 sat and 1008 blocks) the route is not tried: no HTLC, nothing recorded, a
+/// clear error. Raised limits let the same invoice be tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_over_the_fee_or_cltv_limit_are_not_tried() {
+    let t = three().await;
+    let before = t.user.channel(&t.uchan).await.unwrap();
+    let scid = t
+        .merchant
+        .channel(&t.mchan)
+        .await
+        .unwrap()
+        .short_channel_id
+        .unwrap();
+    let thief = bitcoin::secp256k1::SecretKey::from_slice(&[6; 32]).unwrap();
+    let invoice = |n: u8, fee_base_msat: u32, cltv_expiry_delta: u16| {
+        channel::invoice::InvoiceBuilder::new(
+            bitcoin::Network::Regtest,
+            channel::PaymentHash([n; 32]),
+            [n; 32],
+            channel::invoice::Description::Direct("pricey".into()),
+            hub::store::unix_now(),
+        )
+        .amount_msat(20_000_000)
+        .route_hint(vec![channel::invoice::RouteHintHop {
+            src_node_id: t.hub.node_id(),
+            short_channel_id: scid,
+            fee_base_msat,
+            fee_proportional_millionths: 100,
+            cltv_expiry_delta,
+        }])
+        .build_signed(&thief)
+        .unwrap()
+        .to_string()
+    };
+    let wait = Duration::from_secs(30);
+    // 20,000 sat: the default fee limit is 200 + 50 sat.
+    let pricey = invoice(0x61, 5_000_000, 40);
+    let err = t.user.pay_invoice(&pricey, None, wait).await.unwrap_err();
+    assert!(
+        matches!(&err, hub::node::NodeError::RouteOverLimit(why) if why.contains("250000 msat")),
+        "{err}"
+    );
+    let slow = invoice(0x62, 1_000, 1_500);
+    let err = t.user.pay_invoice(&slow, None, wait).await.unwrap_err();
+    assert!(
+        matches!(&err, hub::node::NodeError::RouteOverLimit(why) if why.contains("1008 blocks")),
+        "{err}"
+    );
+    // Nothing left the user's node.
+    assert!(t.user.payment(&channel::PaymentHash([0x61; 32])).is_none());
+    assert!(t.user.payment(&channel::PaymentHash([0x62; 32])).is_none());
+    assert_eq!(t.user.channel(&t.uchan).await.unwrap().local, before.local);
+    // A limit above two weeks of blocks is refused as bad input.
+    let too_long = hub::node::PaymentLimits {
+        max_fee_msat: None,
+        max_cltv_expiry_delta: Some(5_000),
+    };
+    assert!(matches!(
+        t.user
+            .pay_invoice_within(&slow, None, too_long, wait)
+            .await
+            .unwrap_err(),
+        hub::node::NodeError::BadRequest(_)
+    ));
+    // With the payer's consent the route is tried (and fails at the merchant, who
+    // never made this invoice): the fee is the hint's.
+    let generous = hub::node::PaymentLimits {
+        max_fee_msat: Some(6_000_000),
+        max_cltv_expiry_delta: None,
+    };
+    let tried = t
+        .user
+        .pay_invoice_within(&pricey, None, generous, wait)
+        .await
+        .unwrap();
+    assert_eq!(tried.fee_msat, 5_000_000 + 2_000, "{tried:?}");
+    assert_eq!(tried.status, "failed", "{tried:?}");
+    wait_until("user's HTLC removed", || async {
+        t.user.channel(&t.uchan).await.unwrap().htlcs == 0
+    })
+    .await;
+    assert_eq!(t.user.channel(&t.uchan).await.unwrap().local, before.local);
+}

@@ -18,6 +18,21 @@ const MAX_DESCRIPTION: usize = 639;
 /// Longest expiry accepted: a year.
 const MAX_EXPIRY: u64 = 365 * 24 * 3600;
 /// Largest amount accepted: the 21 million bitcoin supply.
+/// Default bound on the blocks a payment's HTLC may lock our funds (LDK's default).
+const DEFAULT_MAX_CLTV_EXPIRY_DELTA: u32 = 1008;
+/// The highest bound a caller may set (two weeks of blocks).
+const MAX_CLTV_EXPIRY_DELTA: u32 = 2016;
+
+/// What paying an invoice may cost at most. Unset: fees of 1% of the amount plus 50 sat,
+/// and 1008 blocks of CLTV (LDK's defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PaymentLimits {
+    /// Most the route may charge in fees, in msat.
+    pub max_fee_msat: Option<u64>,
+    /// Most blocks between the tip and the expiry of the HTLC we send.
+    pub max_cltv_expiry_delta: Option<u32>,
+}
+
 pub const MAX_MSAT: u64 = 21_000_000 * 100_000_000 * 1000;
 
 impl Node {
@@ -137,6 +152,27 @@ impl Node {
         amount_msat: Option<u64>,
         wait: Duration,
     ) -> Result<PaymentRecord, NodeError> {
+        self.pay_invoice_within(bolt11, amount_msat, PaymentLimits::default(), wait)
+            .await
+    }
+
+    /// [`Node::pay_invoice`] with explicit `limits` on the route's fee and CLTV; a route
+    /// over them is not tried (a thief's invoice can name any fee in its route hint).
+    pub async fn pay_invoice_within(
+        &self,
+        bolt11: &str,
+        amount_msat: Option<u64>,
+        limits: PaymentLimits,
+        wait: Duration,
+    ) -> Result<PaymentRecord, NodeError> {
+        if limits
+            .max_cltv_expiry_delta
+            .is_some_and(|d| d > MAX_CLTV_EXPIRY_DELTA)
+        {
+            return Err(NodeError::BadRequest(format!(
+                "max_cltv_expiry_delta above {MAX_CLTV_EXPIRY_DELTA}"
+            )));
+        }
         let invoice: Invoice = bolt11
             .trim()
             .parse()
@@ -185,7 +221,7 @@ impl Node {
             }
             waiters.insert(hash, tx);
         }
-        let result = self.send_payment(&invoice, bolt11, amount).await;
+        let result = self.send_payment(&invoice, bolt11, amount, limits).await;
         if let Err(e) = result {
             self.waiters.lock().await.remove(&hash);
             return Err(e);
@@ -199,7 +235,12 @@ impl Node {
         invoice: &Invoice,
         bolt11: &str,
         amount: u64,
+        limits: PaymentLimits,
     ) -> Result<(), NodeError> {
+        let max_fee = limits.max_fee_msat.unwrap_or(amount / 100 + 50_000);
+        let max_delta = limits
+            .max_cltv_expiry_delta
+            .unwrap_or(DEFAULT_MAX_CLTV_EXPIRY_DELTA);
         let payee = invoice.payee();
         let tip = self.config.chain.tip().await?.height;
         let cltv = final_cltv(tip, invoice.min_final_cltv_expiry_delta().min(1000) as u32);
@@ -239,6 +280,15 @@ impl Node {
                 let session = SecretKey::new(&mut thread_rng());
                 let route = build_route(&session, &hops, payee, amount, cltv, secret, &hash)
                     .map_err(NodeError::BadRequest)?;
+                let delta = route.first_cltv.saturating_sub(tip);
+                if route.fee_msat > max_fee || delta > max_delta {
+                    last_error = NodeError::RouteOverLimit(format!(
+                        "the route through {first_node} costs {} msat in fees and locks funds \
+                         for {delta} blocks; the limits are {max_fee} msat and {max_delta} blocks",
+                        route.fee_msat
+                    ));
+                    continue;
+                }
                 let bolt11 = bolt11.to_string();
                 let result = self
                     .with_channel(&channel_id, |e, out| {

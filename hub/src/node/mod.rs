@@ -14,6 +14,7 @@ mod peers;
 mod sweeps;
 mod towers;
 pub mod webhook_target;
+pub use invoices::PaymentLimits;
 pub use towers::PRUNE_CONFIRMATIONS;
 
 pub use channels::{ChannelStatus, ChannelSummary};
@@ -142,6 +143,9 @@ pub enum NodeError {
     /// No channel leads to the payee.
     #[error("no route to the payee")]
     NoRoute,
+    /// Every route to the payee costs more, or locks funds longer, than allowed.
+    #[error("{0}")]
+    RouteOverLimit(String),
     /// The invoice has expired.
     #[error("the invoice has expired")]
     InvoiceExpired,
