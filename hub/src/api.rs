@@ -189,6 +189,7 @@ struct ChannelJson {
     funding_output_index: u32,
     peer_policy: Option<crate::node::ForwardingPolicy>,
     closing_txid: Option<String>,
+    active: bool,
 }
 
 impl From<ChannelSummary> for ChannelJson {
@@ -206,6 +207,7 @@ impl From<ChannelSummary> for ChannelJson {
             funding_output_index: c.funding_outpoint.vout,
             peer_policy: c.peer_policy,
             closing_txid: c.closing_tx.map(|t| t.compute_txid().to_string()),
+            active: c.active,
         }
     }
 }

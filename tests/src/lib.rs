@@ -344,7 +344,11 @@ impl Api {
         wait_for(&format!("channel {id} usable at {base}"), async || {
             self.call(base, key, "GET", &format!("/v1/channels/{id}"), None)
                 .await
-                .map(|c| c["status"] == "normal" && (!policy || c["peer_policy"].is_object()))
+                .map(|c| {
+                    c["status"] == "normal"
+                        && c["active"] == true
+                        && (!policy || c["peer_policy"].is_object())
+                })
                 .unwrap_or(false)
         })
         .await;

@@ -105,6 +105,10 @@ pub(super) struct ChannelEntry {
     pub sweeps: Vec<Transaction>,
     /// The commitment (ours or the counterparty's) that spent the funding output.
     pub onchain_commitment: Option<bitcoin::Txid>,
+    /// The peer's channel_reestablish on this connection was taken in (or the channel was
+    /// opened on it): only then may updates be sent (BOLT 2; LDK fails a channel whose
+    /// peer sends an update before it). Not stored: false after a restart or disconnect.
+    pub reestablished: bool,
     /// BOLT 7 short channel id, once the funding transaction is confirmed.
     pub scid: Option<u64>,
     /// The peer's forwarding policy for this channel (from its channel_update).
@@ -153,6 +157,9 @@ pub struct ChannelSummary {
     pub htlcs: usize,
     /// Nothing pending in either direction.
     pub quiescent: bool,
+    /// The peer is connected and the channel reestablished on that connection: updates
+    /// (payments) can go out.
+    pub active: bool,
     /// The agreed closing transaction, once there is one.
     pub closing_tx: Option<Transaction>,
     /// Our sweeps of a commitment on chain still waiting to confirm.
@@ -233,6 +240,7 @@ impl ChannelEntry {
             funding_spent: false,
             sweeps: vec![],
             onchain_commitment: None,
+            reestablished: true,
             scid: None,
             remote_policy: None,
             opened_reported: false,
@@ -280,6 +288,7 @@ impl ChannelEntry {
             remote: v.remote,
             htlcs: v.htlcs.len(),
             quiescent: self.channel.log().updates.is_empty() && !self.channel.awaiting_revoke(),
+            active: self.reestablished,
             closing_tx: self.closing_tx.clone(),
             pending_sweeps: self.sweeps.clone(),
             short_channel_id: self.scid,
@@ -362,6 +371,7 @@ impl Node {
                 funding_spent: stored.funding_spent,
                 sweeps: stored.sweeps,
                 onchain_commitment: stored.onchain_commitment,
+                reestablished: false,
                 scid: stored.scid,
                 remote_policy: stored.remote_policy,
                 opened_reported: stored.opened_reported,
@@ -469,7 +479,7 @@ impl Node {
         self.report_lifecycle(&mut e, &mut out);
         // Updates are only made while the peer is connected: one made offline would never
         // be sent, and the next commitment_signed would not match the peer's view.
-        if result.is_ok() && connected {
+        if result.is_ok() && connected && e.reestablished {
             let mut pay = self.pay.lock().expect("pay lock");
             let mut ctx = Ctx {
                 node_key: &self.node_key,
@@ -1137,6 +1147,7 @@ impl Node {
                     }
                     match ch.handle_reestablish(&m) {
                         Ok(resend) => {
+                            e.reestablished = true;
                             out.messages.extend(resend);
                             // BOLT 2: a shutdown we sent is sent again; the fee
                             // negotiation starts over once both sides have.
@@ -1198,6 +1209,9 @@ impl Node {
             .with_channel(channel_id, |e, out| {
                 if e.status != ChannelStatus::Normal {
                     return Err(NodeError::Invalid("channel is not open for payments"));
+                }
+                if !e.reestablished {
+                    return Err(NodeError::NotConnected);
                 }
                 let route = super::pay::build_route(
                     &session,

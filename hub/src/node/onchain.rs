@@ -369,24 +369,28 @@ impl Node {
                 self.queue_prunes(id, txid, out);
             }
             let mut sweeps = Vec::new();
+            // One output that cannot be swept (worth less than its fee) must not stop the
+            // others: each is built, or skipped with a log line, on its own.
+            let mut add = |s: Option<Result<Transaction, channel::state::ChannelError>>, what: &str| match s {
+                Some(Ok(t)) => sweeps.push(t),
+                Some(Err(err)) => tracing::warn!(channel = %id, "{what} not swept: {err}"),
+                None => {}
+            };
             if let Some(r) = revoked {
                 tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);
                 // Output by output: a second-stage transaction of the cheater's that takes
                 // one HTLC output first invalidates only that one (see `lost_race`).
-                sweeps.extend(e.channel.justice_txs(&r, dest.clone(), feerate)?);
-                if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
-                    sweeps.push(s?);
+                match e.channel.justice_txs(&r, dest.clone(), feerate) {
+                    Ok(txs) => txs.into_iter().for_each(|t| add(Some(Ok(t)), "")),
+                    Err(err) => tracing::error!(channel = %id, "justice: {err}"),
                 }
+                add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
             } else if let Some((_, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {
                 let number = e.channel.local_commitment_number();
-                if let Some(s) = e.channel.sweep_local_to_local(number, &built, dest.clone(), feerate) {
-                    sweeps.push(s?);
-                }
+                add(e.channel.sweep_local_to_local(number, &built, dest.clone(), feerate), "to_local");
                 sweeps.extend(e.channel.local_htlc_resolutions(preimage_for, dest.clone(), feerate));
             } else {
-                if let Some(s) = e.channel.sweep_to_remote(tx, dest.clone(), feerate) {
-                    sweeps.push(s?);
-                }
+                add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
                 sweeps.extend(e.channel.remote_htlc_claims(&txid, preimage_for, dest.clone(), feerate));
             }
             if sweeps.is_empty() {

@@ -331,6 +331,7 @@ impl Node {
         for id in ids {
             let _ = self
                 .with_channel(&id, |e, out| {
+                    e.reestablished = false;
                     let channel_id = e.channel.channel_id();
                     for dropped in e.channel.on_disconnect() {
                         if let channel::state::UpdateKind::Add(h) = dropped {

@@ -43,8 +43,10 @@ impl Node {
                     // Never possible: the counterparty took that output first. If it was
                     // a revoked HTLC output taken by the cheater's HTLC-success or
                     // HTLC-timeout, that transaction's output is ours in turn.
-                    confirmed.push(txid);
-                    replacements.extend(self.second_stage_claims(&id, tx, &sweeps).await);
+                    if let Some(claims) = self.second_stage_claims(&id, tx, &sweeps).await {
+                        confirmed.push(txid);
+                        replacements.extend(claims);
+                    }
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");
                 }
@@ -72,17 +74,23 @@ impl Node {
     /// key, of the outputs of the cheater's second-stage transactions that spent the
     /// revoked commitment's HTLC outputs it wanted (BOLT 5: such an output pays the same
     /// revocable script as to_local, and its CSV delay gives us the time to take it).
+    /// `None` when the chain, the store or the wallet could not answer: the lost sweep is
+    /// then kept and this is tried again at the next block.
     async fn second_stage_claims(
         &self,
         id: &ChannelId,
         lost: &Transaction,
         ours: &[Transaction],
-    ) -> Vec<Transaction> {
+    ) -> Option<Vec<Transaction>> {
         let chain = &self.config.chain;
         let mut claims = Vec::new();
         for input in &lost.input {
             let parent = input.previous_output.txid;
-            let Ok(Some((_, _, data))) = self.store.revoked_by_txid(&parent.to_byte_array()).await
+            let Some((_, _, data)) = self
+                .store
+                .revoked_by_txid(&parent.to_byte_array())
+                .await
+                .ok()?
             else {
                 continue;
             };
@@ -91,73 +99,71 @@ impl Node {
                 tracing::error!(%parent, "stored revoked commitment unreadable");
                 continue;
             };
-            let (Ok(tip), Ok(depth)) = (chain.tip().await, chain.confirmations(&parent).await)
-            else {
-                continue;
-            };
+            let tip = chain.tip().await.ok()?;
+            let depth = chain.confirmations(&parent).await.ok()?;
             let from = (tip.height + 1).saturating_sub(depth);
-            let Ok(Some(spend)) = chain.find_spend(&input.previous_output, from).await else {
-                continue;
-            };
-            if spend.block.is_none() || ours.contains(&spend.tx) {
+            let spend = chain
+                .find_spend(&input.previous_output, from)
+                .await
+                .ok()??;
+            // Only a confirmed spend is final (one in the mempool may yet lose).
+            spend.block.as_ref()?;
+            if ours.contains(&spend.tx) {
                 continue;
             }
-            let Ok(dest) = self.wallet.lock().await.new_address() else {
-                continue;
-            };
-            let claim = {
-                let Ok(entry) = self.entry(id).await else {
-                    continue;
-                };
+            let entry = self.entry(id).await.ok()?;
+            let build = |dest: ScriptBuf| async {
                 let e = entry.lock().await;
-                e.channel.second_stage_justice(
-                    &revoked,
-                    &spend.tx,
-                    dest.script_pubkey(),
-                    SWEEP_FEERATE,
-                )
+                e.channel
+                    .second_stage_justice(&revoked, &spend.tx, dest, SWEEP_FEERATE)
             };
-            match claim {
-                Some(Ok(tx)) => {
-                    tracing::warn!(
-                        channel = %id,
-                        cheater = %spend.tx.compute_txid(),
-                        "revoked HTLC output taken by a second-stage transaction: claiming its output"
-                    );
-                    claims.push(tx);
+            // A wallet address only for a claim there is.
+            match build(ScriptBuf::new()).await {
+                None => continue,
+                Some(Err(e)) => {
+                    tracing::warn!(channel = %id, "second-stage justice: {e}");
+                    continue;
                 }
-                Some(Err(e)) => tracing::warn!(channel = %id, "second-stage justice: {e}"),
-                None => {}
+                Some(Ok(_)) => {}
+            }
+            let dest = self.wallet.lock().await.new_address().ok()?;
+            if let Some(Ok(tx)) = build(dest.script_pubkey()).await {
+                tracing::warn!(
+                    channel = %id,
+                    cheater = %spend.tx.compute_txid(),
+                    "revoked HTLC output taken by a second-stage transaction: claiming its output"
+                );
+                claims.push(tx);
             }
         }
-        claims
+        Some(claims)
     }
 
     /// Whether `tx` can never confirm: one of its inputs was spent on chain by another
-    /// transaction, or it spends a sweep of ours that can never confirm.
+    /// transaction, or it spends a sweep of ours that can never confirm. An answer the
+    /// chain could not give counts as "not lost" (tried again at the next block).
     async fn lost_race(
         &self,
         tx: &Transaction,
         ours: &[Transaction],
         gone: &[bitcoin::Txid],
     ) -> bool {
+        let chain = &self.config.chain;
         for input in &tx.input {
             let parent = input.previous_output.txid;
+            let Ok(parent_depth) = chain.confirmations(&parent).await else {
+                return false;
+            };
             if gone.contains(&parent)
                 && ours.iter().any(|t| t.compute_txid() == parent)
-                && self.config.chain.confirmations(&parent).await.unwrap_or(0) == 0
+                && parent_depth == 0
             {
                 return true;
             }
-            let parent_confirmed = self.config.chain.confirmations(&parent).await.unwrap_or(0) >= 1;
-            let unspent = matches!(
-                self.config
-                    .chain
-                    .tx_out(&input.previous_output, false)
-                    .await,
-                Ok(Some(_))
-            );
-            if parent_confirmed && !unspent {
+            let Ok(unspent) = chain.tx_out(&input.previous_output, false).await else {
+                return false;
+            };
+            if parent_depth >= 1 && unspent.is_none() {
                 return true;
             }
         }
@@ -177,7 +183,10 @@ impl Node {
     ) -> Vec<FollowUp> {
         let mut follow = Vec::new();
         let ids: Vec<ChannelId> = match only {
-            Some(id) => vec![id],
+            Some(id) => match self.entry(&id).await {
+                Ok(e) if e.lock().await.onchain_commitment.is_some() => vec![id],
+                _ => vec![],
+            },
             None => {
                 let channels = self.channels.lock().await;
                 let mut v = Vec::new();
@@ -310,12 +319,17 @@ impl Node {
     /// channel closed before this was recorded).
     pub(super) async fn outgoing_htlc_timed_out(&self, f: &super::ForwardRecord) -> Option<bool> {
         let out_id = f.out_htlc?;
-        let (txid, side, built) = {
+        let (txid, side, built, swept) = {
             let entry = self.entry(&f.out_channel).await.ok()?;
             let e = entry.lock().await;
             let txid = e.onchain_commitment?;
+            let swept: HashSet<OutPoint> = e
+                .sweeps
+                .iter()
+                .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+                .collect();
             match e.channel.commitment_by_txid(&txid) {
-                Some((side, c)) => (txid, side, c),
+                Some((side, c)) => (txid, side, c, swept),
                 None => {
                     drop(e);
                     let (_, _, data) = self
@@ -325,7 +339,7 @@ impl Node {
                         .ok()??;
                     let r: channel::state::RevokedCommitment =
                         serde_json::from_slice(&data).ok()?;
-                    (txid, channel::Side::Remote, r.commitment)
+                    (txid, channel::Side::Remote, r.commitment, swept)
                 }
             }
         };
@@ -344,15 +358,26 @@ impl Node {
         if confirmations == 0 {
             return Some(false);
         }
+        let outpoint = OutPoint::new(txid, h.vout);
         let from = (tip + 1).saturating_sub(confirmations);
-        let spend = chain
-            .find_spend(&OutPoint::new(txid, h.vout), from)
-            .await
-            .ok()?;
+        let Some(spend) = chain.find_spend(&outpoint, from).await.ok()? else {
+            // Unspent. An output we could build no claim for (worth less than its fee)
+            // is as good as trimmed.
+            return Some(!swept.contains(&outpoint) && confirmations >= ANTI_REORG_DEPTH);
+        };
+        // A spend that reveals the preimage settles the forward (the chain follower
+        // learns it when it reaches that block, also while catching up): never fail.
+        let reveals = spend.tx.input.iter().any(|i| {
+            i.witness.iter().any(|w| {
+                <[u8; 32]>::try_from(w)
+                    .is_ok_and(|p| channel::PaymentPreimage(p).payment_hash() == f.payment_hash)
+            })
+        });
         Some(
-            spend
-                .and_then(|s| s.block)
-                .is_some_and(|b| depth(b.height) >= ANTI_REORG_DEPTH),
+            !reveals
+                && spend
+                    .block
+                    .is_some_and(|b| depth(b.height) >= ANTI_REORG_DEPTH),
         )
     }
 }

@@ -240,7 +240,14 @@ impl Mallory {
             |h: &PaymentHash| preimages.iter().find(|p| p.payment_hash() == *h).copied();
         while !done(ch) {
             let Some(msg) = next_within(&mut self.r, ANSWER).await else {
-                panic!("the hub went quiet before the dance was over");
+                panic!(
+                    "the hub went quiet before the dance was over: {} HTLCs here, {} in the hub's \
+                     commitment, awaiting revoke {}, changes to sign {}",
+                    ch.view(ViewOf::CurrentLocal).htlcs.len(),
+                    ch.remote_commitment().htlcs.len(),
+                    ch.awaiting_revoke(),
+                    ch.has_changes_to_sign()
+                );
             };
             match msg {
                 Message::UpdateAddHtlc(m) => ch.receive_add_htlc(&m).unwrap(),
@@ -275,7 +282,8 @@ impl Mallory {
                     });
                     self.w.send(&pong).await.unwrap();
                 }
-                Message::ChannelUpdate(_) | Message::Pong(_) => {}
+                // channel_ready comes again after a reconnection before any payment.
+                Message::ChannelUpdate(_) | Message::Pong(_) | Message::ChannelReady(_) => {}
                 other => panic!("Mallory did not expect {other:?}"),
             }
         }
