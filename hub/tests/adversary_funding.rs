@@ -105,6 +105,24 @@ async fn fake_funding_never_makes_a_usable_channel() {
     let nowhere = OutPoint::new(Txid::from_byte_array([0x99; 32]), 0);
     let (ch3, _) = m.fund(&open3, &accept3, s3, nowhere).await;
     assert_never_ready(&devnet, &hub, &mut m, ch3.channel_id(), false).await;
+    // BOLT 2: after 2016 blocks without its funding the hub forgets it, with an error.
+    devnet
+        .generate_to_script(2016, &elsewhere().script_pubkey())
+        .unwrap();
+    let id3 = ch3.channel_id();
+    wait_until("the unfunded channel forgotten", || async {
+        hub.channel(&id3).await.unwrap().status == ChannelStatus::Closed
+    })
+    .await;
+    let mut seen = Vec::new();
+    while let Some(msg) = next(&mut m.r).await {
+        seen.push(msg);
+    }
+    assert!(
+        seen.iter()
+            .any(|x| matches!(x, Message::ErrorMessage(e) if e.channel_id == id3)),
+        "an error for the forgotten channel: {seen:?}"
+    );
 
     // 4. An honest channel, then a second open naming its funding outpoint: refused with
     // an error on the temporary id; the real channel's state is untouched.

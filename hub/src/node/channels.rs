@@ -77,6 +77,8 @@ struct Stored {
     #[serde(default)]
     onchain_commitment: Option<bitcoin::Txid>,
     #[serde(default)]
+    awaiting_funding_since: Option<u32>,
+    #[serde(default)]
     scid: Option<u64>,
     #[serde(default)]
     remote_policy: Option<ForwardingPolicy>,
@@ -109,6 +111,9 @@ pub(super) struct ChannelEntry {
     /// opened on it): only then may updates be sent (BOLT 2; LDK fails a channel whose
     /// peer sends an update before it). Not stored: false after a restart or disconnect.
     pub reestablished: bool,
+    /// The first block height at which the node saw this channel waiting for its
+    /// funding to confirm (BOLT 2: a fundee forgets a funding unseen for 2016 blocks).
+    pub awaiting_funding_since: Option<u32>,
     /// BOLT 7 short channel id, once the funding transaction is confirmed.
     pub scid: Option<u64>,
     /// The peer's forwarding policy for this channel (from its channel_update).
@@ -241,6 +246,7 @@ impl ChannelEntry {
             sweeps: vec![],
             onchain_commitment: None,
             reestablished: true,
+            awaiting_funding_since: None,
             scid: None,
             remote_policy: None,
             opened_reported: false,
@@ -262,6 +268,7 @@ impl ChannelEntry {
             funding_spent: self.funding_spent,
             sweeps: self.sweeps.clone(),
             onchain_commitment: self.onchain_commitment,
+            awaiting_funding_since: self.awaiting_funding_since,
             scid: self.scid,
             remote_policy: self.remote_policy,
             opened_reported: self.opened_reported,
@@ -372,6 +379,7 @@ impl Node {
                 sweeps: stored.sweeps,
                 onchain_commitment: stored.onchain_commitment,
                 reestablished: false,
+                awaiting_funding_since: stored.awaiting_funding_since,
                 scid: stored.scid,
                 remote_policy: stored.remote_policy,
                 opened_reported: stored.opened_reported,

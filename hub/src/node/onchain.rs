@@ -12,6 +12,9 @@ use channel::FeeratePerKw;
 /// claimed on chain with its preimage.
 pub(super) const FULFILL_SAFETY: u32 = 6;
 
+/// Blocks a fundee waits for the funding transaction before forgetting the channel.
+pub(super) const FUNDING_TIMEOUT_BLOCKS: u32 = 2016;
+
 /// Fee rate of our sweeps and justice transactions.
 pub(super) const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
@@ -96,6 +99,9 @@ impl Node {
         self.rebroadcast_commitments().await;
         self.enforce_htlc_deadlines().await;
         self.check_confirmations().await;
+        if let Ok(tip) = self.config.chain.tip().await {
+            self.forget_unconfirmed_fundings(tip.height).await;
+        }
         self.assign_short_channel_ids().await;
         self.reconcile_forwards().await;
     }
@@ -464,6 +470,49 @@ impl Node {
             if let Err(e) = self.force_close(&id).await {
                 tracing::warn!(channel = %id, "force close failed: {e}");
             }
+        }
+    }
+
+    /// BOLT 2: the fundee forgets a channel whose funding transaction has not confirmed
+    /// within `FUNDING_TIMEOUT_BLOCKS` of the node first waiting for it (the funder may
+    /// have spent its inputs elsewhere; nothing of ours is in it). The peer gets an
+    /// `error`; the channel is closed with nothing on chain.
+    async fn forget_unconfirmed_fundings(&self, tip: u32) {
+        let waiting: Vec<ChannelId> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if e.status == ChannelStatus::AwaitingLock && !e.channel.setup().is_funder {
+                    v.push(*id);
+                }
+            }
+            v
+        };
+        for id in waiting {
+            let txid = match self.entry(&id).await {
+                Ok(e) => e.lock().await.channel.setup().funding_outpoint.txid,
+                Err(_) => continue,
+            };
+            // Confirmed, or the chain source could not answer: leave it be.
+            if !matches!(self.config.chain.confirmations(&txid).await, Ok(0)) {
+                continue;
+            }
+            let _ = self
+                .with_channel(&id, |e, out| {
+                    let since = *e.awaiting_funding_since.get_or_insert(tip);
+                    if tip >= since + FUNDING_TIMEOUT_BLOCKS {
+                        tracing::warn!(channel = %id, "funding unconfirmed after {FUNDING_TIMEOUT_BLOCKS} blocks: forgotten");
+                        e.status = ChannelStatus::Closed;
+                        out.messages
+                            .push(Message::ErrorMessage(channel::msgs::ErrorMessage {
+                                channel_id: id,
+                                data: b"funding transaction not confirmed in time".to_vec(),
+                            }));
+                    }
+                    Ok(())
+                })
+                .await;
         }
     }
 
