@@ -713,3 +713,43 @@ fn anchor_channel_commitments_and_htlc_transactions() {
         assert_eq!(*tx.input[0].witness.nth(1).unwrap().last().unwrap(), 0x83);
     }
 }
+
+/// Dust HTLCs (trimmed to fees: a force close gives them to miners) are capped at
+/// `MAX_DUST_HTLC_EXPOSURE` across both directions: at 10,000 sat/kw a 5,000 sat HTLC is
+/// dust, ten of them reach 50,000 sat, the eleventh is refused whoever offers it; a
+/// non-dust HTLC still goes.
+#[test]
+fn dust_htlc_exposure_is_capped() {
+    let mut p = Pair::open(Msat(2_000_000_000), FeeratePerKw(10_000));
+    let dust = Msat(5_000_000);
+    for i in 0..10 {
+        let from_bob = i % 3 == 0;
+        p.add(from_bob, dust, 700).expect("within the cap");
+    }
+    p.settle();
+    let probe = channel::state::Htlc {
+        offerer: Side::Local,
+        id: HtlcId(99),
+        amount: dust,
+        payment_hash: PaymentHash([0; 32]),
+        cltv_expiry: 700,
+        onion: Default::default(),
+    };
+    assert!(p.alice.is_dust(&probe));
+    assert_eq!(p.alice.dust_exposure(None), Msat(50_000_000));
+    assert_eq!(p.bob.dust_exposure(None), Msat(50_000_000));
+    for from_bob in [false, true] {
+        assert_eq!(
+            p.add(from_bob, dust, 700).err(),
+            Some(ChannelError::DustExposure(Msat(55_000_000)))
+        );
+    }
+    let big = Msat(200_000_000);
+    assert!(!p.alice.is_dust(&channel::state::Htlc {
+        amount: big,
+        ..probe
+    }));
+    p.add(false, big, 700).expect("not dust");
+    p.settle();
+    assert_eq!(p.alice.dust_exposure(None), Msat(50_000_000));
+}

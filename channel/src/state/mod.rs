@@ -44,6 +44,11 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
 pub const MAX_HTLCS: u16 = 483;
 /// BOLT 2: cltv_expiry must be a block height (below the timestamp threshold).
 pub const MAX_CLTV_EXPIRY: u32 = 500_000_000;
+/// Most value in dust HTLCs (trimmed to fees in a commitment, both directions together)
+/// a channel may carry: on a force close it goes to miners, not to either side. Beyond
+/// it we offer no dust HTLC and fail the dust ones we are offered (Core Lightning's
+/// default `max-dust-htlc-exposure-msat`).
+pub const MAX_DUST_HTLC_EXPOSURE: Msat = Msat(50_000_000);
 
 /// The limits one side announces in open_channel / accept_channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -133,6 +138,10 @@ pub enum ChannelError {
     /// An HTLC of zero value or below the receiver's htlc_minimum_msat.
     #[error("HTLC amount {0} is below the minimum")]
     AmountBelowMinimum(Msat),
+    /// A dust HTLC would take the value trimmed to fees in a commitment above
+    /// [`MAX_DUST_HTLC_EXPOSURE`].
+    #[error("dust HTLC exposure {0} above the limit")]
+    DustExposure(Msat),
     /// An amount larger than the channel.
     #[error("amount {0} exceeds the channel capacity")]
     AmountExceedsCapacity(Msat),
@@ -846,6 +855,12 @@ impl Channel {
             onion,
         };
         self.check_add_limits(&htlc, true)?;
+        if self.is_dust(&htlc) {
+            let exposure = self.dust_exposure(Some(&htlc));
+            if exposure > MAX_DUST_HTLC_EXPOSURE {
+                return Err(ChannelError::DustExposure(exposure));
+            }
+        }
         let msg = UpdateAddHtlc {
             channel_id: self.s.channel_id,
             id: htlc.id.0,
@@ -858,6 +873,52 @@ impl Channel {
         self.s.next_local_htlc_id += 1;
         self.s.log.push(Side::Local, UpdateKind::Add(htlc));
         Ok(msg)
+    }
+
+    /// Whether `h` would be trimmed (its value given to fees) in either commitment at
+    /// the latest fee rate either side has proposed.
+    pub fn is_dust(&self, h: &Htlc) -> bool {
+        let feerate = self.s.log.view(ViewOf::Everything).feerate;
+        [Side::Local, Side::Remote]
+            .into_iter()
+            .any(|holder| self.trimmed_in(holder, h, feerate))
+    }
+
+    /// The value that a force close would give to miners instead of either side: the
+    /// larger, over the two commitments, of the HTLCs trimmed in it (every HTLC either
+    /// side has proposed, at the latest fee rate), `extra` included.
+    pub fn dust_exposure(&self, extra: Option<&Htlc>) -> Msat {
+        let view = self.s.log.view(ViewOf::Everything);
+        [Side::Local, Side::Remote]
+            .into_iter()
+            .map(|holder| {
+                Msat(
+                    view.htlcs
+                        .iter()
+                        .chain(extra)
+                        .filter(|h| self.trimmed_in(holder, h, view.feerate))
+                        .map(|h| h.amount.0)
+                        .sum(),
+                )
+            })
+            .max()
+            .unwrap_or(Msat(0))
+    }
+
+    /// Whether `h` is trimmed in `holder`'s commitment at `feerate`.
+    fn trimmed_in(&self, holder: Side, h: &Htlc, feerate: FeeratePerKw) -> bool {
+        let dust_limit_sat = match holder {
+            Side::Local => self.s.setup.local_params.dust_limit_sat,
+            Side::Remote => self.s.setup.remote_params.dust_limit_sat,
+        };
+        CommitmentHtlc {
+            id: h.id,
+            offered: h.offerer == holder,
+            amount: h.amount,
+            payment_hash: h.payment_hash,
+            cltv_expiry: h.cltv_expiry,
+        }
+        .is_trimmed(dust_limit_sat, feerate, self.s.setup.anchors)
     }
 
     /// Takes the remote's update_add_htlc.

@@ -655,6 +655,19 @@ fn decide(e: &ChannelEntry, ctx: &mut Ctx<'_>, h: &Htlc, out: &mut Outcome) -> D
             return Decision::Malformed(sha, code);
         }
     };
+    // Beyond the dust exposure limit a dust HTLC is neither accepted nor forwarded: on
+    // a force close its value would go to miners.
+    let (onion::PeeledRaw::Final { shared_secret, .. }
+    | onion::PeeledRaw::Forward { shared_secret, .. }) = &peeled;
+    if e.channel.is_dust(h)
+        && e.channel.dust_exposure(None) > channel::state::MAX_DUST_HTLC_EXPOSURE
+    {
+        return fail_with(
+            shared_secret,
+            codes::TEMPORARY_CHANNEL_FAILURE,
+            &0u16.to_be_bytes(),
+        );
+    }
     match peeled {
         onion::PeeledRaw::Final {
             payload,
