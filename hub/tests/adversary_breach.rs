@@ -10,14 +10,12 @@
 mod common;
 
 use bitcoin::{OutPoint, Transaction};
-use chain::{ChainSource, Devnet};
-use channel::keys::ChannelSecrets;
-use channel::state::{Channel, ViewOf};
+use chain::ChainSource;
+use channel::state::Channel;
 use channel::*;
 use common::mallory::*;
 use common::*;
 use hub::node::ChannelStatus;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn total_out(tx: &Transaction) -> u64 {
@@ -26,20 +24,8 @@ fn total_out(tx: &Transaction) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_commitment_raced_by_htlc_success_and_timeout_still_loses_everything() {
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let mut m = Mallory::new(&devnet, &hub).await;
     // Mallory funds 500,000 sat and gives the hub 200,000 of them.
-    let mut ch = m
-        .open_usable(
-            &devnet,
-            &hub,
-            ChannelSecrets::from_seed(&[0x71; 32]),
-            0x71,
-            200_000_000,
-        )
-        .await;
+    let (devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x71, 200_000_000).await;
     let id = ch.channel_id();
     let mut kept = Vec::new();
     let tip = devnet.tip().1;
@@ -84,14 +70,7 @@ async fn revoked_commitment_raced_by_htlc_success_and_timeout_still_loses_everyt
     assert_eq!(old.htlc_txs.len(), 2, "her HTLC-success and HTLC-timeout");
 
     // Mallory is paid off chain: A fulfilled, which revokes everything before.
-    let htlc_a = ch.view(ViewOf::CurrentLocal).htlcs[0].id;
-    let fulfill = ch.send_fulfill(htlc_a, preimage_a).unwrap();
-    m.w.send(&channel::msgs::Message::UpdateFulfillHtlc(fulfill))
-        .await
-        .unwrap();
-    m.sign_if_needed(&mut ch).await;
-    m.serve_until(&mut ch, &[preimage_a], &mut kept, settled_with(0))
-        .await;
+    m.fulfill_held(&mut ch, preimage_a, &mut kept).await;
     assert_eq!(paying.await.unwrap().unwrap(), preimage_a);
     assert!(
         old.number.0 + 1 < ch.local_commitment_number().0,

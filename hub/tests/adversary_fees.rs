@@ -7,31 +7,16 @@
 
 mod common;
 
-use chain::Devnet;
-use channel::keys::ChannelSecrets;
 use channel::msgs::{Message, UpdateFee};
 use channel::*;
 use common::mallory::*;
 use common::*;
 use hub::node::ChannelStatus;
 use hub::peer::connect;
-use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_fee_far_below_or_above_the_estimate_changes_nothing() {
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let mut m = Mallory::new(&devnet, &hub).await;
-    let mut ch = m
-        .open_usable(
-            &devnet,
-            &hub,
-            ChannelSecrets::from_seed(&[0x73; 32]),
-            0x73,
-            200_000_000,
-        )
-        .await;
+    let (devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x73, 200_000_000).await;
     let id = ch.channel_id();
     let mut commitment = hub.signed_commitment(&id).await.unwrap();
     let mut kept = Vec::new();
@@ -91,14 +76,7 @@ async fn update_fee_far_below_or_above_the_estimate_changes_nothing() {
         };
         m.serve_until(&mut ch, &[preimage], &mut kept, settled_with(1))
             .await;
-        let htlc = ch.view(channel::state::ViewOf::CurrentLocal).htlcs[0].id;
-        let fulfill = ch.send_fulfill(htlc, preimage).unwrap();
-        m.w.send(&Message::UpdateFulfillHtlc(fulfill))
-            .await
-            .unwrap();
-        m.sign_if_needed(&mut ch).await;
-        m.serve_until(&mut ch, &[preimage], &mut kept, settled_with(0))
-            .await;
+        m.fulfill_held(&mut ch, preimage, &mut kept).await;
         assert_eq!(paying.await.unwrap().unwrap(), preimage);
         assert_eq!(
             hub.channel(&id).await.unwrap().local,

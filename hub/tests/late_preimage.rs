@@ -11,7 +11,6 @@ use bitcoin::OutPoint;
 use chain::{ChainSource, Devnet};
 use channel::invoice::{Description, InvoiceBuilder, RouteHintHop};
 use channel::keys::ChannelSecrets;
-use channel::state::ViewOf;
 use channel::*;
 use common::mallory::*;
 use common::*;
@@ -126,14 +125,7 @@ async fn a_preimage_learnt_after_the_upstream_close_is_claimed_on_chain() {
     );
 
     // Mallory settles off chain: the hub has paid her 50,000 sat.
-    let id = mch.view(ViewOf::CurrentLocal).htlcs[0].id;
-    let fulfill = mch.send_fulfill(id, preimage).unwrap();
-    m.w.send(&channel::msgs::Message::UpdateFulfillHtlc(fulfill))
-        .await
-        .unwrap();
-    m.sign_if_needed(&mut mch).await;
-    m.serve_until(&mut mch, &[], &mut kept, settled_with(0))
-        .await;
+    m.fulfill_held(&mut mch, preimage, &mut kept).await;
     assert_eq!(hub.channel(&mchan).await.unwrap().local, Msat(150_000_000));
 
     // The hub claims the HTLC output of Alice's commitment with the preimage at once.

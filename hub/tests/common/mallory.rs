@@ -172,6 +172,28 @@ pub fn funding_spk(open: &OpenChannel, accept: &AcceptChannel) -> ScriptBuf {
     ScriptBuf::new_p2wsh(&ws.wscript_hash())
 }
 
+/// A hub on a fresh devnet, and Mallory with a usable channel to it that she funded
+/// with `FUNDING_SAT`, `push_msat` of it given to the hub.
+pub async fn hub_and_mallory(
+    seed: u8,
+    push_msat: u64,
+) -> (Arc<Devnet>, tempfile::TempDir, Arc<Node>, Mallory, Channel) {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let mut m = Mallory::new(&devnet, &hub).await;
+    let ch = m
+        .open_usable(
+            &devnet,
+            &hub,
+            ChannelSecrets::from_seed(&[seed; 32]),
+            seed,
+            push_msat,
+        )
+        .await;
+    (devnet, dir, hub, m, ch)
+}
+
 /// One of Mallory's commitments as she held it: signed, with her signed HTLC-success
 /// (where she knows the preimage) and HTLC-timeout transactions.
 #[derive(Clone, Debug)]
@@ -287,6 +309,25 @@ impl Mallory {
                 other => panic!("Mallory did not expect {other:?}"),
             }
         }
+    }
+
+    /// Settles the one HTLC the hub offered her with `preimage` and answers the dance
+    /// until neither commitment holds an HTLC.
+    pub async fn fulfill_held(
+        &mut self,
+        ch: &mut Channel,
+        preimage: PaymentPreimage,
+        kept: &mut Vec<Kept>,
+    ) {
+        let id = ch.view(ViewOf::CurrentLocal).htlcs[0].id;
+        let fulfill = ch.send_fulfill(id, preimage).unwrap();
+        self.w
+            .send(&Message::UpdateFulfillHtlc(fulfill))
+            .await
+            .unwrap();
+        self.sign_if_needed(ch).await;
+        self.serve_until(ch, &[preimage], kept, settled_with(0))
+            .await;
     }
 
     /// commitment_signed for Mallory's own changes, when she has some and may sign.
