@@ -442,19 +442,7 @@ impl Wallet {
         }
         let target: Amount = outputs.iter().map(|o| o.value).sum();
         let change_script = self.script(INTERNAL, self.next_unused[INTERNAL as usize])?;
-        let mut candidates: Vec<WalletUtxo> = self
-            .utxos
-            .values()
-            .filter(|u| !self.locked.contains(&u.outpoint) && self.is_mature(u))
-            .cloned()
-            .collect();
-        // Largest first: fewest inputs, lowest fee. Ties broken by outpoint for determinism.
-        candidates.sort_by(|a, b| {
-            b.output
-                .value
-                .cmp(&a.output.value)
-                .then(a.outpoint.cmp(&b.outpoint))
-        });
+        let candidates = self.spendable_largest_first();
         let available: Amount = candidates.iter().map(|u| u.output.value).sum();
         let out_lens: Vec<usize> = outputs.iter().map(|o| o.script_pubkey.len()).collect();
         let mut selected = Vec::new();
@@ -511,14 +499,108 @@ impl Wallet {
                 .collect(),
             output: outputs,
         };
-        self.sign(&mut tx, &selected)?;
+        self.sign(&mut tx, &selected, 0)?;
         for u in &selected {
             self.locked.insert(u.outpoint);
         }
         Ok((tx, fee))
     }
 
-    fn sign(&self, tx: &mut Transaction, coins: &[WalletUtxo]) -> Result<(), WalletError> {
+    /// Brings the fee of `tx`, a transaction that pays none of its own (its inputs hold
+    /// what its outputs pay) and whose inputs are signed `SIGHASH_SINGLE|ANYONECANPAY`:
+    /// an option_anchors_zero_fee_htlc_tx HTLC transaction. Wallet coins are appended
+    /// as inputs and one change output after the existing outputs, so that the whole
+    /// transaction pays `fee_rate`; the coins are reserved as in [`Self::build_and_sign`].
+    /// Returns the transaction and the fee it now pays.
+    pub fn add_fee_inputs(
+        &mut self,
+        tx: Transaction,
+        fee_rate: FeeRate,
+    ) -> Result<(Transaction, Amount), WalletError> {
+        let change_script = self.script(INTERNAL, self.next_unused[INTERNAL as usize])?;
+        let candidates = self.spendable_largest_first();
+        let available: Amount = candidates.iter().map(|u| u.output.value).sum();
+        let first_input = tx.input.len();
+        let mut funded = tx.clone();
+        funded.output.push(TxOut {
+            value: Amount::ZERO,
+            script_pubkey: change_script.clone(),
+        });
+        // Placeholder witnesses of the largest P2WPKH size: the weight is then measured,
+        // not predicted.
+        let dummy = Witness::from_slice(&[vec![0u8; 73], vec![0u8; 33]]);
+        let mut value_in = Amount::ZERO;
+        let mut selected = Vec::new();
+        let mut plan = None;
+        for u in candidates {
+            value_in += u.output.value;
+            funded.input.push(TxIn {
+                previous_output: u.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: dummy.clone(),
+            });
+            selected.push(u);
+            let fee = fee_rate.fee_wu(funded.weight()).unwrap_or(Amount::MAX);
+            if value_in >= fee + change_script.minimal_non_dust() {
+                plan = Some((fee, value_in - fee));
+                break;
+            }
+        }
+        let Some((fee, change)) = plan else {
+            return Err(WalletError::InsufficientFunds {
+                needed: fee_rate
+                    .fee_wu(funded.weight())
+                    .unwrap_or(Amount::MAX)
+                    .max(change_script.minimal_non_dust()),
+                available,
+            });
+        };
+        self.next_script(INTERNAL)?;
+        if let Some(o) = funded.output.last_mut() {
+            o.value = change;
+        }
+        self.sign(&mut funded, &selected, first_input)?;
+        for u in &selected {
+            self.locked.insert(u.outpoint);
+        }
+        Ok((funded, fee))
+    }
+
+    /// Reserves the coins that `tx` spends (a transaction built before a restart that is
+    /// still to confirm), also those the wallet has not seen yet while it catches up
+    /// with the chain.
+    pub fn reserve(&mut self, tx: &Transaction) {
+        for input in &tx.input {
+            self.locked.insert(input.previous_output);
+        }
+    }
+
+    /// Mature, unreserved coins, largest first (fewest inputs, lowest fee); ties broken
+    /// by outpoint for determinism.
+    fn spendable_largest_first(&self) -> Vec<WalletUtxo> {
+        let mut candidates: Vec<WalletUtxo> = self
+            .utxos
+            .values()
+            .filter(|u| !self.locked.contains(&u.outpoint) && self.is_mature(u))
+            .cloned()
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.output
+                .value
+                .cmp(&a.output.value)
+                .then(a.outpoint.cmp(&b.outpoint))
+        });
+        candidates
+    }
+
+    /// Signs inputs `first_input..` of `tx`, which spend `coins` in order.
+    fn sign(
+        &self,
+        tx: &mut Transaction,
+        coins: &[WalletUtxo],
+        first_input: usize,
+    ) -> Result<(), WalletError> {
         let mut witnesses = Vec::with_capacity(coins.len());
         {
             let mut cache = SighashCache::new(&*tx);
@@ -526,7 +608,7 @@ impl Wallet {
                 let key = self.key(u.keychain, u.index)?;
                 let hash = cache
                     .p2wpkh_signature_hash(
-                        i,
+                        first_input + i,
                         &u.output.script_pubkey,
                         u.output.value,
                         EcdsaSighashType::All,
@@ -543,7 +625,7 @@ impl Wallet {
                 ));
             }
         }
-        for (input, w) in tx.input.iter_mut().zip(witnesses) {
+        for (input, w) in tx.input.iter_mut().skip(first_input).zip(witnesses) {
             input.witness = w;
         }
         Ok(())

@@ -54,6 +54,15 @@ pub fn htlc_remote_sighash_type(anchors: bool) -> EcdsaSighashType {
     }
 }
 
+/// The sighash type of the holder's own signature on its HTLC transaction: under
+/// option_anchors_zero_fee_htlc_tx also `SIGHASH_SINGLE|SIGHASH_ANYONECANPAY`, so that the
+/// signed transaction can still take the wallet inputs and change output that pay its
+/// fee (its input 0 and output 0 are what both signatures commit to); otherwise
+/// `SIGHASH_ALL`.
+pub fn htlc_local_sighash_type(anchors: bool) -> EcdsaSighashType {
+    htlc_remote_sighash_type(anchors)
+}
+
 /// Signs input `input` of `tx` (SIGHASH_ALL) with `key`.
 pub fn sign_input(
     tx: &Transaction,
@@ -146,11 +155,12 @@ pub fn funding_witness(
 /// The witness of an HTLC-success (with `preimage`) or HTLC-timeout (without) transaction:
 /// `0 <remotehtlcsig> <localhtlcsig> <payment_preimage or empty> <witness_script>`.
 /// The remote signature carries the sighash type it was made with
-/// ([`htlc_remote_sighash_type`]).
+/// ([`htlc_remote_sighash_type`]), the local one `local_sighash`.
 pub fn htlc_tx_witness(
     witness_script: &Script,
     remote_sig: &Signature,
     local_sig: &Signature,
+    local_sighash: EcdsaSighashType,
     preimage: Option<&[u8; 32]>,
     anchors: bool,
 ) -> Witness {
@@ -163,7 +173,13 @@ pub fn htlc_tx_witness(
         }
         .to_vec(),
     );
-    w.push(sig_all(local_sig));
+    w.push(
+        ecdsa::Signature {
+            signature: *local_sig,
+            sighash_type: local_sighash,
+        }
+        .to_vec(),
+    );
     match preimage {
         Some(p) => w.push(p),
         None => w.push([]),

@@ -379,6 +379,7 @@ fn appendix_c_commitment_and_htlc_transactions() {
                 &out.witness_script,
                 &remote,
                 &local,
+                bitcoin::EcdsaSighashType::All,
                 preimage.as_ref(),
                 false,
             );
@@ -526,6 +527,7 @@ fn check_anchor_case(s: &Setting, case: &Value) -> Result<usize, String> {
             &out.witness_script,
             &remote,
             &local,
+            bitcoin::EcdsaSighashType::All,
             preimage.as_ref(),
             true,
         );

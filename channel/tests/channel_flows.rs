@@ -4,7 +4,8 @@
 
 mod common;
 
-use bitcoin::{OutPoint, ScriptBuf, TxOut};
+use bitcoin::hashes::Hash;
+use bitcoin::{OutPoint, ScriptBuf, Transaction, TxOut};
 use channel::msgs::*;
 use channel::state::{revoked_outputs, ChannelError, HtlcStatus, ViewOf};
 use channel::sweep::build_delayed_sweep;
@@ -276,9 +277,18 @@ fn force_close_with_htlcs_in_flight(anchors: bool) {
 
     // Alice's resolutions of her own commitment: HTLC txs and their delayed sweeps.
     let find = |h: &PaymentHash| preimages.iter().copied().find(|x| x.payment_hash() == *h);
-    let resolutions = p
+    let resolutions: Vec<Transaction> = p
         .alice
-        .local_htlc_resolutions(find, p2wsh(3), FeeratePerKw(1000));
+        .signed_local_htlc_txs(find)
+        .into_iter()
+        .flat_map(|tx| {
+            let sweep = p
+                .alice
+                .sweep_local_htlc_output(&tx, p2wsh(3), FeeratePerKw(1000))
+                .expect("sweep");
+            [tx, sweep]
+        })
+        .collect();
     assert_eq!(
         resolutions.len(),
         4,
@@ -709,9 +719,51 @@ fn anchor_channel_commitments_and_htlc_transactions() {
         let spent = &commit_outs[tx.input[0].previous_output.vout as usize].1;
         assert_eq!(tx.output[0].value, spent.value, "zero fee");
         consensus_verify(tx, &commit_outs).expect("HTLC tx valid");
-        // The counterparty's signature is SIGHASH_SINGLE|ANYONECANPAY.
+        // Both signatures are SIGHASH_SINGLE|ANYONECANPAY: the counterparty's as BOLT 3
+        // says, ours so that the wallet can add its fee input after signing.
         assert_eq!(*tx.input[0].witness.nth(1).unwrap().last().unwrap(), 0x83);
+        assert_eq!(*tx.input[0].witness.nth(2).unwrap().last().unwrap(), 0x83);
+        let (funded, coin) = with_fee_input(tx);
+        let mut spent = commit_outs.clone();
+        spent.push(coin);
+        consensus_verify(&funded, &spent).expect("HTLC tx with a fee input valid");
     }
+}
+
+/// `tx` with a P2WPKH input of 10,000 sat (signed SIGHASH_ALL) and a 9,000 sat change
+/// output appended, as a wallet pays an anchor channel's HTLC transaction: 1,000 sat fee.
+fn with_fee_input(tx: &Transaction) -> (Transaction, (OutPoint, TxOut)) {
+    use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+    use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[0x42; 32]).unwrap();
+    let pk = bitcoin::CompressedPublicKey(key.public_key(&secp));
+    let script = ScriptBuf::new_p2wpkh(&pk.wpubkey_hash());
+    let coin = (
+        OutPoint::new(bitcoin::Txid::from_byte_array([7; 32]), 1),
+        TxOut {
+            value: bitcoin::Amount::from_sat(10_000),
+            script_pubkey: script.clone(),
+        },
+    );
+    let mut funded = tx.clone();
+    funded.input.push(bitcoin::TxIn {
+        previous_output: coin.0,
+        ..Default::default()
+    });
+    funded.output.push(TxOut {
+        value: bitcoin::Amount::from_sat(9_000),
+        script_pubkey: script.clone(),
+    });
+    let hash = SighashCache::new(&funded)
+        .p2wpkh_signature_hash(1, &script, coin.1.value, EcdsaSighashType::All)
+        .unwrap();
+    let sig = bitcoin::ecdsa::Signature {
+        signature: secp.sign_ecdsa(&Message::from(hash), &key),
+        sighash_type: EcdsaSighashType::All,
+    };
+    funded.input[1].witness = bitcoin::Witness::p2wpkh(&sig, &pk.0);
+    (funded, coin)
 }
 
 /// Dust HTLCs (trimmed to fees: a force close gives them to miners) are capped at

@@ -3,6 +3,7 @@
 mod common;
 
 use bitcoin::OutPoint;
+use channel::channel_type::ChannelType;
 use channel::keys::ChannelSecrets;
 use channel::msgs::{AcceptChannel, OpenChannel};
 use channel::state::open::*;
@@ -157,13 +158,24 @@ fn unreasonable_opens_are_refused() {
     );
     // channel_type: an open without one, or with a type we do not run, is refused; an
     // accept must echo the proposed type.
-    for proposed in [None, Some(vec![0x40, 0x10, 0x00]), Some(vec![0x01])] {
+    // Anchors with scid_alias (bits 12, 22, 46) is a type of its own, not run here.
+    let anchors_alias = vec![0x40, 0x00, 0x00, 0x40, 0x10, 0x00];
+    for proposed in [None, Some(anchors_alias), Some(vec![0x01])] {
         let mut m = open_msg(&funder);
         m.channel_type = proposed;
         assert!(matches!(
             check_open_channel(&m, &ours, &policy),
             Err(OpenError::ChannelType(_))
         ));
+    }
+    // option_anchors_zero_fee_htlc_tx (bits 12 and 22) and static_remotekey are run.
+    for (proposed, ty) in [
+        (vec![0x40, 0x10, 0x00], ChannelType::AnchorsZeroFeeHtlcTx),
+        (vec![0x10, 0x00], ChannelType::StaticRemoteKey),
+    ] {
+        let mut m = open_msg(&funder);
+        m.channel_type = Some(proposed);
+        assert_eq!(check_open_channel(&m, &ours, &policy), Ok(ty));
     }
     for echoed in [None, Some(vec![0x40, 0x10, 0x00])] {
         let mut accept = accept_msg(&fundee);

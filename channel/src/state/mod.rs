@@ -1290,17 +1290,20 @@ impl Channel {
                 }
             };
             let mut tx = c.htlc_tx(i);
-            let local_sig = sign_input(
+            let local_sighash = crate::sign::htlc_local_sighash_type(c.anchors);
+            let local_sig = crate::sign::sign_input_with(
                 &tx,
                 0,
                 &out.witness_script,
                 c.output_value(out.vout),
                 &htlc_key,
+                local_sighash,
             );
             tx.input[0].witness = crate::sign::htlc_tx_witness(
                 &out.witness_script,
                 remote_sig,
                 &local_sig,
+                local_sighash,
                 preimage.as_ref().map(|p| &p.0),
                 c.anchors,
             );
@@ -1397,16 +1400,16 @@ impl Channel {
 }
 
 impl Channel {
-    /// Everything that takes HTLC value back from our own commitment on chain (number
-    /// `local_commitment_number`): signed HTLC-timeout transactions (valid from each HTLC's
-    /// cltv_expiry), HTLC-success transactions for HTLCs whose preimage `preimage_for`
-    /// knows, and the CSV-delayed sweeps of their outputs to `destination`.
-    pub fn local_htlc_resolutions(
+    /// The CSV-delayed sweep to `destination` of output 0 of `htlc_tx`, one of our
+    /// commitment's HTLC-timeout or HTLC-success transactions
+    /// ([`Self::signed_local_htlc_txs`]), as broadcast (under anchors with the wallet's fee
+    /// inputs, which change its txid).
+    pub fn sweep_local_htlc_output(
         &self,
-        preimage_for: impl Fn(&PaymentHash) -> Option<PaymentPreimage>,
+        htlc_tx: &Transaction,
         destination: ScriptBuf,
         feerate: FeeratePerKw,
-    ) -> Vec<Transaction> {
+    ) -> Result<Transaction, ChannelError> {
         let number = self.local_commitment_number();
         let key = self.local_delayed_key(number);
         let keys = self.s.local_keys;
@@ -1415,24 +1418,22 @@ impl Channel {
             self.s.setup.remote_params.to_self_delay,
             &keys.local_delayed_key,
         );
-        let mut out = Vec::new();
-        for tx in self.signed_local_htlc_txs(preimage_for) {
-            let outpoint = OutPoint::new(tx.compute_txid(), 0);
-            let sweep = crate::sweep::build_delayed_sweep(
-                outpoint,
-                tx.output[0].value,
-                &ws,
-                self.s.setup.remote_params.to_self_delay,
-                &key,
-                destination.clone(),
-                feerate,
-            );
-            out.push(tx);
-            if let Ok(sweep) = sweep {
-                out.push(sweep);
-            }
-        }
-        out
+        crate::sweep::build_delayed_sweep(
+            OutPoint::new(htlc_tx.compute_txid(), 0),
+            htlc_tx.output[0].value,
+            &ws,
+            self.s.setup.remote_params.to_self_delay,
+            &key,
+            destination,
+            feerate,
+        )
+        .map_err(ChannelError::from)
+    }
+
+    /// Whether the channel runs option_anchors_zero_fee_htlc_tx: its HTLC transactions
+    /// ([`Self::signed_local_htlc_txs`]) then pay no fee and need wallet inputs.
+    pub fn anchors(&self) -> bool {
+        self.s.setup.anchors
     }
 
     /// Claims of the HTLC outputs of the counterparty's commitment `commitment_txid` (its

@@ -88,7 +88,10 @@ pub enum OpenError {
 }
 
 /// The channel types this node runs, preferred first.
-pub const SUPPORTED_CHANNEL_TYPES: &[ChannelType] = &[ChannelType::StaticRemoteKey];
+pub const SUPPORTED_CHANNEL_TYPES: &[ChannelType] = &[
+    ChannelType::AnchorsZeroFeeHtlcTx,
+    ChannelType::StaticRemoteKey,
+];
 
 /// The limits a peer announced in open_channel.
 pub fn params_from_open(m: &OpenChannel) -> ChannelParams {

@@ -13,9 +13,9 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, Txid};
 use chain::wallet::Wallet;
 use channel::close::closing_tx_weight;
 use channel::msgs::*;
+use channel::channel_type::ChannelType;
 use channel::state::open::{
     check_accept_channel, check_open_channel, setup_from_messages, OpenPolicy,
-    SUPPORTED_CHANNEL_TYPES,
 };
 use channel::state::{Channel, ChannelParams, ChannelState, RevokedCommitment, ViewOf};
 use channel::*;
@@ -364,6 +364,11 @@ impl Node {
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
             let peer = PublicKey::from_slice(&row.peer_id)
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
+            {
+                // Coins the wallet added to sweeps still to confirm stay theirs.
+                let mut wallet = self.wallet.lock().await;
+                stored.sweeps.iter().for_each(|tx| wallet.reserve(tx));
+            }
             let entry = ChannelEntry {
                 channel,
                 peer,
@@ -702,6 +707,19 @@ impl Node {
             index,
         ));
         let params = our_params(capacity_sat);
+        // option_anchors_zero_fee_htlc_tx when the peer offers it (as LND, Core Lightning
+        // and LDK propose to each other), static_remotekey otherwise.
+        let channel_type = if self
+            .peer_features
+            .lock()
+            .expect("peer features lock")
+            .get(&peer)
+            .is_some_and(|f| crate::peer::offers(f, crate::peer::ANCHORS_ZERO_FEE_HTLC_TX))
+        {
+            ChannelType::AnchorsZeroFeeHtlcTx
+        } else {
+            ChannelType::StaticRemoteKey
+        };
         let open = OpenChannel {
             chain_hash: self.chain_hash(),
             temporary_channel_id: temp,
@@ -722,7 +740,7 @@ impl Node {
             first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
             channel_flags: 0,
             upfront_shutdown_script: None,
-            channel_type: Some(SUPPORTED_CHANNEL_TYPES[0].to_bytes()),
+            channel_type: Some(channel_type.to_bytes()),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.open_waiters.lock().await.insert(temp, tx);

@@ -188,6 +188,8 @@ pub struct Node {
     /// Each connected peer's outgoing queue (bounded: `peers::PEER_QUEUE`).
     peers: Mutex<HashMap<PublicKey, mpsc::Sender<Message>>>,
     peer_addrs: Mutex<HashMap<PublicKey, SocketAddr>>,
+    /// The `init` features of each connected peer.
+    peer_features: std::sync::Mutex<HashMap<PublicKey, Vec<u8>>>,
     pay: std::sync::Mutex<pay::PayState>,
     waiters: Mutex<HashMap<PaymentHash, oneshot::Sender<Result<PaymentPreimage, String>>>>,
     deliveries_wake: Arc<tokio::sync::Notify>,
@@ -272,6 +274,7 @@ impl Node {
             pending_opens: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             peer_addrs: Mutex::new(HashMap::new()),
+            peer_features: std::sync::Mutex::new(HashMap::new()),
             pay: std::sync::Mutex::new(pay::PayState::default()),
             waiters: Mutex::new(HashMap::new()),
             deliveries_wake: Arc::new(tokio::sync::Notify::new()),

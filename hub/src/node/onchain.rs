@@ -358,6 +358,9 @@ impl Node {
         let feerate = SWEEP_FEERATE;
         let preimages = self.known_preimages();
         let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
+        // Our commitment's HTLC transactions, completed (under anchors, paid for by the
+        // wallet) once the channel is released.
+        let mut local_htlc_txs = Vec::new();
         self.with_channel(id, |e, out| {
             e.funding_spent = true;
             self.pay.lock().expect("pay lock").scids.retain(|_, c| c != id);
@@ -394,15 +397,26 @@ impl Node {
             } else if let Some((_, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {
                 let number = e.channel.local_commitment_number();
                 add(e.channel.sweep_local_to_local(number, &built, dest.clone(), feerate), "to_local");
-                sweeps.extend(e.channel.local_htlc_resolutions(preimage_for, dest.clone(), feerate));
+                local_htlc_txs = e.channel.signed_local_htlc_txs(preimage_for);
             } else {
                 add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
                 sweeps.extend(e.channel.remote_htlc_claims(&txid, preimage_for, dest.clone(), feerate));
             }
-            if sweeps.is_empty() {
+            if sweeps.is_empty() && local_htlc_txs.is_empty() {
                 e.status = ChannelStatus::Closed;
             }
             e.sweeps = sweeps;
+            Ok(())
+        })
+        .await?;
+        if local_htlc_txs.is_empty() {
+            return Ok(());
+        }
+        let completed = self
+            .complete_local_htlc_txs(id, local_htlc_txs, dest)
+            .await;
+        self.with_channel(id, |e, _| {
+            e.sweeps.extend(completed);
             Ok(())
         })
         .await

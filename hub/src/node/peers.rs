@@ -161,6 +161,10 @@ impl Node {
         for m in ours {
             let _ = tx.try_send(m);
         }
+        self.peer_features
+            .lock()
+            .expect("peer features lock")
+            .insert(peer, r.remote_features().to_vec());
         self.peers.lock().await.insert(peer, tx.clone());
         if let Some(ready) = ready {
             let _ = ready.send(());
@@ -208,6 +212,10 @@ impl Node {
             match peers.get(&peer) {
                 Some(t) if t.same_channel(&tx) => {
                     peers.remove(&peer);
+                    self.peer_features
+                        .lock()
+                        .expect("peer features lock")
+                        .remove(&peer);
                     true
                 }
                 Some(_) => false,

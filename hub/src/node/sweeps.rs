@@ -16,6 +16,9 @@ use std::collections::HashSet;
 
 /// Confirmations after which a transaction that resolved an HTLC is taken as final.
 const ANTI_REORG_DEPTH: u32 = 6;
+/// Confirmation target for the fee the wallet adds to an anchor channel's HTLC
+/// transaction (its deadline is the HTLC's expiry; bumping is not done yet).
+const HTLC_TX_TARGET_BLOCKS: u16 = 6;
 
 impl Node {
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
@@ -44,6 +47,9 @@ impl Node {
                     // a revoked HTLC output taken by the cheater's HTLC-success or
                     // HTLC-timeout, that transaction's output is ours in turn.
                     if let Some(claims) = self.second_stage_claims(&id, tx, &sweeps).await {
+                        // Wallet coins it carried (an anchor channel's HTLC transaction)
+                        // are free again.
+                        self.wallet.lock().await.unlock(tx);
                         confirmed.push(txid);
                         replacements.extend(claims);
                     }
@@ -207,7 +213,8 @@ impl Node {
         for id in ids {
             // What could be claimed now, built with a placeholder destination: only the
             // claims of outputs still unspent and not already claimed are new.
-            let Some(built) = self.htlc_claims(&id, &preimage_for, ScriptBuf::new()).await else {
+            let Some((_, built)) = self.htlc_claims(&id, &preimage_for, ScriptBuf::new()).await
+            else {
                 continue;
             };
             let new_outputs = self.unclaimed(&id, &built).await;
@@ -217,23 +224,26 @@ impl Node {
             let Ok(dest) = self.wallet.lock().await.new_address() else {
                 continue;
             };
-            let Some(claims) = self
+            let Some((side, claims)) = self
                 .htlc_claims(&id, &preimage_for, dest.script_pubkey())
                 .await
             else {
                 continue;
             };
             let first: Vec<Transaction> = claims
-                .iter()
+                .into_iter()
                 .filter(|t| new_outputs.contains(&t.input[0].previous_output))
-                .cloned()
                 .collect();
-            let parents: HashSet<bitcoin::Txid> = first.iter().map(|t| t.compute_txid()).collect();
-            let children = claims
-                .iter()
-                .filter(|t| parents.contains(&t.input[0].previous_output.txid))
-                .cloned();
-            let added: Vec<Transaction> = first.iter().cloned().chain(children).collect();
+            let added = match side {
+                channel::Side::Local => {
+                    self.complete_local_htlc_txs(&id, first, dest.script_pubkey())
+                        .await
+                }
+                channel::Side::Remote => first,
+            };
+            if added.is_empty() {
+                continue;
+            }
             tracing::info!(channel = %id, claims = added.len(), "claiming HTLC outputs on chain with preimages learnt after the close");
             let (_, more) = self
                 .with_channel_once(&id, |e, _| {
@@ -257,27 +267,78 @@ impl Node {
         follow
     }
 
-    /// The HTLC claims the channel's on-chain commitment allows with `preimage_for`.
+    /// The HTLC claims the channel's on-chain commitment allows with `preimage_for`, and
+    /// whose commitment that is. On our own commitment these are the signed HTLC-timeout
+    /// and HTLC-success transactions, still to be completed
+    /// ([`Node::complete_local_htlc_txs`]); on the counterparty's, direct claims to `dest`.
     async fn htlc_claims(
         &self,
         id: &ChannelId,
         preimage_for: &impl Fn(&channel::PaymentHash) -> Option<channel::PaymentPreimage>,
         dest: ScriptBuf,
-    ) -> Option<Vec<Transaction>> {
+    ) -> Option<(channel::Side, Vec<Transaction>)> {
         let entry = self.entry(id).await.ok()?;
         let e = entry.lock().await;
         let txid = e.onchain_commitment?;
         let (side, _) = e.channel.commitment_by_txid(&txid)?;
         Some(match side {
-            channel::Side::Local => {
+            channel::Side::Local => (side, e.channel.signed_local_htlc_txs(preimage_for)),
+            channel::Side::Remote => (
+                side,
                 e.channel
-                    .local_htlc_resolutions(preimage_for, dest, SWEEP_FEERATE)
-            }
-            channel::Side::Remote => {
-                e.channel
-                    .remote_htlc_claims(&txid, preimage_for, dest, SWEEP_FEERATE)
-            }
+                    .remote_htlc_claims(&txid, preimage_for, dest, SWEEP_FEERATE),
+            ),
         })
+    }
+
+    /// Our commitment's HTLC transactions `txs` made ready to broadcast, each followed by
+    /// the CSV-delayed sweep of its output to `dest`. Under option_anchors_zero_fee_htlc_tx
+    /// they pay no fee of their own: the wallet adds inputs and change at the chain's fee
+    /// estimate first (which changes the txid the sweep spends). One the wallet cannot pay
+    /// for now is left out with a warning; its output stays unclaimed, so the per-block
+    /// look ([`Node::claim_with_learnt_preimages`]) tries again.
+    pub(super) async fn complete_local_htlc_txs(
+        &self,
+        id: &ChannelId,
+        txs: Vec<Transaction>,
+        dest: ScriptBuf,
+    ) -> Vec<Transaction> {
+        let Ok(entry) = self.entry(id).await else {
+            return vec![];
+        };
+        let anchors = entry.lock().await.channel.anchors();
+        let txs = if anchors && !txs.is_empty() {
+            let rate = chain::wallet::Wallet::fee_rate(&*self.config.chain, HTLC_TX_TARGET_BLOCKS)
+                .await
+                .unwrap_or(chain::wallet::FALLBACK_FEE_RATE);
+            let mut wallet = self.wallet.lock().await;
+            let mut funded = Vec::with_capacity(txs.len());
+            for tx in txs {
+                match wallet.add_fee_inputs(tx, rate) {
+                    Ok((tx, fee)) => {
+                        tracing::info!(channel = %id, txid = %tx.compute_txid(), fee = fee.to_sat(), "HTLC transaction funded by the wallet");
+                        funded.push(tx);
+                    }
+                    Err(err) => tracing::warn!(channel = %id, "cannot pay the fee of an HTLC transaction yet: {err}"),
+                }
+            }
+            funded
+        } else {
+            txs
+        };
+        let e = entry.lock().await;
+        let mut out = Vec::with_capacity(2 * txs.len());
+        for tx in txs {
+            let sweep = e
+                .channel
+                .sweep_local_htlc_output(&tx, dest.clone(), SWEEP_FEERATE);
+            out.push(tx);
+            match sweep {
+                Ok(sweep) => out.push(sweep),
+                Err(err) => tracing::warn!(channel = %id, "HTLC output not swept: {err}"),
+            }
+        }
+        out
     }
 
     /// The commitment outputs that `claims` spend and that are neither spent on chain

@@ -49,6 +49,11 @@ const FEATURES: &[Feature] = &[
         need: Need::Required,
     },
     Feature {
+        even_bit: ANCHORS_ZERO_FEE_HTLC_TX,
+        name: "option_anchors_zero_fee_htlc_tx",
+        need: Need::Optional,
+    },
+    Feature {
         even_bit: 26,
         name: "option_shutdown_anysegwit",
         need: Need::Optional,
@@ -59,6 +64,15 @@ const FEATURES: &[Feature] = &[
         need: Need::Required,
     },
 ];
+
+/// The even bit of option_anchors_zero_fee_htlc_tx.
+pub const ANCHORS_ZERO_FEE_HTLC_TX: usize = 22;
+
+/// Whether `features` (a peer's init) offers the feature of even bit `even_bit`, required
+/// or optional.
+pub fn offers(features: &[u8], even_bit: usize) -> bool {
+    is_set(features, even_bit) || is_set(features, even_bit + 1)
+}
 
 /// A peer's init that this node cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,7 +157,7 @@ mod tests {
     #[test]
     fn ours_are_the_assumed_features_required_and_the_rest_optional() {
         let ours = local_features();
-        assert_eq!(ours, bits(&[0, 7, 8, 12, 14, 27, 44]));
+        assert_eq!(ours, bits(&[0, 7, 8, 12, 14, 23, 27, 44]));
         assert_eq!(check_remote_features(&[], &ours), Ok(()));
     }
 
@@ -183,10 +197,14 @@ mod tests {
             check_remote_features(&[], &f),
             Err(FeatureError::UnknownRequired(100))
         );
-        // Anchors and zero-conf required: not implemented, so refused.
+        // Anchors required is fine; zero-conf required is not implemented, so refused.
         assert_eq!(
             check_remote_features(&[], &bits(&[0, 8, 12, 14, 22, 44])),
-            Err(FeatureError::UnknownRequired(22))
+            Ok(())
+        );
+        assert_eq!(
+            check_remote_features(&[], &bits(&[0, 8, 12, 14, 22, 44, 50])),
+            Err(FeatureError::UnknownRequired(50))
         );
         assert_eq!(
             check_remote_features(&bits(&[16]), &local_features()),

@@ -48,6 +48,8 @@ pub struct PeerReader {
     stream: OwnedReadHalf,
     cipher: Decryptor,
     writer_pongs: Option<tokio::sync::mpsc::Sender<Message>>,
+    /// The features of the peer's `init` (with its legacy global features ORed in).
+    remote_features: Vec<u8>,
 }
 
 /// Sends messages to a peer.
@@ -99,6 +101,12 @@ impl PeerReader {
         }
     }
 
+    /// The feature bits the peer set in `init` (big-endian bitfield, legacy global
+    /// features ORed in).
+    pub fn remote_features(&self) -> &[u8] {
+        &self.remote_features
+    }
+
     /// Hands answers to pings to `tx` (the task that owns the writer sends them).
     pub fn answer_pings(&mut self, tx: tokio::sync::mpsc::Sender<Message>) {
         self.writer_pongs = Some(tx);
@@ -129,6 +137,17 @@ async fn exchange_init(
                     return Err(PeerError::Protocol("peer is on another chain"));
                 }
             }
+            let (long, short) = if init.features.len() >= init.globalfeatures.len() {
+                (&init.features, &init.globalfeatures)
+            } else {
+                (&init.globalfeatures, &init.features)
+            };
+            let mut merged = long.clone();
+            let offset = long.len() - short.len();
+            for (i, b) in short.iter().enumerate() {
+                merged[offset + i] |= b;
+            }
+            r.remote_features = merged;
             Ok(())
         }
         _ => Err(PeerError::Protocol("first message was not init")),
@@ -147,6 +166,7 @@ fn halves(stream: TcpStream, transport: channel::noise::Transport) -> (PeerWrite
             stream: read,
             cipher: dec,
             writer_pongs: None,
+            remote_features: Vec::new(),
         },
     )
 }

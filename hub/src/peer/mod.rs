@@ -4,5 +4,7 @@
 mod features;
 mod link;
 
-pub use features::{check_remote_features, local_features, FeatureError};
+pub use features::{
+    check_remote_features, local_features, offers, FeatureError, ANCHORS_ZERO_FEE_HTLC_TX,
+};
 pub use link::{accept, connect, PeerError, PeerReader, PeerWriter};
