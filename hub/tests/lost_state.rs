@@ -167,14 +167,16 @@ async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_ba
         commitment["txid"], alice_commitment["txid"],
         "the funding is spent by Alice's commitment, not Bob's"
     );
-    let to_bob = commitment["vout"]
-        .as_array()
-        .unwrap()
+    // An anchor channel: two 330 sat anchors, and Bob's to_remote behind a 1-block CSV
+    // (P2WSH), swept once the commitment has a confirmation.
+    let outputs = commitment["vout"].as_array().unwrap();
+    assert_eq!(outputs.iter().filter(|o| sat(&o["value"]) == 330).count(), 2);
+    let to_bob = outputs
         .iter()
-        .find(|o| o["scriptPubKey"]["type"] == "witness_v0_keyhash")
+        .find(|o| sat(&o["value"]) == 300_000)
         .expect("Bob's to_remote")
         .clone();
-    assert_eq!(sat(&to_bob["value"]), 300_000);
+    assert_eq!(to_bob["scriptPubKey"]["type"], "witness_v0_scripthash");
     let before = api.ok(&bob.api, KEY, "GET", "/v1/info", None).await["onchain_balance_sat"]
         .as_u64()
         .unwrap();

@@ -125,12 +125,16 @@ async fn force_close_returns_both_balances_on_chain() {
             .expect("commitment on chain")
             .0
     };
-    // Bob: 200,000 sat in the commitment's to_remote, minus his sweep's fee.
+    // An anchor channel: two anchors of 330 sat, paid by Alice (the funder).
+    assert_eq!(anchor_outputs(&commitment), 2);
+    // Bob: 200,000 sat in the commitment's to_remote (behind a CSV of 1 block), minus
+    // his sweep's fee.
     let to_remote = commitment
         .output
         .iter()
-        .position(|o| o.script_pubkey.is_p2wpkh())
+        .position(|o| o.value == Amount::from_sat(200_000))
         .unwrap();
+    assert!(commitment.output[to_remote].script_pubkey.is_p2wsh());
     let sweep = spender(&p, bitcoin::OutPoint::new(txid, to_remote as u32)).await;
     assert_eq!(
         commitment.output[to_remote].value,
@@ -147,7 +151,7 @@ async fn force_close_returns_both_balances_on_chain() {
     let to_local = commitment
         .output
         .iter()
-        .position(|o| o.script_pubkey.is_p2wsh())
+        .position(|o| ![200_000, ANCHOR_SAT].contains(&o.value.to_sat()))
         .unwrap();
     mine(&p, 140).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,7 +181,7 @@ async fn force_close_returns_both_balances_on_chain() {
             .sum::<u64>();
     assert_eq!(
         commitment.output[to_local].value.to_sat(),
-        800_000 - commitment_fee
+        800_000 - commitment_fee - 2 * ANCHOR_SAT
     );
     let expected =
         p.wallet_after_funding + commitment.output[to_local].value - Amount::from_sat(alice_fee);
@@ -222,11 +226,13 @@ async fn breach_is_punished_with_the_whole_channel() {
     })
     .await;
 
-    // Every output of the revoked commitment went to Bob.
+    // Every output of the revoked commitment went to Bob, but the two 330 sat anchors
+    // (anyone's after 16 blocks; not worth their sweep's fee).
+    assert_eq!(anchor_outputs(&old), 2);
     let old_txid = old.compute_txid();
     let mut fees = 0;
     let mut seen = Vec::new();
-    for vout in 0..old.output.len() {
+    for vout in (0..old.output.len()).filter(|v| old.output[*v].value.to_sat() != ANCHOR_SAT) {
         let tx = spender(&p, bitcoin::OutPoint::new(old_txid, vout as u32)).await;
         if !seen.contains(&tx.compute_txid()) {
             let spent: Vec<_> = tx
@@ -238,7 +244,7 @@ async fn breach_is_punished_with_the_whole_channel() {
             seen.push(tx.compute_txid());
         }
     }
-    let old_total: u64 = old.output.iter().map(|o| o.value.to_sat()).sum();
+    let old_total: u64 = old.output.iter().map(|o| o.value.to_sat()).sum::<u64>() - 2 * ANCHOR_SAT;
     wait_until("bob's wallet", || async {
         p.b.wallet_balance().await == Amount::from_sat(old_total - fees)
     })
@@ -304,8 +310,12 @@ async fn force_close_with_htlcs_in_flight() {
             .expect("output") as u32
     };
     let (v1, v2, v_remote) = (vout_of(30_000), vout_of(20_000), vout_of(100_000));
+    assert_eq!(anchor_outputs(&commitment), 2);
     let v_local = (0..commitment.output.len() as u32)
-        .find(|v| ![v1, v2, v_remote].contains(v))
+        .find(|v| {
+            ![v1, v2, v_remote].contains(v)
+                && commitment.output[*v as usize].value.to_sat() != ANCHOR_SAT
+        })
         .unwrap();
 
     // Bob takes his balance at once and the first HTLC with its preimage.
@@ -358,6 +368,19 @@ async fn force_close_with_htlcs_in_flight() {
         height + 10,
         "HTLC-timeout at the expiry"
     );
+    // Zero-fee under anchors: the HTLC's whole value goes on, the fee comes from a coin
+    // of Alice's wallet (input 1), with its change (output 1).
+    assert_eq!(timeout_tx.output[0].value, Amount::from_sat(20_000));
+    assert_eq!((timeout_tx.input.len(), timeout_tx.output.len()), (2, 2));
+    let wallet_coin = p
+        .devnet
+        .transaction(&timeout_tx.input[1].previous_output.txid)
+        .await
+        .unwrap()
+        .expect("the wallet's coin")
+        .0
+        .output[timeout_tx.input[1].previous_output.vout as usize]
+        .clone();
     let second_stage = spender(&p, bitcoin::OutPoint::new(timeout_tx.compute_txid(), 0)).await;
     let to_local_sweep = spender(&p, out(v_local)).await;
     let commitment_fee = CAPACITY
@@ -368,29 +391,35 @@ async fn force_close_with_htlcs_in_flight() {
             .sum::<u64>();
     assert_eq!(
         commitment.output[v_local as usize].value.to_sat(),
-        850_000 - commitment_fee
+        850_000 - commitment_fee - 2 * ANCHOR_SAT
     );
-    let alice =
-        p.wallet_after_funding + second_stage.output[0].value + to_local_sweep.output[0].value;
+    let alice = p.wallet_after_funding - wallet_coin.value
+        + timeout_tx.output[1].value
+        + second_stage.output[0].value
+        + to_local_sweep.output[0].value;
     wait_until("alice's wallet", || async {
         p.a.wallet_balance().await == alice
     })
     .await;
-    // Fees aside, the channel is split exactly: 850,000 + 20,000 to Alice, 130,000 to Bob.
+    // Fees and anchors aside, the channel is split exactly: 850,000 + 20,000 to Alice,
+    // 130,000 to Bob.
     let fees = fee_of(&h1_claim, &[commitment.output[v1 as usize].clone()])
         + fee_of(
             &to_remote_sweep,
             &[commitment.output[v_remote as usize].clone()],
         )
-        + fee_of(&timeout_tx, &[commitment.output[v2 as usize].clone()])
+        + fee_of(
+            &timeout_tx,
+            &[commitment.output[v2 as usize].clone(), wallet_coin],
+        )
         + fee_of(&second_stage, &[timeout_tx.output[0].clone()])
         + fee_of(
             &to_local_sweep,
             &[commitment.output[v_local as usize].clone()],
         );
     assert_eq!(
-        (alice - p.wallet_after_funding + bob).to_sat() + fees + commitment_fee,
-        CAPACITY
+        (alice + bob).to_sat() + fees + commitment_fee + 2 * ANCHOR_SAT,
+        CAPACITY + p.wallet_after_funding.to_sat()
     );
 }
 
@@ -440,4 +469,15 @@ async fn an_htlc_past_its_expiry_forces_the_channel_on_chain() {
     })
     .await;
     payment.abort();
+}
+
+/// BOLT 3: the value of each anchor output.
+const ANCHOR_SAT: u64 = channel::commitment::ANCHOR_OUTPUT_SAT;
+
+/// The anchor outputs of a commitment.
+fn anchor_outputs(tx: &bitcoin::Transaction) -> usize {
+    tx.output
+        .iter()
+        .filter(|o| o.value.to_sat() == ANCHOR_SAT && o.script_pubkey.is_p2wsh())
+        .count()
 }
