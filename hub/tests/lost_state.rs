@@ -170,7 +170,10 @@ async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_ba
     // An anchor channel: two 330 sat anchors, and Bob's to_remote behind a 1-block CSV
     // (P2WSH), swept once the commitment has a confirmation.
     let outputs = commitment["vout"].as_array().unwrap();
-    assert_eq!(outputs.iter().filter(|o| sat(&o["value"]) == 330).count(), 2);
+    assert_eq!(
+        outputs.iter().filter(|o| sat(&o["value"]) == 330).count(),
+        2
+    );
     let to_bob = outputs
         .iter()
         .find(|o| sat(&o["value"]) == 300_000)

@@ -138,7 +138,17 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
 
     // The hub cheats.
     let old_txid = old.compute_txid();
-    let old_total: u64 = old.output.iter().map(|o| o.value.to_sat()).sum();
+    // An anchor channel: the two 330 sat anchors are nobody's to punish (anyone's
+    // after 16 blocks); every other output is the penalty's.
+    let anchor = |o: &bitcoin::TxOut| o.value.to_sat() == channel::commitment::ANCHOR_OUTPUT_SAT;
+    assert_eq!(old.output.iter().filter(|o| anchor(o)).count(), 2);
+    let punished: Vec<u32> = (0..old.output.len() as u32)
+        .filter(|v| !anchor(&old.output[*v as usize]))
+        .collect();
+    let old_total: u64 = punished
+        .iter()
+        .map(|v| old.output[*v as usize].value.to_sat())
+        .sum();
     rpc.broadcast(&old)
         .await
         .expect("a revoked commitment is a valid transaction");
@@ -148,7 +158,7 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
         .unwrap()[0];
     // The tower sees it and broadcasts the penalty.
     let penalty_of = async || {
-        rpc.find_spend(&bitcoin::OutPoint::new(old_txid, 0), 0)
+        rpc.find_spend(&bitcoin::OutPoint::new(old_txid, punished[0]), 0)
             .await
             .unwrap()
             .map(|s| s.tx)
@@ -162,8 +172,8 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
     assert_eq!(rpc.confirmations(&penalty.compute_txid()).await.unwrap(), 1);
     // One transaction takes every output of the revoked commitment, the hub's and the
     // merchant's own, to one address of the merchant.
-    assert_eq!(penalty.input.len(), old.output.len());
-    for vout in 0..old.output.len() as u32 {
+    assert_eq!(penalty.input.len(), punished.len());
+    for &vout in &punished {
         let s = rpc
             .find_spend(&bitcoin::OutPoint::new(old_txid, vout), 0)
             .await
@@ -187,6 +197,17 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
     .await;
     // ... and the breach comes back: the penalty confirms again.
     let _ = rpc.broadcast(&old).await;
+    // The first block back holds the breach alone (the penalty's input from the
+    // merchant's to_remote waits one block under anchors): mined to another address, it
+    // is not the invalidated block again.
+    let elsewhere = bitcoin::Address::p2wsh(
+        &bitcoin::ScriptBuf::from_bytes(vec![0x52]),
+        bitcoin::Network::Regtest,
+    )
+    .to_string();
+    rpc.generate_to_address(1, &elsewhere.parse().unwrap())
+        .await
+        .unwrap();
     for _ in 0..20 {
         mine(&rpc, 1).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -11,9 +11,9 @@ use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, Txid};
 use chain::wallet::Wallet;
+use channel::channel_type::ChannelType;
 use channel::close::closing_tx_weight;
 use channel::msgs::*;
-use channel::channel_type::ChannelType;
 use channel::state::open::{
     check_accept_channel, check_open_channel, setup_from_messages, OpenPolicy,
 };

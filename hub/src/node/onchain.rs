@@ -412,9 +412,7 @@ impl Node {
         if local_htlc_txs.is_empty() {
             return Ok(());
         }
-        let completed = self
-            .complete_local_htlc_txs(id, local_htlc_txs, dest)
-            .await;
+        let completed = self.complete_local_htlc_txs(id, local_htlc_txs, dest).await;
         self.with_channel(id, |e, _| {
             e.sweeps.extend(completed);
             Ok(())

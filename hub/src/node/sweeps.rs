@@ -319,7 +319,9 @@ impl Node {
                         tracing::info!(channel = %id, txid = %tx.compute_txid(), fee = fee.to_sat(), "HTLC transaction funded by the wallet");
                         funded.push(tx);
                     }
-                    Err(err) => tracing::warn!(channel = %id, "cannot pay the fee of an HTLC transaction yet: {err}"),
+                    Err(err) => {
+                        tracing::warn!(channel = %id, "cannot pay the fee of an HTLC transaction yet: {err}")
+                    }
                 }
             }
             funded
