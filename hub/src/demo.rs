@@ -49,6 +49,9 @@ struct Demo {
     bob: Party,
     /// Fees paid to miners by the transactions of the demo, in satoshis.
     fees: Cell<u64>,
+    /// Satoshis left in the anchor outputs of commitments that went to chain (330 each,
+    /// anyone's after 16 blocks; not worth sweeping).
+    anchors: Cell<u64>,
     checks: Cell<u32>,
     step: Cell<u32>,
 }
@@ -110,6 +113,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<()> {
             node: bob,
         },
         fees: Cell::new(0),
+        anchors: Cell::new(0),
         checks: Cell::new(0),
         step: Cell::new(0),
     };
@@ -197,6 +201,16 @@ impl Demo {
 
     fn paid(&self, fee: u64) {
         self.fees.set(self.fees.get() + fee);
+    }
+
+    /// Counts the anchor outputs of commitment `tx` (on chain) and returns their value.
+    fn anchored(&self, tx: &bitcoin::Transaction) -> u64 {
+        let v: u64 = anchor_vouts(tx)
+            .into_iter()
+            .map(|i| tx.output[i].value.to_sat())
+            .sum();
+        self.anchors.set(self.anchors.get() + v);
+        v
     }
 
     fn check(&self, ok: bool, what: impl std::fmt::Display) -> anyhow::Result<()> {
@@ -629,26 +643,33 @@ impl Demo {
         let commitment = self.tx(&txid).await?;
         let commit_fee = self.fee_of(&commitment).await?;
         self.paid(commit_fee);
+        let anchors = self.anchored(&commitment);
+        self.check(
+            anchor_vouts(&commitment).len() == 2,
+            format!(
+                "an anchor channel: two anchor outputs of {}",
+                group(anchors / 2)
+            ),
+        )?;
         let to_remote = commitment
             .output
             .iter()
-            .position(|o| o.script_pubkey.is_p2wpkh())
+            .position(|o| o.value.to_sat() == hub_in_alice)
             .context("the hub's output")?;
         let to_local = commitment
             .output
             .iter()
-            .position(|o| o.script_pubkey.is_p2wsh())
+            .position(|o| o.value.to_sat() == alice_sat - commit_fee - anchors)
             .context("Alice's output")?;
         self.check(
-            commitment.output[to_remote].value.to_sat() == hub_in_alice
-                && commitment.output[to_local].value.to_sat() == alice_sat - commit_fee,
+            to_local != to_remote,
             format!(
-                "the commitment pays the hub {} and Alice {} (her balance less the commitment fee {commit_fee}, she funded)",
+                "the commitment pays the hub {} and Alice {} (her balance less the commitment fee {commit_fee} and the anchors, she funded)",
                 group(hub_in_alice),
-                group(alice_sat - commit_fee)
+                group(alice_sat - commit_fee - anchors)
             ),
         )?;
-        println!("   the hub sweeps its output at once; Alice's waits out the CSV delay");
+        println!("   the hub sweeps its output after one block (its CSV of 1); Alice's waits out her CSV delay");
         wait("the hub's sweep in the mempool", || async {
             matches!(
                 self.spender(OutPoint::new(txid, to_remote as u32)).await,
@@ -688,7 +709,7 @@ impl Demo {
             .context("Alice's sweep")?;
         let alice_sweep_fee = self.fee_of(&alice_sweep).await?;
         self.paid(alice_sweep_fee);
-        let alice_expected = alice_wallet + alice_sat - commit_fee - alice_sweep_fee;
+        let alice_expected = alice_wallet + alice_sat - commit_fee - anchors - alice_sweep_fee;
         wait("Alice's wallet", || async {
             self.alice.node.wallet_balance().await == Amount::from_sat(alice_expected)
         })
@@ -704,8 +725,8 @@ impl Demo {
         self.check(
             self.wallet(&self.alice).await == alice_expected,
             format!(
-                "alice: +{} (her balance less the commitment fee and the sweep fee {alice_sweep_fee})",
-                group(alice_sat - commit_fee - alice_sweep_fee)
+                "alice: +{} (her balance less the commitment fee, the anchors and the sweep fee {alice_sweep_fee})",
+                group(alice_sat - commit_fee - anchors - alice_sweep_fee)
             ),
         )?;
         // Her commitment is long past 6 blocks deep: no revoked state can replace it.
@@ -743,10 +764,15 @@ impl Demo {
         );
         self.mine(1)?;
         self.paid(revoked_fee);
+        self.anchored(&revoked);
+        let anchor_outs = anchor_vouts(&revoked);
+        let punished = (0..revoked.output.len())
+            .find(|v| !anchor_outs.contains(v))
+            .context("an output to punish")? as u32;
         let penalty = {
             let mut found = None;
             for _ in 0..1200 {
-                if let Some(tx) = self.spender(OutPoint::new(revoked_txid, 0)).await? {
+                if let Some(tx) = self.spender(OutPoint::new(revoked_txid, punished)).await? {
                     found = Some(tx);
                     break;
                 }
@@ -761,14 +787,14 @@ impl Demo {
         self.mine(1)?;
         let penalty_fee = self.fee_of(&penalty).await?;
         self.paid(penalty_fee);
-        let spends_all = penalty.input.len() == revoked.output.len()
+        let spends_all = penalty.input.len() == revoked.output.len() - anchor_outs.len()
             && penalty
                 .input
                 .iter()
                 .all(|i| i.previous_output.txid == revoked_txid);
         self.check(
             spends_all && penalty.output.len() == 1,
-            "the penalty takes every output of the revoked commitment",
+            "the penalty takes every output of the revoked commitment but its anchor(s)",
         )?;
         let broadcast =
             tower_metric(&self.tower_url, "watchtower_penalties_broadcast_total").await?;
@@ -815,16 +841,27 @@ impl Demo {
         }
         self.balances().await;
         self.check(
-            wallets + self.fees.get() == 3 * COINBASE,
+            wallets + self.fees.get() + self.anchors.get() == 3 * COINBASE,
             format!(
-                "wallets {} + miners' fees {} = the 3 coinbases of {}",
+                "wallets {} + miners' fees {} + anchors left on chain {} = the 3 coinbases of {}",
                 group(wallets),
                 group(self.fees.get()),
+                group(self.anchors.get()),
                 group(COINBASE)
             ),
         )?;
         Ok(())
     }
+}
+
+/// The anchor outputs of a commitment (BOLT 3 option_anchors: 330 sat, P2WSH).
+fn anchor_vouts(tx: &bitcoin::Transaction) -> Vec<usize> {
+    (0..tx.output.len())
+        .filter(|i| {
+            let o = &tx.output[*i];
+            o.value.to_sat() == channel::commitment::ANCHOR_OUTPUT_SAT && o.script_pubkey.is_p2wsh()
+        })
+        .collect()
 }
 
 async fn tower_appointments(url: &str) -> anyhow::Result<u64> {

@@ -20,6 +20,8 @@ use std::time::Duration;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const COINBASE: u64 = 5_000_000_000;
+/// BOLT 3 option_anchors: the value of each anchor output.
+const ANCHOR_SAT: u64 = 330;
 const MERCHANT_CAP: u64 = 1_000_000;
 const ALICE_CAP: u64 = 400_000;
 const BOB_CAP: u64 = 300_000;
@@ -66,6 +68,8 @@ struct World {
     rpc: RpcClient,
     /// Fees paid to miners by the transactions of the scenario.
     fees: u64,
+    /// Satoshis left in the anchor outputs of commitments on chain.
+    anchors: u64,
 }
 
 /// A node and the key its owner calls it with.
@@ -201,6 +205,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         api: Api::default(),
         rpc: rpc(&rpc_url),
         fees: 0,
+        anchors: 0,
     };
     let merchant = Node {
         proc: &merchant_proc,
@@ -428,23 +433,27 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     mine(&w.rpc, 1).await;
     let commitment = w.tx(&txid).await;
     let commit_fee = w.paid_fee(&commitment).await;
-    let pos = |p2wsh: bool| {
+    // An anchor channel: two anchors, to_local, and the hub's to_remote behind a CSV of 1.
+    let anchors = anchor_vouts(&commitment);
+    assert_eq!(anchors.len(), 2);
+    let anchors_sat = 2 * ANCHOR_SAT;
+    w.anchors += anchors_sat;
+    let pos = |sat: u64| {
         commitment
             .output
             .iter()
-            .position(|o| o.script_pubkey.is_p2wsh() == p2wsh)
+            .position(|o| o.value.to_sat() == sat)
             .unwrap() as u32
     };
-    let (to_local, to_remote) = (pos(true), pos(false));
-    assert_eq!(commitment.output.len(), 2);
-    assert_eq!(
-        commitment.output[to_remote as usize].value.to_sat(),
-        hub_sat
-    );
-    assert_eq!(
-        commitment.output[to_local as usize].value.to_sat(),
-        alice_sat - commit_fee,
-        "Alice funded the channel: she pays the commitment fee"
+    let to_remote = pos(hub_sat);
+    let to_local = pos(alice_sat - commit_fee - anchors_sat);
+    assert_eq!(commitment.output.len(), 4);
+    assert!(commitment.output[to_remote as usize]
+        .script_pubkey
+        .is_p2wsh());
+    assert!(
+        to_local != to_remote,
+        "Alice funded the channel: she pays the commitment fee and the anchors"
     );
     let hub_sweep = w.wait_spender(OutPoint::new(txid, to_remote)).await;
     mine(&w.rpc, 1).await;
@@ -474,7 +483,7 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     let alice_sweep_fee = w.paid_fee(&alice_sweep).await;
     w.wait_wallet(
         &alice,
-        alice_wallet + alice_sat - commit_fee - alice_sweep_fee,
+        alice_wallet + alice_sat - commit_fee - anchors_sat - alice_sweep_fee,
     )
     .await;
     // Alice's current commitment is deep: the hub has the tower forget her channel too,
@@ -489,15 +498,25 @@ async fn channels_payments_closes_and_a_punished_cheater() {
     let revoked_txid = w.rpc.broadcast(&revoked).await.expect("valid, if revoked");
     mine(&w.rpc, 1).await;
     let revoked_fee = w.paid_fee(&revoked).await;
-    let penalty = w.wait_spender(OutPoint::new(revoked_txid, 0)).await;
+    // Before Bob paid, the hub had nothing in this commitment: no to_remote, so only
+    // Bob's anchor (BOLT 3: an anchor exists for a side with an output or with HTLCs; the
+    // funder gives up two anchors' value either way, the missing one goes to fees).
+    let revoked_anchors = anchor_vouts(&revoked);
+    assert_eq!(revoked_anchors.len(), 1);
+    let anchored = ANCHOR_SAT * revoked_anchors.len() as u64;
+    w.anchors += anchored;
+    let punished = (0..revoked.output.len())
+        .find(|v| !revoked_anchors.contains(v))
+        .unwrap() as u32;
+    let penalty = w.wait_spender(OutPoint::new(revoked_txid, punished)).await;
     mine(&w.rpc, 1).await;
     let penalty_fee = w.paid_fee(&penalty).await;
-    assert_eq!(penalty.input.len(), revoked.output.len());
+    assert_eq!(penalty.input.len(), revoked.output.len() - 1);
     assert_eq!(penalty.output.len(), 1);
     assert_eq!(
         penalty.output[0].value.to_sat(),
-        BOB_CAP - revoked_fee - penalty_fee,
-        "the whole channel, less the two fees"
+        BOB_CAP - revoked_fee - anchored - penalty_fee,
+        "the whole channel, less the two fees and the anchor"
     );
     let metrics = reqwest::get(format!("{}/metrics", tower.url))
         .await
@@ -520,12 +539,13 @@ async fn channels_payments_closes_and_a_punished_cheater() {
         .await;
     assert_eq!(w.wallet(&bob).await, bob_wallet, "Bob gets nothing back");
 
-    // 7. Every satoshi: wallets plus miners' fees equal the three coinbases.
+    // 7. Every satoshi: wallets plus miners' fees plus the anchors left on chain equal the
+    //    three coinbases.
     let mut wallets = 0;
     for n in [&hub, &merchant, &alice, &bob] {
         wallets += w.wallet(n).await;
     }
-    assert_eq!(wallets + w.fees, 3 * COINBASE);
+    assert_eq!(wallets + w.fees + w.anchors, 3 * COINBASE);
     drop((merchant_proc, alice_proc, bob_proc, tower, devnet));
 }
 
@@ -552,4 +572,14 @@ fn the_demo_finishes_with_every_check_passed() {
     );
     assert!(stdout.contains("the tower broadcast it"), "{stdout}");
     assert!(!tmp.path().join("demo").exists(), "cleaned up");
+}
+
+/// The anchor outputs of a commitment (330 sat, P2WSH); left on chain (anyone's after 16
+/// blocks, not worth their sweep's fee).
+fn anchor_vouts(tx: &Transaction) -> Vec<usize> {
+    (0..tx.output.len())
+        .filter(|i| {
+            tx.output[*i].value.to_sat() == ANCHOR_SAT && tx.output[*i].script_pubkey.is_p2wsh()
+        })
+        .collect()
 }
