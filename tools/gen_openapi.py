@@ -23,7 +23,9 @@ schemas = {
         "capacity_sat": I(), "local_balance_msat": I(), "remote_balance_msat": I(), "htlcs": I(),
         "short_channel_id": S("BLOCKxTXxOUTPUT once confirmed"), "funding_txid": S(), "funding_output_index": I(),
         "peer_policy": obj({"fee_base_msat": I(), "fee_proportional_millionths": I(), "cltv_expiry_delta": I()}),
-        "closing_txid": S()}),
+        "closing_txid": S(),
+        "active": {"type": "boolean", "description": "the peer is connected and the channel reestablished: payments can go out"},
+        "channel_type": {"type": "string", "enum": ["anchors_zero_fee_htlc_tx", "static_remotekey"], "description": "the commitment format negotiated in open_channel/accept_channel"}}),
     "Invoice": obj({
         "payment_hash": S("hex"), "bolt11": S("BOLT 11 payment request"), "amount_msat": I(), "description": S(),
         "status": {"type": "string", "enum": ["open", "paid", "expired"]}, "created_at": I("unix seconds"),

@@ -190,6 +190,7 @@ struct ChannelJson {
     peer_policy: Option<crate::node::ForwardingPolicy>,
     closing_txid: Option<String>,
     active: bool,
+    channel_type: &'static str,
 }
 
 impl From<ChannelSummary> for ChannelJson {
@@ -208,6 +209,12 @@ impl From<ChannelSummary> for ChannelJson {
             peer_policy: c.peer_policy,
             closing_txid: c.closing_tx.map(|t| t.compute_txid().to_string()),
             active: c.active,
+            channel_type: match c.channel_type {
+                channel::channel_type::ChannelType::AnchorsZeroFeeHtlcTx => {
+                    "anchors_zero_fee_htlc_tx"
+                }
+                channel::channel_type::ChannelType::StaticRemoteKey => "static_remotekey",
+            },
         }
     }
 }

@@ -113,6 +113,10 @@ struct Args {
     /// appointment for every commitment a peer revokes.
     #[arg(long = "tower-url", env = "HUB_TOWER_URLS", value_delimiter = ',')]
     tower_urls: Vec<String>,
+    /// On-chain satoshis kept per anchor channel for the fees of its HTLC transactions;
+    /// without them a channel is opened or accepted as static_remotekey (0: no reserve).
+    #[arg(long, env = "HUB_ANCHOR_RESERVE_SAT", default_value_t = hub::node::DEFAULT_ANCHOR_RESERVE_SAT)]
+    anchor_reserve_sat: u64,
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
@@ -244,6 +248,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
             base: Duration::from_secs(args.webhook_retry_secs.max(1)),
         },
         towers: args.tower_urls.clone(),
+        anchor_reserve_sat: args.anchor_reserve_sat,
     })
     .await?;
 

@@ -35,6 +35,7 @@ async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
         webhook_retry: Default::default(),
         webhook_allow_ips: vec![],
         towers: vec![],
+        anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
     })
     .await
     .unwrap()

@@ -105,6 +105,7 @@ async fn light_node_talks_only_to_its_hub() {
         webhook_retry: Default::default(),
         webhook_allow_ips: vec![],
         towers: vec![],
+        anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
     })
     .await
     .unwrap();

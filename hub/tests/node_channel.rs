@@ -5,13 +5,25 @@
 mod common;
 
 use bitcoin::Amount;
+use channel::channel_type::ChannelType;
 use common::*;
 use hub::node::ChannelStatus;
 use std::time::Duration;
 
-async fn pay_both_ways_and_close(db_a: Option<String>, db_b: Option<String>) {
-    let p = open_pair(db_a, db_b).await;
+/// With `bob_reserve` 0 Bob accepts Alice's anchor channel; with the default reserve,
+/// which he has not got (no coins), he refuses it with an `error` and Alice proposes
+/// static_remotekey instead, as LDK does.
+async fn pay_both_ways_and_close(db_a: Option<String>, db_b: Option<String>, bob_reserve: u64) {
+    let p = open_pair_with(db_a, db_b, bob_reserve).await;
     let (a, b, id) = (&p.a, &p.b, p.id);
+    let expected = if bob_reserve == 0 {
+        ChannelType::AnchorsZeroFeeHtlcTx
+    } else {
+        ChannelType::StaticRemoteKey
+    };
+    for n in [a, b] {
+        assert_eq!(n.channel(&id).await.unwrap().channel_type, expected);
+    }
     // 100 payments, alternating: Alice 20,000 sat to Bob, Bob 5,000 sat back.
     let (mut to_bob, mut to_alice) = (0u64, 0u64);
     for i in 0..100u32 {
@@ -76,7 +88,7 @@ async fn pay_both_ways_and_close(db_a: Option<String>, db_b: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_pay_both_ways_and_close_cooperatively_sqlite() {
-    pay_both_ways_and_close(None, None).await;
+    pay_both_ways_and_close(None, None, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +100,12 @@ async fn open_pay_both_ways_and_close_cooperatively_postgres() {
         eprintln!("HUB_TEST_POSTGRES_URL not set: PostgreSQL node test skipped");
         return;
     };
-    pay_both_ways_and_close(Some(a.url.clone()), Some(b.url.clone())).await;
+    pay_both_ways_and_close(
+        Some(a.url.clone()),
+        Some(b.url.clone()),
+        hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

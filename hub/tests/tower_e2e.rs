@@ -25,6 +25,10 @@ async fn tower_punishes_a_breach_while_the_merchant_is_offline() {
     );
     let mut margs = light_args(&d(2, "merchant"), "op-m", &devnet, &hub.node_id);
     margs.extend(["--tower-url".into(), tower.url.clone()]);
+    // The merchant has no coins: it takes the hub's anchor channel only without the
+    // on-chain reserve anchors otherwise call for (the tower's penalty is then tested on
+    // an anchor commitment, the to_remote behind its 1-block CSV).
+    margs.extend(["--anchor-reserve-sat".into(), "0".into()]);
     let merchant = spawn(&margs);
     let api = Api::default();
     let rpc = rpc(&devnet);

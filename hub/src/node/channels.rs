@@ -175,6 +175,8 @@ pub struct ChannelSummary {
     pub funding_outpoint: OutPoint,
     /// The peer's forwarding policy over this channel, from its channel_update.
     pub peer_policy: Option<ForwardingPolicy>,
+    /// The commitment format negotiated at open.
+    pub channel_type: ChannelType,
 }
 
 /// Things to do after a channel's new state is durable.
@@ -301,6 +303,11 @@ impl ChannelEntry {
             short_channel_id: self.scid,
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
+            channel_type: if self.channel.anchors() {
+                ChannelType::AnchorsZeroFeeHtlcTx
+            } else {
+                ChannelType::StaticRemoteKey
+            },
         }
     }
 
@@ -427,6 +434,30 @@ impl Node {
 
     /// A fresh channel index (its keys and per-commitment secrets derive from it): read,
     /// incremented and made durable under one lock, so two opens at once never share one.
+    /// Whether the wallet, after spending `spend_sat` (a funding), still holds
+    /// `anchor_reserve_sat` for each anchor channel not yet closed and one more: the coins
+    /// that pay for their zero-fee HTLC transactions on chain (LDK keeps the same reserve
+    /// before it takes on an anchor channel).
+    async fn keeps_anchor_reserve(&self, spend_sat: u64) -> bool {
+        let reserve = self.config.anchor_reserve_sat;
+        if reserve == 0 {
+            return true;
+        }
+        let anchor_channels = {
+            let channels = self.channels.lock().await;
+            let mut n = 0u64;
+            for e in channels.values() {
+                let e = e.lock().await;
+                if e.channel.anchors() && e.status != ChannelStatus::Closed {
+                    n += 1;
+                }
+            }
+            n
+        };
+        let spendable = self.wallet.lock().await.balance().spendable.to_sat();
+        spendable.saturating_sub(spend_sat) >= reserve.saturating_mul(anchor_channels + 1)
+    }
+
     async fn next_channel_index(&self) -> Result<u64, NodeError> {
         let _one_at_a_time = self.channel_index_lock.lock().await;
         let next = self
@@ -708,14 +739,15 @@ impl Node {
         ));
         let params = our_params(capacity_sat);
         // option_anchors_zero_fee_htlc_tx when the peer offers it (as LND, Core Lightning
-        // and LDK propose to each other), static_remotekey otherwise.
-        let channel_type = if self
+        // and LDK propose to each other) and the wallet keeps its reserve for anchor
+        // channels after this funding; static_remotekey otherwise.
+        let peer_anchors = self
             .peer_features
             .lock()
             .expect("peer features lock")
             .get(&peer)
-            .is_some_and(|f| crate::peer::offers(f, crate::peer::ANCHORS_ZERO_FEE_HTLC_TX))
-        {
+            .is_some_and(|f| crate::peer::offers(f, crate::peer::ANCHORS_ZERO_FEE_HTLC_TX));
+        let channel_type = if peer_anchors && self.keeps_anchor_reserve(capacity_sat).await {
             ChannelType::AnchorsZeroFeeHtlcTx
         } else {
             ChannelType::StaticRemoteKey
@@ -790,6 +822,18 @@ impl Node {
                     reason: format!("open_channel refused: {e}"),
                 }
             })?;
+        if channel_type == ChannelType::AnchorsZeroFeeHtlcTx && !self.keeps_anchor_reserve(0).await
+        {
+            // As LDK does: the funder may propose static_remotekey instead (LDK does so
+            // on this error by itself).
+            return Err(NodeError::ChannelRefused {
+                channel_id: open.temporary_channel_id,
+                reason: format!(
+                    "anchor channel refused: the on-chain reserve for anchor channels ({} sat each) is not there; static_remotekey is accepted",
+                    self.config.anchor_reserve_sat
+                ),
+            });
+        }
         let index = self.next_channel_index().await?;
         let secrets = self.channel_secrets(index);
         let b = secrets.basepoints();
@@ -1440,6 +1484,28 @@ impl Node {
     /// BOLT 1 `error` from the peer: fails the channel it names, or every channel with the
     /// peer for the all-zero id; before funding it ends the pending open.
     pub(super) async fn on_peer_error(&self, peer: PublicKey, channel_id: ChannelId, text: &str) {
+        // An anchor channel we proposed and the peer refused before accepting: proposed
+        // again as static_remotekey, once (what LDK does; a peer short of the on-chain
+        // reserve anchors need refuses them).
+        let downgraded = {
+            let mut opens = self.pending_opens.lock().await;
+            match opens.get_mut(&channel_id) {
+                Some(p)
+                    if p.peer == peer
+                        && p.open.channel_type.as_deref()
+                            == Some(&ChannelType::AnchorsZeroFeeHtlcTx.to_bytes()[..]) =>
+                {
+                    p.open.channel_type = Some(ChannelType::StaticRemoteKey.to_bytes());
+                    Some(p.open.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(open) = downgraded {
+            tracing::info!(%peer, channel = %channel_id, "anchor channel refused ({text}): proposing static_remotekey");
+            self.send_all(&peer, vec![Message::OpenChannel(open)]).await;
+            return;
+        }
         let pending = {
             let mut opens = self.pending_opens.lock().await;
             match opens.get(&channel_id) {

@@ -80,6 +80,11 @@ pub struct NodeConfig {
     pub webhook_allow_ips: Vec<std::net::IpAddr>,
     /// Watchtowers (base URLs) that get an appointment for every revoked commitment.
     pub towers: Vec<String>,
+    /// On-chain coins kept for each anchor channel (they pay its HTLC transactions'
+    /// fees): an anchor channel is proposed or accepted only when the wallet holds this
+    /// much per anchor channel, the new one included; static_remotekey otherwise. 0: no
+    /// reserve.
+    pub anchor_reserve_sat: u64,
 }
 
 impl NodeConfig {
@@ -103,9 +108,13 @@ impl NodeConfig {
             webhook_retry: RetryPolicy::default(),
             webhook_allow_ips: Vec::new(),
             towers: Vec::new(),
+            anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
         }
     }
 }
+
+/// The default of [`NodeConfig::anchor_reserve_sat`]: LDK's default per-channel reserve.
+pub const DEFAULT_ANCHOR_RESERVE_SAT: u64 = 25_000;
 
 /// Node-level failures.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,17 @@ pub fn elsewhere() -> Address {
 }
 
 pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<String>) -> Arc<Node> {
+    start_with_reserve(devnet, dir, db, hub::node::DEFAULT_ANCHOR_RESERVE_SAT).await
+}
+
+/// [`start`] with its on-chain reserve for anchor channels (0: it accepts them with no
+/// coins of its own).
+pub async fn start_with_reserve(
+    devnet: &Arc<Devnet>,
+    dir: &std::path::Path,
+    db: Option<String>,
+    anchor_reserve_sat: u64,
+) -> Arc<Node> {
     Node::start(NodeConfig {
         role: hub::node::Role::Hub,
         data_dir: dir.to_path_buf(),
@@ -43,6 +54,7 @@ pub async fn start(devnet: &Arc<Devnet>, dir: &std::path::Path, db: Option<Strin
         webhook_retry: Default::default(),
         webhook_allow_ips: vec![],
         towers: vec![],
+        anchor_reserve_sat,
     })
     .await
     .expect("node starts")
@@ -59,12 +71,19 @@ pub struct Pair {
 
 pub const CAPACITY: u64 = 1_000_000;
 
-/// Two nodes with a confirmed, usable channel of `CAPACITY` funded by Alice.
+/// Two nodes with a confirmed, usable anchor channel of `CAPACITY` funded by Alice (Bob,
+/// with no coins, keeps no reserve for it).
 pub async fn open_pair(db_a: Option<String>, db_b: Option<String>) -> Pair {
+    open_pair_with(db_a, db_b, 0).await
+}
+
+/// [`open_pair`] with Bob's on-chain reserve for anchor channels: with one he has not
+/// got, he refuses an anchor channel and Alice opens a static_remotekey one.
+pub async fn open_pair_with(db_a: Option<String>, db_b: Option<String>, bob_reserve: u64) -> Pair {
     let devnet = Arc::new(Devnet::in_memory());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start(&devnet, dir_a.path(), db_a).await;
-    let b = start(&devnet, dir_b.path(), db_b).await;
+    let b = start_with_reserve(&devnet, dir_b.path(), db_b, bob_reserve).await;
     // Fund Alice: one mature coinbase of 50 BTC.
     let addr = a.new_address().await.unwrap();
     devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
