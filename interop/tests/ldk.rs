@@ -28,6 +28,11 @@ fn ldk_opens_to_the_hub_pays_both_ways_and_closes() {
     });
     w.mine(6);
     let id = wait_channel_usable(&w, &ldk);
+    // LDK proposes anchors (its default) and the hub, with its reserve, takes them.
+    assert_eq!(
+        w.hub_channel(&id)["channel_type"],
+        "anchors_zero_fee_htlc_tx"
+    );
     let hub_onchain_before = w.hub_onchain_sat();
 
     // LDK pays the hub, the hub pays LDK.
@@ -99,6 +104,9 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
         .to_string();
     w.mine(6);
     assert_eq!(wait_channel_usable(&w, &ldk), id);
+    // LDK has no coins for the anchor reserve it keeps: it refused the hub's anchor
+    // proposal and the hub proposed static_remotekey instead, as LDK itself does.
+    assert_eq!(w.hub_channel(&id)["channel_type"], "static_remotekey");
 
     // LDK accepts at most 10% of the channel in flight (its default): 200,000 sat here.
     let paid = w.hub_pay(&ldk_invoice(&ldk, 100_000_000, "from the hub"));
@@ -148,6 +156,27 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
     next_event(&ldk, "ChannelClosed", |e| {
         matches!(e, Event::ChannelClosed { .. }).then_some(())
     });
+
+    // With coins for its reserve, LDK takes the hub's anchor channel, and it carries a
+    // payment.
+    fund_ldk(&w, &ldk);
+    let opened = w.hub(
+        "POST",
+        "/v1/channels",
+        Some(json!({"peer_id": ldk.node_id().to_string(), "capacity_sat": 1_000_000})),
+    );
+    let id = opened["channel_id"]
+        .as_str()
+        .expect("channel_id")
+        .to_string();
+    w.mine(6);
+    assert_eq!(wait_channel_usable(&w, &ldk), id);
+    assert_eq!(
+        w.hub_channel(&id)["channel_type"],
+        "anchors_zero_fee_htlc_tx"
+    );
+    let paid = w.hub_pay(&ldk_invoice(&ldk, 50_000_000, "on the anchor channel"));
+    assert_eq!(paid["status"], "succeeded", "{paid}");
     ldk.stop().expect("LDK stops");
 }
 
@@ -403,9 +432,14 @@ fn ldk_force_closes_with_an_htlc_in_flight() {
     let commitment = commitment.expect("commitment");
     let height = w.height() + 1;
     w.mine(1);
-    // Ours: the P2WPKH to_remote (250,000 sat) and the 50,000 sat HTLC output.
-    let ours =
-        |o: &Value| o["scriptPubKey"]["type"] == "witness_v0_keyhash" || sat(&o["value"]) == 50_000;
+    // An anchor channel (LDK proposed it, the hub has its reserve). Ours: the to_remote
+    // (250,000 sat, behind a 1-block CSV) and the 50,000 sat HTLC output.
+    assert_eq!(
+        w.hub_channel(&id)["channel_type"],
+        "anchors_zero_fee_htlc_tx"
+    );
+    assert_eq!(anchor_outputs(&commitment), 2);
+    let ours = |o: &Value| [250_000, 50_000].contains(&sat(&o["value"]));
     let to_hub: u64 = commitment["vout"]
         .as_array()
         .expect("vout")
@@ -455,27 +489,36 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
     let commitment = w.rpc("getrawtransaction", json!([commitment_txid, true]));
     let height = w.height() + 1;
     w.mine(1);
-    // LDK's is the P2WPKH to_remote: 1,000,000 - 300,000 less the commitment fee
-    // LDK pays as funder. The rest (to_local 250,000, the HTLC 50,000) is the hub's.
-    let ldk_out = |o: &Value| o["scriptPubKey"]["type"] == "witness_v0_keyhash";
-    let hub_outs = |o: &Value| !ldk_out(o);
+    // An anchor channel: two anchors; the hub's outputs are to_local (250,000) and the
+    // HTLC (50,000); LDK's is the to_remote, 1,000,000 - 300,000 less the commitment fee
+    // and the anchors LDK pays as funder.
+    assert_eq!(anchor_outputs(&commitment), 2);
+    let hub_outs = |o: &Value| [250_000, 50_000].contains(&sat(&o["value"]));
+    let ldk_out = |o: &Value| !hub_outs(o) && sat(&o["value"]) != 330;
     let hub_sweeps = mine_until_swept(&w, &commitment, height, hub_outs);
-    // The HTLC's first stage is the hub's pre-signed HTLC-timeout, whose only output is a
-    // P2WSH (to_local-style, CSV-delayed): its sweep is what reaches the wallet.
-    let mut gained = 0;
+    // The HTLC's first stage is the hub's HTLC-timeout: zero fee of its own, the HTLC's
+    // whole value to a to_local-style P2WSH (output 0, CSV-delayed, swept after), the fee
+    // from a coin of the hub's wallet (input 1) with its change (output 1).
+    let mut gained: i64 = 0;
     for tx in &hub_sweeps {
-        let second_stage = tx["vout"]
-            .as_array()
-            .expect("vout")
-            .iter()
-            .all(|o| o["scriptPubKey"]["type"] == "witness_v0_scripthash");
-        if second_stage {
-            let swept = mine_until_swept(&w, tx, height, |_| true);
-            gained += swept.iter().map(outputs_sat).sum::<u64>();
+        let htlc_tx = tx["vin"][0]["txid"] == commitment_txid.as_str()
+            && sat(&tx["vout"][0]["value"]) == 50_000;
+        if htlc_tx {
+            assert_eq!(
+                tx["vin"].as_array().expect("vin").len(),
+                2,
+                "a fee input: {tx}"
+            );
+            let wallet_in = w.prevout_sat(&tx["vin"][1]);
+            let change = sat(&tx["vout"][1]["value"]);
+            gained += change as i64 - wallet_in as i64;
+            let swept = mine_until_swept(&w, tx, height, |o| o["n"] == 0);
+            gained += swept.iter().map(outputs_sat).sum::<u64>() as i64;
         } else {
-            gained += outputs_sat(tx);
+            gained += outputs_sat(tx) as i64;
         }
     }
+    let gained = u64::try_from(gained).expect("the hub gained");
     let to_hub: u64 = commitment["vout"]
         .as_array()
         .expect("vout")
@@ -506,4 +549,14 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
         now > ldk_before && now <= ldk_before + ldk_value
     });
     ldk.stop().expect("LDK stops");
+}
+
+/// The anchor outputs (330 sat) of a transaction as Bitcoin Core's RPC shows it.
+fn anchor_outputs(tx: &Value) -> usize {
+    tx["vout"]
+        .as_array()
+        .expect("vout")
+        .iter()
+        .filter(|o| sat(&o["value"]) == 330 && o["scriptPubKey"]["type"] == "witness_v0_scripthash")
+        .count()
 }

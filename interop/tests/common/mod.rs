@@ -345,6 +345,13 @@ impl World {
         found
     }
 
+    /// The value of the output a decoded input (`vin` entry) spends.
+    pub fn prevout_sat(&self, vin: &Value) -> u64 {
+        let parent = self.rpc("getrawtransaction", json!([vin["txid"], true]));
+        let vout = vin["vout"].as_u64().expect("vout") as usize;
+        sat(&parent["vout"][vout]["value"])
+    }
+
     /// Whether output `vout` of `txid` is spent in the chain (not just the mempool).
     pub fn spent(&self, txid: &str, vout: u64) -> bool {
         self.rpc("gettxout", json!([txid, vout, false])).is_null()
