@@ -498,3 +498,88 @@ fn anchor_outputs(tx: &bitcoin::Transaction) -> usize {
         .filter(|o| o.value.to_sat() == ANCHOR_SAT && o.script_pubkey.is_p2wsh())
         .count()
 }
+
+/// An anchor channel's HTLC-success pays no fee of its own: Bob, with no coins, cannot
+/// send it when he force-closes. The claim waits (the channel stays force-closed, the
+/// HTLC output unspent) and goes out in the first block after his wallet has a coin,
+/// with that coin as its fee input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_htlc_claim_waits_for_a_wallet_coin() {
+    use chain::ChainSource;
+    let p = open_pair(None, None).await;
+    pay(&p, false, 100_000_000, 0).await;
+    quiescent(&p).await;
+    let preimage = channel::PaymentPreimage([0x51; 32]);
+    let hash = preimage.payment_hash();
+    p.b.hold(hash).await;
+    p.b.add_preimage(preimage).await.unwrap();
+    let height = p.devnet.tip().1;
+    let (a, id) = (p.a.clone(), p.id);
+    tokio::spawn(async move {
+        a.pay(&id, channel::Msat(30_000_000), hash, height + 400)
+            .await
+    });
+    wait_until("the HTLC in both commitments", || async {
+        let (ca, cb) = (
+            p.a.channel(&p.id).await.unwrap(),
+            p.b.channel(&p.id).await.unwrap(),
+        );
+        ca.htlcs == 1 && cb.htlcs == 1 && ca.quiescent && cb.quiescent
+    })
+    .await;
+    assert_eq!(p.b.wallet_balance().await, Amount::ZERO);
+
+    let txid = p.b.force_close(&p.id).await.unwrap();
+    mine(&p, 1).await;
+    let commitment = p
+        .devnet
+        .transaction(&txid)
+        .await
+        .unwrap()
+        .expect("on chain")
+        .0;
+    let htlc = bitcoin::OutPoint::new(
+        txid,
+        commitment
+            .output
+            .iter()
+            .position(|o| o.value.to_sat() == 30_000)
+            .expect("the HTLC output") as u32,
+    );
+    for _ in 0..5 {
+        mine(&p, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        p.devnet.tx_out(&htlc, true).await.unwrap().is_some(),
+        "no HTLC-success without a coin to pay its fee"
+    );
+    assert_eq!(
+        p.b.channel(&p.id).await.unwrap().status,
+        ChannelStatus::ForceClosed
+    );
+
+    // A coin for Bob (a coinbase, mature after 100 blocks): the claim goes out.
+    let addr = p.b.new_address().await.unwrap();
+    p.devnet
+        .generate_to_script(1, &addr.script_pubkey())
+        .unwrap();
+    mine(&p, 100).await;
+    wait_until("bob's HTLC-success in the mempool", || async {
+        p.devnet.tx_out(&htlc, true).await.unwrap().is_none()
+    })
+    .await;
+    mine(&p, 1).await;
+    let success = spender(&p, htlc).await;
+    assert_eq!(
+        success.input[0].witness.nth(3).map(|w| w.to_vec()),
+        Some(preimage.0.to_vec()),
+        "claimed with the preimage"
+    );
+    assert_eq!((success.input.len(), success.output.len()), (2, 2));
+    assert_eq!(
+        success.output[0].value,
+        Amount::from_sat(30_000),
+        "zero fee of its own"
+    );
+}

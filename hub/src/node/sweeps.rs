@@ -58,6 +58,12 @@ impl Node {
                 }
             }
             if !confirmed.is_empty() {
+                // The last sweep confirmed: the channel is closed unless an HTLC output
+                // is still to claim (an anchor channel's HTLC transaction the wallet
+                // could not pay for yet is tried again every block).
+                let all_done = replacements.is_empty()
+                    && sweeps.iter().all(|t| confirmed.contains(&t.compute_txid()));
+                let closed = all_done && !self.has_unclaimed_htlc_outputs(&id).await;
                 let _ = self
                     .with_channel(&id, |e, _| {
                         e.sweeps.retain(|t| !confirmed.contains(&t.compute_txid()));
@@ -66,7 +72,7 @@ impl Node {
                                 e.sweeps.push(tx);
                             }
                         }
-                        if e.sweeps.is_empty() {
+                        if e.sweeps.is_empty() && closed {
                             e.status = ChannelStatus::Closed;
                         }
                         Ok(())
@@ -341,6 +347,17 @@ impl Node {
             }
         }
         out
+    }
+
+    /// Whether the channel's commitment on chain has an HTLC output the node can claim
+    /// (its preimage known, or its own offer) that nothing has spent or claims yet.
+    async fn has_unclaimed_htlc_outputs(&self, id: &ChannelId) -> bool {
+        let preimages = self.known_preimages();
+        let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
+        match self.htlc_claims(id, &preimage_for, ScriptBuf::new()).await {
+            Some((_, claims)) => !self.unclaimed(id, &claims).await.is_empty(),
+            None => false,
+        }
     }
 
     /// The commitment outputs that `claims` spend and that are neither spent on chain
