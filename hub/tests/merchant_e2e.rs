@@ -241,6 +241,30 @@ async fn merchant_gets_paid_through_the_hub() {
         .await;
     let bolt11 = invoice["bolt11"].as_str().unwrap().to_string();
     assert!(bolt11.starts_with("lnbcrt1500u1"), "{bolt11}");
+    // option_scid_alias: the route hint names the hub's alias for the channel (a block
+    // height no chain has), not the short channel id of its funding transaction.
+    let decoded: channel::invoice::Invoice = bolt11.parse().unwrap();
+    let hint = decoded.route_hints()[0][0].short_channel_id;
+    let real = api
+        .ok(
+            &hub.api,
+            "op-hub",
+            "GET",
+            &format!("/v1/channels/{mchan}"),
+            None,
+        )
+        .await["short_channel_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hint_text = format!(
+        "{}x{}x{}",
+        hint >> 40,
+        (hint >> 16) & 0xff_ffff,
+        hint & 0xffff
+    );
+    assert_ne!(hint_text, real, "the invoice does not reveal the funding");
+    assert!(hint >> 40 >= 16_000_000, "an alias: {hint_text}");
     let hash = invoice["payment_hash"].as_str().unwrap().to_string();
     let paid = api
         .ok(

@@ -83,6 +83,8 @@ struct Stored {
     #[serde(default)]
     remote_policy: Option<ForwardingPolicy>,
     #[serde(default)]
+    remote_alias: Option<u64>,
+    #[serde(default)]
     opened_reported: bool,
     #[serde(default)]
     closed_reported: bool,
@@ -118,6 +120,9 @@ pub(super) struct ChannelEntry {
     pub scid: Option<u64>,
     /// The peer's forwarding policy for this channel (from its channel_update).
     pub remote_policy: Option<ForwardingPolicy>,
+    /// The short channel id alias the peer sent in channel_ready (option_scid_alias):
+    /// what our invoices' route hints name, so they do not reveal the funding outpoint.
+    pub remote_alias: Option<u64>,
     /// channel.opened was reported.
     pub opened_reported: bool,
     /// channel.closed was reported.
@@ -251,6 +256,7 @@ impl ChannelEntry {
             awaiting_funding_since: None,
             scid: None,
             remote_policy: None,
+            remote_alias: None,
             opened_reported: false,
             closed_reported: false,
             peer_noted: None,
@@ -273,6 +279,7 @@ impl ChannelEntry {
             awaiting_funding_since: self.awaiting_funding_since,
             scid: self.scid,
             remote_policy: self.remote_policy,
+            remote_alias: self.remote_alias,
             opened_reported: self.opened_reported,
             closed_reported: self.closed_reported,
         };
@@ -394,6 +401,7 @@ impl Node {
                 awaiting_funding_since: stored.awaiting_funding_since,
                 scid: stored.scid,
                 remote_policy: stored.remote_policy,
+                remote_alias: stored.remote_alias,
                 opened_reported: stored.opened_reported,
                 closed_reported: stored.closed_reported,
                 peer_noted: Some(ChannelId(row.channel_id)),
@@ -402,6 +410,10 @@ impl Node {
                 let mut pay = self.pay.lock().expect("pay lock");
                 if let Some(scid) = entry.scid {
                     pay.scids.insert(scid, ChannelId(row.channel_id));
+                }
+                if entry.ready_sent {
+                    pay.scids
+                        .insert(self.scid_alias(entry.index), ChannelId(row.channel_id));
                 }
                 pay.events
                     .channel_peers
@@ -1131,6 +1143,9 @@ impl Node {
                         ch.receive_channel_ready(&m)?;
                         e.ready_received = true;
                     }
+                    if m.short_channel_id.is_some() {
+                        e.remote_alias = m.short_channel_id;
+                    }
                     if e.ready_sent && e.status == ChannelStatus::AwaitingLock {
                         e.status = ChannelStatus::Normal;
                     }
@@ -1250,8 +1265,9 @@ impl Node {
                         && ch.remote_commitment_number().0 == 0
                         && ch.local_commitment_number().0 == 0
                     {
-                        out.messages
-                            .insert(0, Message::ChannelReady(ch.channel_ready()));
+                        let mut ready = ch.channel_ready();
+                        ready.short_channel_id = Some(self.scid_alias(e.index));
+                        out.messages.insert(0, Message::ChannelReady(ready));
                     }
                 }
                 _ => {}
@@ -1350,9 +1366,28 @@ impl Node {
             fee_proportional_millionths: m.fee_proportional_millionths,
             cltv_expiry_delta: m.cltv_expiry_delta,
         };
+        // By the real short channel id, or by the alias the peer gave the channel in its
+        // channel_ready (LDK names unannounced channels so).
+        let mut by_alias = None;
+        if !self
+            .pay
+            .lock()
+            .expect("pay lock")
+            .scids
+            .contains_key(&m.short_channel_id)
+        {
+            let channels = self.channels.lock().await;
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if e.peer == peer && e.remote_alias == Some(m.short_channel_id) {
+                    by_alias = Some(*id);
+                    break;
+                }
+            }
+        }
         let id = {
             let mut pay = self.pay.lock().expect("pay lock");
-            let id = pay.scids.get(&m.short_channel_id).copied();
+            let id = by_alias.or_else(|| pay.scids.get(&m.short_channel_id).copied());
             if id.is_none() && pay.pending_updates.len() < MAX_PENDING_UPDATES {
                 // The funding is not confirmed on our side yet: applied when it is.
                 pay.pending_updates

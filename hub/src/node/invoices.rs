@@ -134,7 +134,9 @@ impl Node {
             };
             hints.push(RouteHintHop {
                 src_node_id: e.peer,
-                short_channel_id: scid,
+                // The hub's alias when it sent one: the invoice then does not name the
+                // funding transaction.
+                short_channel_id: e.remote_alias.unwrap_or(scid),
                 fee_base_msat: policy.fee_base_msat,
                 fee_proportional_millionths: policy.fee_proportional_millionths,
                 cltv_expiry_delta: policy.cltv_expiry_delta,

@@ -227,6 +227,10 @@ struct Tasks {
     stopping: bool,
 }
 
+/// Block heights of short channel id aliases: above any real chain's for centuries, and
+/// the range LND uses.
+const ALIAS_BLOCKS: std::ops::Range<u64> = 16_000_000..16_250_000;
+
 fn tagged_hash(seed: &[u8], tag: &[u8], index: u64) -> [u8; 32] {
     let mut e = sha256::Hash::engine();
     e.input(seed);
@@ -236,6 +240,16 @@ fn tagged_hash(seed: &[u8], tag: &[u8], index: u64) -> [u8; 32] {
 }
 
 impl Node {
+    /// The short channel id alias (option_scid_alias) of the channel with index `index`:
+    /// sent in channel_ready, derived from the seed (so never stored), with a block
+    /// height no chain has.
+    pub(super) fn scid_alias(&self, index: u64) -> u64 {
+        let h = tagged_hash(&self.seed, b"scid_alias", index);
+        let n = |b: &[u8]| b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
+        let block = ALIAS_BLOCKS.start + n(&h[0..4]) % (ALIAS_BLOCKS.end - ALIAS_BLOCKS.start);
+        (block << 40) | (n(&h[4..7]) << 16) | n(&h[7..9])
+    }
+
     /// Opens the data directory and database, loads the channels, starts listening for
     /// peers and following the chain.
     pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {

@@ -569,8 +569,13 @@ impl Node {
                     let _ = self
                         .with_channel(&id, |e, out| {
                             e.ready_sent = true;
-                            out.messages
-                                .push(Message::ChannelReady(e.channel.channel_ready()));
+                            // option_scid_alias: the peer names the channel by our alias
+                            // in its invoices; we forward what arrives for it.
+                            let alias = self.scid_alias(e.index);
+                            self.pay.lock().expect("pay lock").scids.insert(alias, id);
+                            let mut ready = e.channel.channel_ready();
+                            ready.short_channel_id = Some(alias);
+                            out.messages.push(Message::ChannelReady(ready));
                             if e.ready_received {
                                 e.status = ChannelStatus::Normal;
                             }

@@ -63,6 +63,11 @@ const FEATURES: &[Feature] = &[
         name: "option_channel_type",
         need: Need::Required,
     },
+    Feature {
+        even_bit: 46,
+        name: "option_scid_alias",
+        need: Need::Optional,
+    },
 ];
 
 /// The even bit of option_anchors_zero_fee_htlc_tx.
@@ -157,7 +162,7 @@ mod tests {
     #[test]
     fn ours_are_the_assumed_features_required_and_the_rest_optional() {
         let ours = local_features();
-        assert_eq!(ours, bits(&[0, 7, 8, 12, 14, 23, 27, 44]));
+        assert_eq!(ours, bits(&[0, 7, 8, 12, 14, 23, 27, 44, 47]));
         assert_eq!(check_remote_features(&[], &ours), Ok(()));
     }
 
