@@ -507,11 +507,12 @@ impl Wallet {
     }
 
     /// Brings the fee of `tx`, a transaction that pays none of its own (its inputs hold
-    /// what its outputs pay) and whose inputs are signed `SIGHASH_SINGLE|ANYONECANPAY`:
-    /// an option_anchors_zero_fee_htlc_tx HTLC transaction. Wallet coins are appended
-    /// as inputs and one change output after the existing outputs, so that the whole
-    /// transaction pays `fee_rate`; the coins are reserved as in [`Self::build_and_sign`].
-    /// Returns the transaction and the fee it now pays.
+    /// what its outputs pay): an option_anchors_zero_fee_htlc_tx HTLC transaction. Wallet
+    /// coins are appended as inputs and one change output after the existing outputs, so
+    /// that the whole transaction pays `fee_rate` (its existing witnesses are counted at
+    /// their present size); the coins are reserved as in [`Self::build_and_sign`]. A
+    /// signature on an existing input that commits to all inputs and outputs must be made
+    /// again by the caller. Returns the transaction and the fee it now pays.
     pub fn add_fee_inputs(
         &mut self,
         tx: Transaction,

@@ -54,15 +54,6 @@ pub fn htlc_remote_sighash_type(anchors: bool) -> EcdsaSighashType {
     }
 }
 
-/// The sighash type of the holder's own signature on its HTLC transaction: under
-/// option_anchors_zero_fee_htlc_tx also `SIGHASH_SINGLE|SIGHASH_ANYONECANPAY`, so that the
-/// signed transaction can still take the wallet inputs and change output that pay its
-/// fee (its input 0 and output 0 are what both signatures commit to); otherwise
-/// `SIGHASH_ALL`.
-pub fn htlc_local_sighash_type(anchors: bool) -> EcdsaSighashType {
-    htlc_remote_sighash_type(anchors)
-}
-
 /// Signs input `input` of `tx` (SIGHASH_ALL) with `key`.
 pub fn sign_input(
     tx: &Transaction,

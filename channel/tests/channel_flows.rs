@@ -719,14 +719,27 @@ fn anchor_channel_commitments_and_htlc_transactions() {
         let spent = &commit_outs[tx.input[0].previous_output.vout as usize].1;
         assert_eq!(tx.output[0].value, spent.value, "zero fee");
         consensus_verify(tx, &commit_outs).expect("HTLC tx valid");
-        // Both signatures are SIGHASH_SINGLE|ANYONECANPAY: the counterparty's as BOLT 3
-        // says, ours so that the wallet can add its fee input after signing.
+        // The counterparty's signature is SIGHASH_SINGLE|ANYONECANPAY (BOLT 3), ours
+        // SIGHASH_ALL: once a fee input is added, ours is made again over the whole
+        // transaction (so nobody can move our input into a transaction of theirs).
         assert_eq!(*tx.input[0].witness.nth(1).unwrap().last().unwrap(), 0x83);
-        assert_eq!(*tx.input[0].witness.nth(2).unwrap().last().unwrap(), 0x83);
-        let (funded, coin) = with_fee_input(tx);
+        assert_eq!(*tx.input[0].witness.nth(2).unwrap().last().unwrap(), 0x01);
+        let (mut funded, coin) = with_fee_input(tx);
         let mut spent = commit_outs.clone();
         spent.push(coin);
+        assert!(
+            consensus_verify(&funded, &spent).is_err(),
+            "our first signature does not cover the fee input"
+        );
+        p.alice.sign_local_htlc_input(&mut funded).expect("ours");
         consensus_verify(&funded, &spent).expect("HTLC tx with a fee input valid");
+        assert_eq!(funded.input[0].witness.nth(1), tx.input[0].witness.nth(1));
+        let mut stranger = funded.clone();
+        stranger.input[0].previous_output.vout = 99;
+        assert_eq!(
+            p.alice.sign_local_htlc_input(&mut stranger),
+            Err(ChannelError::NotOurHtlcTx)
+        );
     }
 }
 

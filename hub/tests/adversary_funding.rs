@@ -209,3 +209,84 @@ async fn a_flood_of_unfunded_opens_is_bounded() {
         Some(Message::AcceptChannel(_))
     ));
 }
+
+/// Mallory opens a channel to the hub and, once the hub has accepted, answers with an
+/// accept_channel of her own on the same temporary id, as if the hub had opened it: the
+/// hub would fund a 2-of-2 of her two keys from its wallet. Then, on a second opening,
+/// she sends an `error`, which for an anchor channel the hub itself proposed would make
+/// it propose static_remotekey again: for her opening it must only forget it. The hub
+/// funds nothing, proposes nothing, and its wallet does not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_channel_for_her_own_opening_funds_nothing() {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let hub_addr = hub.new_address().await.unwrap();
+    devnet
+        .generate_to_script(1, &hub_addr.script_pubkey())
+        .unwrap();
+    devnet
+        .generate_to_script(100, &elsewhere().script_pubkey())
+        .unwrap();
+    let mut m = Mallory::new(&devnet, &hub).await;
+    wait_until("hub funded", || async {
+        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
+    })
+    .await;
+    let hub_wallet = hub.wallet_balance().await;
+
+    let secrets = ChannelSecrets::from_seed(&[0x71; 32]);
+    let mut open = Mallory::open_msg(&secrets, 0x71);
+    open.channel_type = Some(channel::channel_type::ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
+    let accept = m.open(&open).await;
+    let other = ChannelSecrets::from_seed(&[0x72; 32]).basepoints();
+    let forged = AcceptChannel {
+        funding_pubkey: other.funding_pubkey,
+        revocation_basepoint: other.revocation_basepoint,
+        payment_basepoint: other.payment_basepoint,
+        delayed_payment_basepoint: other.delayed_payment_basepoint,
+        htlc_basepoint: other.htlc_basepoint,
+        ..accept
+    };
+    m.w.send(&Message::AcceptChannel(forged)).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(msg) = next(&mut m.r).await {
+        seen.push(msg);
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|x| matches!(x, Message::FundingCreated(_) | Message::OpenChannel(_))),
+        "the hub funded her opening: {seen:?}"
+    );
+
+    let mut m = Mallory::new(&devnet, &hub).await;
+    let mut open = Mallory::open_msg(&secrets, 0x73);
+    open.channel_type = Some(channel::channel_type::ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
+    m.open(&open).await;
+    m.w.send(&Message::ErrorMessage(ErrorMessage {
+        channel_id: ChannelId([0x73; 32]),
+        data: b"no".to_vec(),
+    }))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while let Some(msg) = next(&mut m.r).await {
+        seen.push(msg);
+    }
+    assert!(
+        !seen.iter().any(|x| matches!(x, Message::OpenChannel(_))),
+        "the hub proposed her opening back to her: {seen:?}"
+    );
+
+    devnet
+        .generate_to_script(1, &elsewhere().script_pubkey())
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        hub.wallet_balance().await,
+        hub_wallet,
+        "the wallet did not move"
+    );
+    assert!(hub.list_channels().await.is_empty(), "no channel");
+}

@@ -74,6 +74,9 @@ async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_ba
     let alice = spawn(&devnet_args(a_dir.to_str().unwrap(), KEY));
     let devnet = alice.devnet.clone().expect("alice runs the devnet");
     let mut bob_args = client_args(b_dir.to_str().unwrap(), KEY, &devnet);
+    // Bob has no coins: without the anchor reserve he still takes Alice's anchor channel
+    // (his recovery then sweeps a to_remote behind its 1-block CSV).
+    bob_args.extend(["--anchor-reserve-sat".into(), "0".into()]);
     let mut bob = spawn(&bob_args);
     let port_index = bob_args.iter().position(|a| a == "--listen").unwrap() + 1;
     bob_args[port_index] = bob.peer_addr.clone();

@@ -142,6 +142,9 @@ pub enum ChannelError {
     /// [`MAX_DUST_HTLC_EXPOSURE`].
     #[error("dust HTLC exposure {0} above the limit")]
     DustExposure(Msat),
+    /// The transaction is not an HTLC transaction of our current commitment.
+    #[error("not an HTLC transaction of our current commitment")]
+    NotOurHtlcTx,
     /// An amount larger than the channel.
     #[error("amount {0} exceeds the channel capacity")]
     AmountExceedsCapacity(Msat),
@@ -1290,20 +1293,18 @@ impl Channel {
                 }
             };
             let mut tx = c.htlc_tx(i);
-            let local_sighash = crate::sign::htlc_local_sighash_type(c.anchors);
-            let local_sig = crate::sign::sign_input_with(
+            let local_sig = sign_input(
                 &tx,
                 0,
                 &out.witness_script,
                 c.output_value(out.vout),
                 &htlc_key,
-                local_sighash,
             );
             tx.input[0].witness = crate::sign::htlc_tx_witness(
                 &out.witness_script,
                 remote_sig,
                 &local_sig,
-                local_sighash,
+                bitcoin::EcdsaSighashType::All,
                 preimage.as_ref().map(|p| &p.0),
                 c.anchors,
             );
@@ -1400,6 +1401,55 @@ impl Channel {
 }
 
 impl Channel {
+    /// Signs input 0 of `tx` again (SIGHASH_ALL, over the whole transaction): one of our
+    /// commitment's HTLC transactions ([`Self::signed_local_htlc_txs`]) to which the
+    /// wallet added its fee inputs and change under option_anchors_zero_fee_htlc_tx. The
+    /// counterparty's signature (`SIGHASH_SINGLE|ANYONECANPAY`) and the preimage stay;
+    /// ours now commits to every input and output, so nobody can move our HTLC input into
+    /// a transaction of theirs.
+    pub fn sign_local_htlc_input(&self, tx: &mut Transaction) -> Result<(), ChannelError> {
+        let c = self.build_local(
+            self.s.local_number,
+            &self.s.local_keys,
+            &self.s.log.view(ViewOf::CurrentLocal),
+        );
+        let input = tx.input.first().ok_or(ChannelError::NotOurHtlcTx)?;
+        let out = c
+            .htlcs
+            .iter()
+            .find(|h| input.previous_output == OutPoint::new(c.txid(), h.vout))
+            .ok_or(ChannelError::NotOurHtlcTx)?;
+        let old: Vec<Vec<u8>> = input.witness.iter().map(|w| w.to_vec()).collect();
+        if old.len() != 5 {
+            return Err(ChannelError::NotOurHtlcTx);
+        }
+        let htlc_key = derive_privkey(
+            &self.secrets.htlc_basepoint_secret,
+            &c.keys.per_commitment_point,
+        );
+        let local_sig = sign_input(
+            tx,
+            0,
+            &out.witness_script,
+            c.output_value(out.vout),
+            &htlc_key,
+        );
+        let mut w = bitcoin::Witness::new();
+        w.push(&old[0]);
+        w.push(&old[1]);
+        w.push(
+            bitcoin::ecdsa::Signature {
+                signature: local_sig,
+                sighash_type: bitcoin::EcdsaSighashType::All,
+            }
+            .to_vec(),
+        );
+        w.push(&old[3]);
+        w.push(&old[4]);
+        tx.input[0].witness = w;
+        Ok(())
+    }
+
     /// The CSV-delayed sweep to `destination` of output 0 of `htlc_tx`, one of our
     /// commitment's HTLC-timeout or HTLC-success transactions
     /// ([`Self::signed_local_htlc_txs`]), as broadcast (under anchors with the wallet's fee

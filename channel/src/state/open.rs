@@ -183,8 +183,11 @@ pub fn check_open_channel(
         return Err(OpenError::Feerate(m.feerate_per_kw));
     }
     let funder = capacity - m.push_msat;
-    let fee = FeeratePerKw(m.feerate_per_kw)
-        .fee_for_weight(crate::commitment::COMMITMENT_BASE_WEIGHT)
+    // BOLT 2: the funder must afford the initial commitment's fee and, under anchors,
+    // the two anchor outputs.
+    let anchors = channel_type.has_anchors();
+    let fee = (crate::commitment::commitment_fee_sat(FeeratePerKw(m.feerate_per_kw), 0, anchors)
+        + crate::commitment::anchors_cost_sat(anchors))
         * 1000;
     if funder < fee {
         return Err(OpenError::FunderCannotPayFee);

@@ -137,6 +137,11 @@ pub(super) struct PendingOpen {
     peer: PublicKey,
     index: u64,
     open: OpenChannel,
+    /// Whose open_channel this is: ours (we fund; the peer's accept_channel comes next)
+    /// or the peer's (it funds; its funding_created comes next). A message for the other
+    /// side's role is refused: a peer's accept_channel on its own opening would have us
+    /// fund a 2-of-2 of its two keys.
+    we_fund: bool,
     since: std::time::Instant,
 }
 
@@ -794,6 +799,7 @@ impl Node {
                 peer,
                 index,
                 open: open.clone(),
+                we_fund: true,
                 since: std::time::Instant::now(),
             },
         );
@@ -874,6 +880,7 @@ impl Node {
                 peer,
                 index,
                 open: open.clone(),
+                we_fund: false,
                 since: std::time::Instant::now(),
             },
         );
@@ -923,17 +930,21 @@ impl Node {
         Ok(())
     }
 
-    /// Takes the pending open `temp` if `peer` is the one it is with; a message from
-    /// anyone else leaves it in place.
+    /// Takes the pending open `temp` if `peer` is the one it is with and we are its
+    /// funder (`we_fund`) or not, as the message in hand requires; anything else leaves
+    /// it in place.
     async fn take_pending_open(
         &self,
         temp: &ChannelId,
         peer: &PublicKey,
+        we_fund: bool,
         what: &'static str,
     ) -> Result<PendingOpen, NodeError> {
         let mut pending = self.pending_opens.lock().await;
         match pending.get(temp) {
-            Some(p) if p.peer == *peer => Ok(pending.remove(temp).expect("present")),
+            Some(p) if p.peer == *peer && p.we_fund == we_fund => {
+                Ok(pending.remove(temp).expect("present"))
+            }
             _ => Err(NodeError::Invalid(what)),
         }
     }
@@ -945,7 +956,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         let temp = accept.temporary_channel_id;
         let pending = self
-            .take_pending_open(&temp, &peer, "unexpected accept_channel")
+            .take_pending_open(&temp, &peer, true, "unexpected accept_channel")
             .await?;
         if let Err(e) = check_accept_channel(&pending.open, &accept, &OpenPolicy::default()) {
             let reason = format!("accept_channel refused: {e}");
@@ -997,7 +1008,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         let temp = msg.temporary_channel_id;
         let pending = self
-            .take_pending_open(&temp, &peer, "unexpected funding_created")
+            .take_pending_open(&temp, &peer, false, "unexpected funding_created")
             .await?;
         let accept = self
             .fundee_accepts
@@ -1527,6 +1538,7 @@ impl Node {
             match opens.get_mut(&channel_id) {
                 Some(p)
                     if p.peer == peer
+                        && p.we_fund
                         && p.open.channel_type.as_deref()
                             == Some(&ChannelType::AnchorsZeroFeeHtlcTx.to_bytes()[..]) =>
                 {

@@ -225,6 +225,19 @@ impl Node {
             };
             let new_outputs = self.unclaimed(&id, &built).await;
             if new_outputs.is_empty() {
+                if only.is_none() {
+                    // Nothing left to claim and no sweep waiting (the counterparty took
+                    // an output whose claim was still waiting for a wallet coin, say).
+                    let (_, more) = self
+                        .with_channel_once(&id, |e, _| {
+                            if e.sweeps.is_empty() && e.status == ChannelStatus::ForceClosed {
+                                e.status = ChannelStatus::Closed;
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    follow.extend(more);
+                }
                 continue;
             }
             let Ok(dest) = self.wallet.lock().await.new_address() else {
@@ -300,7 +313,8 @@ impl Node {
     /// Our commitment's HTLC transactions `txs` made ready to broadcast, each followed by
     /// the CSV-delayed sweep of its output to `dest`. Under option_anchors_zero_fee_htlc_tx
     /// they pay no fee of their own: the wallet adds inputs and change at the chain's fee
-    /// estimate first (which changes the txid the sweep spends). One the wallet cannot pay
+    /// estimate first, and our signature is made again over the result (SIGHASH_ALL; the
+    /// txid the sweep spends changes). One the wallet cannot pay
     /// for now is left out with a warning; its output stays unclaimed, so the per-block
     /// look ([`Node::claim_with_learnt_preimages`]) tries again.
     pub(super) async fn complete_local_htlc_txs(
@@ -336,7 +350,15 @@ impl Node {
         };
         let e = entry.lock().await;
         let mut out = Vec::with_capacity(2 * txs.len());
-        for tx in txs {
+        for mut tx in txs {
+            if anchors {
+                // Our signature, made again over the inputs and outputs the wallet added.
+                if let Err(err) = e.channel.sign_local_htlc_input(&mut tx) {
+                    tracing::warn!(channel = %id, "HTLC transaction not signed: {err}");
+                    self.wallet.lock().await.unlock(&tx);
+                    continue;
+                }
+            }
             let sweep = e
                 .channel
                 .sweep_local_htlc_output(&tx, dest.clone(), SWEEP_FEERATE);
