@@ -96,6 +96,9 @@ pub struct Balance {
     pub immature: Amount,
     /// Reserved by transactions this wallet built that are not yet confirmed.
     pub locked: Amount,
+    /// The change of those transactions, ours once they confirm (not in [`Self::total`]:
+    /// the coins they spend are still counted in `locked`).
+    pub trusted_pending: Amount,
 }
 
 impl Balance {
@@ -132,6 +135,8 @@ pub struct Wallet {
     next_unused: [u32; 2],
     utxos: HashMap<OutPoint, WalletUtxo>,
     locked: HashSet<OutPoint>,
+    /// Change outputs of our own transactions not yet in a block.
+    pending_change: HashMap<OutPoint, Amount>,
     /// Undo data of connected blocks that changed the wallet (others need none).
     deltas: Vec<BlockDelta>,
     /// The last blocks processed (bounded), to check that disconnects come in order.
@@ -213,6 +218,7 @@ impl Wallet {
             next_unused: [0, 0],
             utxos: HashMap::new(),
             locked: HashSet::new(),
+            pending_change: HashMap::new(),
             deltas: Vec::new(),
             recent: VecDeque::new(),
         };
@@ -303,6 +309,7 @@ impl Wallet {
                             txid,
                             vout: vout as u32,
                         };
+                        self.pending_change.remove(&outpoint);
                         self.utxos.insert(
                             outpoint,
                             WalletUtxo {
@@ -375,6 +382,7 @@ impl Wallet {
                 b.immature += u.output.value;
             }
         }
+        b.trusted_pending = self.pending_change.values().copied().sum();
         b
     }
 
@@ -388,6 +396,8 @@ impl Wallet {
         for input in &tx.input {
             self.locked.remove(&input.previous_output);
         }
+        let txid = tx.compute_txid();
+        self.pending_change.retain(|o, _| o.txid != txid);
     }
 
     /// A fee rate for confirmation within `target_blocks` from the chain source, or
@@ -503,7 +513,17 @@ impl Wallet {
         for u in &selected {
             self.locked.insert(u.outpoint);
         }
+        if change.is_some() {
+            self.note_change(&tx, tx.output.len() - 1);
+        }
         Ok((tx, fee))
+    }
+
+    fn note_change(&mut self, tx: &Transaction, vout: usize) {
+        self.pending_change.insert(
+            OutPoint::new(tx.compute_txid(), vout as u32),
+            tx.output[vout].value,
+        );
     }
 
     /// Brings the fee of `tx`, a transaction that pays none of its own (its inputs hold
@@ -565,6 +585,7 @@ impl Wallet {
         for u in &selected {
             self.locked.insert(u.outpoint);
         }
+        self.note_change(&funded, funded.output.len() - 1);
         Ok((funded, fee))
     }
 

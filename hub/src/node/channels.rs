@@ -471,7 +471,12 @@ impl Node {
             }
             n
         };
-        let spendable = self.wallet.lock().await.balance().spendable.to_sat();
+        // Our own unconfirmed change counts (as LDK's wallet counts it): a funding just
+        // sent must not make the next open look coinless.
+        let spendable = {
+            let b = self.wallet.lock().await.balance();
+            (b.spendable + b.trusted_pending).to_sat()
+        };
         spendable.saturating_sub(spend_sat) >= reserve.saturating_mul(anchor_channels + 1)
     }
 
@@ -1194,6 +1199,10 @@ impl Node {
                 }
                 Message::UpdateFee(m) => {
                     let (lo, hi) = feerate_bounds.expect("prepared for update_fee");
+                    // An anchor commitment is bumped through its anchor, not its own fee:
+                    // any rate from the relay floor is fine (LND sets at most 2,500 sat/kw
+                    // on anchor channels; LDK and Core Lightning accept as low).
+                    let lo = if ch.anchors() { UPDATE_FEE_FLOOR } else { lo };
                     if !(lo.0..=hi.0).contains(&m.feerate_per_kw) {
                         // BOLT 2: too low to confirm in time, or unreasonably large.
                         return Err(NodeError::Invalid(
