@@ -36,7 +36,7 @@ schemas = {
         "preimage": S("proof of payment, once succeeded"), "failure": S(), "failure_code": I("BOLT 4 failure code"),
         "created_at": I(), "completed_at": I(), "channel_id": S("first hop")}),
     "Forward": obj({
-        "payment_hash": S(), "in_channel_id": S(), "in_amount_msat": I(), "out_channel_id": S(),
+        "payment_hash": S(), "in_channel_id": S("operator only: another tenant's channel"), "in_amount_msat": I(), "out_channel_id": S(),
         "out_amount_msat": I(), "fee_msat": I(), "status": {"type": "string", "enum": ["pending", "settled", "failed"]},
         "failure": S(), "created_at": I(), "resolved_at": I()}),
     "Webhook": obj({"id": S(), "url": S(), "events": {"type": "array", "items": S()}, "created_at": I(),

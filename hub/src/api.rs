@@ -631,10 +631,18 @@ fn payment_json(p: &PaymentRecord) -> serde_json::Value {
     })
 }
 
+/// A forward as the operator sees it.
 fn forward_json(f: &ForwardRecord) -> serde_json::Value {
+    let mut v = merchant_forward_json(f);
+    v["in_channel_id"] = json!(f.in_channel.to_string());
+    v
+}
+
+/// A forward into a merchant's channel as the merchant sees it: without the incoming
+/// channel, which is another tenant's (its id is that tenant's funding outpoint).
+fn merchant_forward_json(f: &ForwardRecord) -> serde_json::Value {
     json!({
         "payment_hash": hex::encode(f.payment_hash.0),
-        "in_channel_id": f.in_channel.to_string(),
         "in_amount_msat": f.in_amount_msat,
         "out_channel_id": f.out_channel.to_string(),
         "out_amount_msat": f.out_amount_msat,
@@ -746,7 +754,7 @@ async fn list_payments(
             app.node
                 .forwards(Some(&m.id))
                 .iter()
-                .map(forward_json)
+                .map(merchant_forward_json)
                 .collect(),
         )),
     }
@@ -775,7 +783,7 @@ async fn show_payment(
                 .rev()
                 .find(|f| f.payment_hash == hash)
                 .ok_or(NodeError::NotFound("payment"))?;
-            Ok(Json(forward_json(&f)))
+            Ok(Json(merchant_forward_json(&f)))
         }
     }
 }
@@ -785,12 +793,12 @@ async fn list_forwards(
     headers: HeaderMap,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let caller = authorize(&app, &headers)?;
+    let view = match caller {
+        Caller::Operator => forward_json,
+        Caller::Merchant(_) => merchant_forward_json,
+    };
     Ok(Json(
-        app.node
-            .forwards(caller.owner())
-            .iter()
-            .map(forward_json)
-            .collect(),
+        app.node.forwards(caller.owner()).iter().map(view).collect(),
     ))
 }
 

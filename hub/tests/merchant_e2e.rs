@@ -374,6 +374,22 @@ async fn merchant_gets_paid_through_the_hub() {
     assert_eq!(fwd["status"], "settled");
     assert_eq!(msat(&fwd, "fee_msat"), fee);
     assert_eq!(msat(&fwd, "out_amount_msat"), AMOUNT);
+    // The incoming channel is the user's (its id, the user's funding outpoint): not the
+    // merchant's to see, in any of its views; the operator sees it.
+    let user_channel = hub_in["channel_id"].as_str().unwrap().to_string();
+    for path in [
+        format!("/v1/payments/{hash}"),
+        "/v1/payments".into(),
+        "/v1/forwards".into(),
+    ] {
+        let v = api.ok(&hub.api, &mkey, "GET", &path, None).await;
+        assert!(!v.to_string().contains(&user_channel), "{path}: {v}");
+        assert!(!v.to_string().contains("in_channel_id"), "{path}: {v}");
+    }
+    let ops = api
+        .ok(&hub.api, "op-hub", "GET", "/v1/forwards", None)
+        .await;
+    assert!(ops.to_string().contains(&user_channel), "{ops}");
     assert_eq!(
         api.raw(
             &hub.api,
