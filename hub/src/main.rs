@@ -117,6 +117,13 @@ struct Args {
     /// without them a channel is opened or accepted as static_remotekey (0: no reserve).
     #[arg(long, env = "HUB_ANCHOR_RESERVE_SAT", default_value_t = hub::node::DEFAULT_ANCHOR_RESERVE_SAT)]
     anchor_reserve_sat: u64,
+    /// Inbound peer connections at once (handshakes included); beyond, new ones are
+    /// closed at once.
+    #[arg(long, env = "HUB_MAX_INBOUND", default_value_t = hub::node::DEFAULT_MAX_INBOUND)]
+    max_inbound: usize,
+    /// Inbound peer connections at once from one IP address.
+    #[arg(long, env = "HUB_MAX_INBOUND_PER_IP", default_value_t = hub::node::DEFAULT_MAX_INBOUND_PER_IP)]
+    max_inbound_per_ip: usize,
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
@@ -249,6 +256,8 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         },
         towers: args.tower_urls.clone(),
         anchor_reserve_sat: args.anchor_reserve_sat,
+        max_inbound: args.max_inbound,
+        max_inbound_per_ip: args.max_inbound_per_ip,
     })
     .await?;
 

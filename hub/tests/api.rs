@@ -36,6 +36,8 @@ async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
         webhook_allow_ips: vec![],
         towers: vec![],
         anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
+        max_inbound: hub::node::DEFAULT_MAX_INBOUND,
+        max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
     })
     .await
     .unwrap()

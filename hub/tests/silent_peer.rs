@@ -75,3 +75,58 @@ async fn a_peer_that_never_reads_is_disconnected_with_bounded_memory() {
     let api = Api::default();
     api.ok(&hub.api, "op", "GET", "/v1/info", None).await;
 }
+
+/// Connections from one IP address are capped (`--max-inbound-per-ip`): beyond the cap a
+/// new one is closed before its handshake, the ones in place keep working, and once one
+/// of them ends there is room again. Connections that never finish their handshake hold
+/// their place too, so a peer cannot flood the hub with half-open ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = devnet_args(dir.path().join("hub").to_str().unwrap(), "op");
+    args.extend(["--max-inbound-per-ip".into(), "3".into()]);
+    let hub = spawn(&args);
+    let chain =
+        bitcoin::constants::ChainHash::using_genesis_block(bitcoin::Network::Regtest).to_bytes();
+    let addr: std::net::SocketAddr = hub.peer_addr.parse().unwrap();
+    let id: bitcoin::secp256k1::PublicKey = hub.node_id.parse().unwrap();
+    let dial = |n: u8| async move {
+        let key = SecretKey::from_slice(&[n; 32]).unwrap();
+        hub::peer::connect(addr, key, id, chain).await
+    };
+    // Two full peers and one that only opens a socket.
+    let (mut w1, mut r1) = dial(0x61).await.expect("first");
+    let second = dial(0x62).await.expect("second");
+    let half_open = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(dial(0x63).await.is_err(), "a fourth connection is refused");
+    // The first still works.
+    w1.send(&Message::Ping(Ping {
+        num_pong_bytes: 4,
+        ignored: vec![],
+    }))
+    .await
+    .unwrap();
+    let pong = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Message::Pong(p) = r1.recv().await.unwrap() {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("pong");
+    assert_eq!(pong.ignored.len(), 4);
+    // One ends: there is room again.
+    drop(half_open);
+    drop(second);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(c) = dial(0x64).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "room after connections ended");
+}

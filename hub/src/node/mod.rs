@@ -85,6 +85,11 @@ pub struct NodeConfig {
     /// much per anchor channel, the new one included; static_remotekey otherwise. 0: no
     /// reserve.
     pub anchor_reserve_sat: u64,
+    /// Inbound peer connections at once (handshakes included); beyond, a new one is
+    /// closed at once.
+    pub max_inbound: usize,
+    /// Inbound peer connections at once from one IP address.
+    pub max_inbound_per_ip: usize,
 }
 
 impl NodeConfig {
@@ -109,12 +114,18 @@ impl NodeConfig {
             webhook_allow_ips: Vec::new(),
             towers: Vec::new(),
             anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
+            max_inbound: DEFAULT_MAX_INBOUND,
+            max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
         }
     }
 }
 
 /// The default of [`NodeConfig::anchor_reserve_sat`]: LDK's default per-channel reserve.
 pub const DEFAULT_ANCHOR_RESERVE_SAT: u64 = 25_000;
+/// The default of [`NodeConfig::max_inbound`].
+pub const DEFAULT_MAX_INBOUND: usize = 512;
+/// The default of [`NodeConfig::max_inbound_per_ip`].
+pub const DEFAULT_MAX_INBOUND_PER_IP: usize = 16;
 
 /// Node-level failures.
 #[derive(Debug, thiserror::Error)]

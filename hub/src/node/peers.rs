@@ -13,6 +13,53 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+/// Inbound connections being served, in all and per IP address.
+#[derive(Default)]
+struct InboundSlots {
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One inbound connection's place among [`InboundSlots`], given back when dropped.
+struct InboundSlot {
+    slots: Arc<InboundSlots>,
+    ip: std::net::IpAddr,
+}
+
+impl InboundSlots {
+    /// A place for a connection from `ip`, if there is one under both limits.
+    fn take(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        max: usize,
+        per_ip: usize,
+    ) -> Option<InboundSlot> {
+        let mut open = self.open.lock().expect("inbound slots lock");
+        let from_ip = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= max || from_ip >= per_ip {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(ip, from_ip + 1);
+        Some(InboundSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("inbound slots lock");
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Messages queued for one peer at most. A peer that lets its queue fill (it does not
 /// read) is disconnected, so a silent peer costs bounded memory.
 pub(super) const PEER_QUEUE: usize = 256;
@@ -20,13 +67,30 @@ pub(super) const PEER_QUEUE: usize = 256;
 impl Node {
     pub(super) fn spawn_listener(self: Arc<Self>, listener: TcpListener) {
         let node = self.clone();
+        let slots = Arc::new(InboundSlots::default());
         node.spawn_task(async move {
             loop {
-                let Ok((stream, from)) = listener.accept().await else {
+                let (stream, from) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::warn!("accepting a peer connection failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(slot) = slots.take(
+                    from.ip(),
+                    self.config.max_inbound,
+                    self.config.max_inbound_per_ip,
+                ) else {
+                    tracing::info!(%from, "inbound connection refused: too many connections");
+                    drop(stream);
                     continue;
                 };
                 let node = self.clone();
                 self.spawn_task(async move {
+                    let _slot = slot;
                     match accept(stream, node.node_key, node.chain_hash()).await {
                         Ok((peer, _, _)) if !node.accepts_peer(&peer) => {
                             tracing::info!(%peer, "light node: refusing a peer that is not its hub");

@@ -55,6 +55,8 @@ pub async fn start_with_reserve(
         webhook_allow_ips: vec![],
         towers: vec![],
         anchor_reserve_sat,
+        max_inbound: hub::node::DEFAULT_MAX_INBOUND,
+        max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
     })
     .await
     .expect("node starts")
