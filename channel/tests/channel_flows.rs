@@ -817,4 +817,22 @@ fn dust_htlc_exposure_is_capped() {
     p.add(false, big, 700).expect("not dust");
     p.settle();
     assert_eq!(p.alice.dust_exposure(None), Msat(50_000_000));
+    // An update_fee at a rate that trims the large HTLC too would put 250,000 sat to
+    // miners: refused, nothing changed; one that trims nothing more is taken.
+    let before = p.bob.clone();
+    let cid = p.bob.channel_id();
+    assert_eq!(
+        p.bob.receive_update_fee(&UpdateFee {
+            channel_id: cid,
+            feerate_per_kw: 300_000,
+        }),
+        Err(ChannelError::DustExposure(Msat(250_000_000)))
+    );
+    assert_eq!(p.bob.state(), before.state());
+    p.bob
+        .receive_update_fee(&UpdateFee {
+            channel_id: cid,
+            feerate_per_kw: 10_500,
+        })
+        .expect("within the cap");
 }

@@ -891,6 +891,12 @@ impl Channel {
     /// larger, over the two commitments, of the HTLCs trimmed in it (every HTLC either
     /// side has proposed, at the latest fee rate), `extra` included.
     pub fn dust_exposure(&self, extra: Option<&Htlc>) -> Msat {
+        let feerate = self.s.log.view(ViewOf::Everything).feerate;
+        self.dust_exposure_at(extra, feerate)
+    }
+
+    /// [`Self::dust_exposure`] at `feerate` instead of the latest fee rate.
+    fn dust_exposure_at(&self, extra: Option<&Htlc>, feerate: FeeratePerKw) -> Msat {
         let view = self.s.log.view(ViewOf::Everything);
         [Side::Local, Side::Remote]
             .into_iter()
@@ -899,7 +905,7 @@ impl Channel {
                     view.htlcs
                         .iter()
                         .chain(extra)
-                        .filter(|h| self.trimmed_in(holder, h, view.feerate))
+                        .filter(|h| self.trimmed_in(holder, h, feerate))
                         .map(|h| h.amount.0)
                         .sum(),
                 )
@@ -1116,6 +1122,12 @@ impl Channel {
         self.check_channel(&msg.channel_id)?;
         let feerate = FeeratePerKw(msg.feerate_per_kw);
         self.check_fee(Side::Remote, feerate, false)?;
+        // A higher rate trims more HTLCs: not beyond the dust exposure we accept (as LDK
+        // refuses such an update_fee).
+        let exposure = self.dust_exposure_at(None, feerate);
+        if exposure > MAX_DUST_HTLC_EXPOSURE {
+            return Err(ChannelError::DustExposure(exposure));
+        }
         self.s.log.push(Side::Remote, UpdateKind::Fee(feerate));
         Ok(())
     }
