@@ -55,15 +55,21 @@ async fn assert_never_ready(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_funding_never_makes_a_usable_channel() {
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
+/// A hub with one coinbase of 50 BTC (mature once 100 more blocks are mined).
+async fn hub_with_a_coinbase(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
+    let hub = start(devnet, dir, None).await;
     let hub_addr = hub.new_address().await.unwrap();
     devnet
         .generate_to_script(1, &hub_addr.script_pubkey())
         .unwrap();
+    hub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_funding_never_makes_a_usable_channel() {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with_a_coinbase(&devnet, dir.path()).await;
     let mut m = Mallory::new(&devnet, &hub).await;
     wait_until("hub funded", || async {
         hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
@@ -220,11 +226,7 @@ async fn a_flood_of_unfunded_opens_is_bounded() {
 async fn an_accept_channel_for_her_own_opening_funds_nothing() {
     let devnet = Arc::new(Devnet::in_memory());
     let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let hub_addr = hub.new_address().await.unwrap();
-    devnet
-        .generate_to_script(1, &hub_addr.script_pubkey())
-        .unwrap();
+    let hub = hub_with_a_coinbase(&devnet, dir.path()).await;
     devnet
         .generate_to_script(100, &elsewhere().script_pubkey())
         .unwrap();

@@ -301,14 +301,7 @@ async fn force_close_with_htlcs_in_flight() {
         a2.pay(&id, channel::Msat(20_000_000), h2, height + 10)
             .await
     });
-    wait_until("two HTLCs in both commitments", || async {
-        let (ca, cb) = (
-            p.a.channel(&p.id).await.unwrap(),
-            p.b.channel(&p.id).await.unwrap(),
-        );
-        ca.htlcs == 2 && cb.htlcs == 2 && ca.quiescent && cb.quiescent
-    })
-    .await;
+    htlcs_in_both(&p, 2).await;
 
     let txid = p.a.force_close(&p.id).await.unwrap();
     mine(&p, 1).await;
@@ -519,14 +512,7 @@ async fn an_anchor_htlc_claim_waits_for_a_wallet_coin() {
         a.pay(&id, channel::Msat(30_000_000), hash, height + 400)
             .await
     });
-    wait_until("the HTLC in both commitments", || async {
-        let (ca, cb) = (
-            p.a.channel(&p.id).await.unwrap(),
-            p.b.channel(&p.id).await.unwrap(),
-        );
-        ca.htlcs == 1 && cb.htlcs == 1 && ca.quiescent && cb.quiescent
-    })
-    .await;
+    htlcs_in_both(&p, 1).await;
     assert_eq!(p.b.wallet_balance().await, Amount::ZERO);
 
     let txid = p.b.force_close(&p.id).await.unwrap();
@@ -582,4 +568,16 @@ async fn an_anchor_htlc_claim_waits_for_a_wallet_coin() {
         Amount::from_sat(30_000),
         "zero fee of its own"
     );
+}
+
+/// Waits until both commitments hold `n` HTLCs and neither side has anything pending.
+async fn htlcs_in_both(p: &Pair, n: usize) {
+    wait_until("the HTLCs in both commitments", || async {
+        let (ca, cb) = (
+            p.a.channel(&p.id).await.unwrap(),
+            p.b.channel(&p.id).await.unwrap(),
+        );
+        ca.htlcs == n && cb.htlcs == n && ca.quiescent && cb.quiescent
+    })
+    .await;
 }

@@ -93,17 +93,7 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
         "/v1/peers",
         Some(json!({"node_id": ldk.node_id().to_string(), "address": addr})),
     );
-    let opened = w.hub(
-        "POST",
-        "/v1/channels",
-        Some(json!({"peer_id": ldk.node_id().to_string(), "capacity_sat": 2_000_000})),
-    );
-    let id = opened["channel_id"]
-        .as_str()
-        .expect("channel_id")
-        .to_string();
-    w.mine(6);
-    assert_eq!(wait_channel_usable(&w, &ldk), id);
+    let id = hub_opens_to(&w, &ldk, 2_000_000);
     // LDK has no coins for the anchor reserve it keeps: it refused the hub's anchor
     // proposal and the hub proposed static_remotekey instead, as LDK itself does.
     assert_eq!(w.hub_channel(&id)["channel_type"], "static_remotekey");
@@ -160,17 +150,7 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
     // With coins for its reserve, LDK takes the hub's anchor channel, and it carries a
     // payment.
     fund_ldk(&w, &ldk);
-    let opened = w.hub(
-        "POST",
-        "/v1/channels",
-        Some(json!({"peer_id": ldk.node_id().to_string(), "capacity_sat": 1_000_000})),
-    );
-    let id = opened["channel_id"]
-        .as_str()
-        .expect("channel_id")
-        .to_string();
-    w.mine(6);
-    assert_eq!(wait_channel_usable(&w, &ldk), id);
+    let id = hub_opens_to(&w, &ldk, 1_000_000);
     assert_eq!(
         w.hub_channel(&id)["channel_type"],
         "anchors_zero_fee_htlc_tx"
@@ -178,6 +158,23 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
     let paid = w.hub_pay(&ldk_invoice(&ldk, 50_000_000, "on the anchor channel"));
     assert_eq!(paid["status"], "succeeded", "{paid}");
     ldk.stop().expect("LDK stops");
+}
+
+/// The hub opens a channel of `capacity_sat` to `ldk`, confirms it and waits until both
+/// sides can use it; returns its id.
+fn hub_opens_to(w: &World, ldk: &ldk_node::Node, capacity_sat: u64) -> String {
+    let opened = w.hub(
+        "POST",
+        "/v1/channels",
+        Some(json!({"peer_id": ldk.node_id().to_string(), "capacity_sat": capacity_sat})),
+    );
+    let id = opened["channel_id"]
+        .as_str()
+        .expect("channel_id")
+        .to_string();
+    w.mine(6);
+    assert_eq!(wait_channel_usable(w, ldk), id);
+    id
 }
 
 /// The hub's use: a user on LDK pays a merchant's BOLT 11 invoice; the merchant runs a
