@@ -28,6 +28,69 @@ pub struct App {
     pub node: Arc<Node>,
     /// SHA-256 of the operator's API key (the key itself is never stored).
     pub api_key_hash: [u8; 32],
+    /// How many requests each merchant key may make.
+    pub merchant_rate: RateLimit,
+    /// Each merchant's request budget.
+    pub buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+impl App {
+    /// The API of `node`, answering the operator's key of hash `api_key_hash`.
+    pub fn new(node: Arc<Node>, api_key_hash: [u8; 32], merchant_rate: RateLimit) -> App {
+        App {
+            node,
+            api_key_hash,
+            merchant_rate,
+            buckets: Default::default(),
+        }
+    }
+}
+
+/// Requests a merchant key may make: `per_sec` on average, `burst` at once.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    /// Requests per second, on average.
+    pub per_sec: u32,
+    /// Requests at once after a quiet time.
+    pub burst: u32,
+}
+
+/// The default of [`RateLimit::per_sec`].
+pub const DEFAULT_MERCHANT_RATE_PER_SEC: u32 = 20;
+/// The default of [`RateLimit::burst`].
+pub const DEFAULT_MERCHANT_RATE_BURST: u32 = 100;
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_sec: DEFAULT_MERCHANT_RATE_PER_SEC,
+            burst: DEFAULT_MERCHANT_RATE_BURST,
+        }
+    }
+}
+
+/// A token bucket: `tokens` left, refilled at the rate's pace.
+#[derive(Debug)]
+pub struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateLimit {
+    /// Takes one request from `bucket`; `Err(seconds)` until one is available.
+    fn take(&self, bucket: &mut Bucket, now: std::time::Instant) -> Result<(), u64> {
+        let rate = f64::from(self.per_sec.max(1));
+        let burst = f64::from(self.burst.max(1));
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
 }
 
 /// An API error with a stable code.
@@ -63,6 +126,7 @@ impl From<NodeError> for ApiError {
         let (status, code) = match &e {
             NodeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            NodeError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             NodeError::NoRoute => (StatusCode::UNPROCESSABLE_ENTITY, "no_route"),
             NodeError::RouteOverLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "route_over_limit"),
@@ -137,7 +201,25 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
         return Ok(Caller::Operator);
     }
     match app.node.merchant_by_key_hash(&hex::encode(hash)) {
-        Some(m) => Ok(Caller::Merchant(m)),
+        Some(m) => {
+            let now = std::time::Instant::now();
+            let mut buckets = app.buckets.lock().expect("buckets lock");
+            let bucket = buckets.entry(m.id.clone()).or_insert(Bucket {
+                tokens: f64::from(app.merchant_rate.burst.max(1)),
+                at: now,
+            });
+            if let Err(wait) = app.merchant_rate.take(bucket, now) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "more than {} requests per second; try again in {wait} s",
+                        app.merchant_rate.per_sec
+                    ),
+                ));
+            }
+            Ok(Caller::Merchant(m))
+        }
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -171,6 +253,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/webhooks/{id}/test", post(test_webhook))
         .route("/v1/webhooks/deliveries", get(list_deliveries))
         .route("/v1/merchants", get(list_merchants).post(create_merchant))
+        .route(
+            "/v1/merchants/{id}/key",
+            post(rotate_merchant_key).delete(revoke_merchant_key),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
 }
@@ -393,10 +479,14 @@ async fn open_channel(
             "a merchant cannot ask for pushed funds",
         ));
     }
-    let id = app
-        .node
-        .open_channel(peer, req.capacity_sat, Msat(req.push_msat))
-        .await?;
+    let id = match &caller {
+        Caller::Merchant(m) => app.node.open_merchant_channel(m, req.capacity_sat).await?,
+        Caller::Operator => {
+            app.node
+                .open_channel(peer, req.capacity_sat, Msat(req.push_msat))
+                .await?
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({"channel_id": id.to_string()})),
@@ -459,6 +549,15 @@ async fn close_channel(
     let caller = authorize(&app, &headers)?;
     let id = visible_channel(&app, &caller, &id).await?.channel_id;
     let req = payload.map(|Json(r)| r).unwrap_or_default();
+    if req.force && matches!(caller, Caller::Merchant(_)) {
+        // A force close costs the hub the fees and locks its funds for the delay: the
+        // operator decides on one.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a force close needs the operator's key; a merchant may close cooperatively",
+        ));
+    }
     if req.force {
         let txid = app.node.force_close(&id).await?;
         Ok(Json(
@@ -554,6 +653,8 @@ fn merchant_json(m: &MerchantRecord) -> serde_json::Value {
         "name": m.name,
         "node_id": m.node_id.to_string(),
         "created_at": m.created_at,
+        "key_active": !m.key_hash.is_empty(),
+        "key_changed_at": m.key_changed_at,
     })
 }
 
@@ -927,6 +1028,31 @@ async fn create_merchant(
     let mut v = merchant_json(&m);
     v["api_key"] = json!(key);
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Gives a merchant a new API key (shown once); the old one stops working at once.
+async fn rotate_merchant_key(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?.operator_only()?;
+    let (m, key) = app.node.rotate_merchant_key(&id).await?;
+    let mut v = merchant_json(&m);
+    v["api_key"] = json!(key);
+    Ok(Json(v))
+}
+
+/// Revokes a merchant's API key; its channels and records stay.
+async fn revoke_merchant_key(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&app, &headers)?.operator_only()?;
+    app.node.revoke_merchant_key(&id).await?;
+    app.buckets.lock().expect("buckets lock").remove(&id);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_merchants(

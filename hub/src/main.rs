@@ -124,6 +124,25 @@ struct Args {
     /// Inbound peer connections at once from one IP address.
     #[arg(long, env = "HUB_MAX_INBOUND_PER_IP", default_value_t = hub::node::DEFAULT_MAX_INBOUND_PER_IP)]
     max_inbound_per_ip: usize,
+    /// Seconds the parts of a multi-part payment to one of our invoices are held while
+    /// the rest is awaited (BOLT 4 asks for at least 60); then all fail with mpp_timeout.
+    #[arg(long, env = "HUB_MPP_TIMEOUT_SECS", default_value_t = 60)]
+    mpp_timeout_secs: u64,
+    /// Channels the hub funds to one merchant's node (not yet closed).
+    #[arg(long, env = "HUB_MERCHANT_MAX_CHANNELS", default_value_t = hub::node::DEFAULT_MERCHANT_MAX_CHANNELS)]
+    merchant_max_channels: usize,
+    /// Satoshis the hub's channels to one merchant's node may hold together.
+    #[arg(long, env = "HUB_MERCHANT_MAX_CAPACITY_SAT", default_value_t = hub::node::DEFAULT_MERCHANT_MAX_CAPACITY_SAT)]
+    merchant_max_capacity_sat: u64,
+    /// Webhooks one merchant may register.
+    #[arg(long, env = "HUB_MERCHANT_MAX_WEBHOOKS", default_value_t = hub::node::DEFAULT_MERCHANT_MAX_WEBHOOKS)]
+    merchant_max_webhooks: usize,
+    /// Requests per second a merchant key may make on average (beyond: 429 rate_limited).
+    #[arg(long, env = "HUB_MERCHANT_RATE_PER_SEC", default_value_t = hub::api::DEFAULT_MERCHANT_RATE_PER_SEC)]
+    merchant_rate_per_sec: u32,
+    /// Requests a merchant key may make at once after a quiet time.
+    #[arg(long, env = "HUB_MERCHANT_RATE_BURST", default_value_t = hub::api::DEFAULT_MERCHANT_RATE_BURST)]
+    merchant_rate_burst: u32,
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
@@ -258,6 +277,12 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         anchor_reserve_sat: args.anchor_reserve_sat,
         max_inbound: args.max_inbound,
         max_inbound_per_ip: args.max_inbound_per_ip,
+        mpp_timeout: Duration::from_secs(args.mpp_timeout_secs.max(1)),
+        merchant_quotas: hub::node::MerchantQuotas {
+            max_channels: args.merchant_max_channels,
+            max_capacity_sat: args.merchant_max_capacity_sat,
+            max_webhooks: args.merchant_max_webhooks,
+        },
     })
     .await?;
 
@@ -281,10 +306,14 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
             h
         }
     };
-    let app = Arc::new(App {
-        node: node.clone(),
+    let app = Arc::new(App::new(
+        node.clone(),
         api_key_hash,
-    });
+        hub::api::RateLimit {
+            per_sec: args.merchant_rate_per_sec,
+            burst: args.merchant_rate_burst,
+        },
+    ));
     let listener = tokio::net::TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding {}", args.api_listen))?;

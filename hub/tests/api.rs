@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn serve(node: Arc<Node>, key: &str) -> String {
-    let app = Arc::new(App {
+    let app = Arc::new(App::new(
         node,
-        api_key_hash: sha256::Hash::hash(key.as_bytes()).to_byte_array(),
-    });
+        sha256::Hash::hash(key.as_bytes()).to_byte_array(),
+        Default::default(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(app)).await });
@@ -38,6 +39,8 @@ async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
         anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
         max_inbound: hub::node::DEFAULT_MAX_INBOUND,
         max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
+        mpp_timeout: hub::node::DEFAULT_MPP_TIMEOUT,
+        merchant_quotas: Default::default(),
     })
     .await
     .unwrap()

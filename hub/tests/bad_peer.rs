@@ -108,6 +108,8 @@ async fn light_node_talks_only_to_its_hub() {
         anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
         max_inbound: hub::node::DEFAULT_MAX_INBOUND,
         max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
+        mpp_timeout: hub::node::DEFAULT_MPP_TIMEOUT,
+        merchant_quotas: Default::default(),
     })
     .await
     .unwrap();

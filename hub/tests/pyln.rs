@@ -129,8 +129,8 @@ fn pyln_peers_with_real_feature_sets_connect_and_stay() {
                 "{features}: bit {required} in {bits:?}"
             );
         }
-        // And offers option_anchors_zero_fee_htlc_tx and option_scid_alias.
-        for offered in [23, 47] {
+        // And offers basic_mpp, option_anchors_zero_fee_htlc_tx and option_scid_alias.
+        for offered in [17, 23, 47] {
             assert!(
                 bits.contains(&offered),
                 "{features}: bit {offered} in {bits:?}"

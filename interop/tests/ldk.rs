@@ -252,6 +252,93 @@ fn ldk_pays_a_merchant_through_the_hub() {
     ldk.stop().expect("LDK stops");
 }
 
+/// LDK pays one of the hub's invoices that neither of its two channels to the hub could
+/// carry alone: the invoice offers basic_mpp, LDK splits the payment over both channels
+/// (BOLT 4 multi-part), and the hub fulfills the parts once they reach the total.
+#[test]
+fn ldk_pays_the_hub_in_parts_over_two_channels() {
+    let w = World::new();
+    let ldk = ldk_node(&w, "splitter");
+    fund_ldk(&w, &ldk);
+    for n in 1..=2 {
+        ldk.open_channel(w.hub_id(), w.hub_addr(), 200_000, None, None)
+            .expect("LDK opens a channel to the hub");
+        next_event(&ldk, "ChannelPending", |e| {
+            matches!(e, Event::ChannelPending { .. }).then_some(())
+        });
+        // The funding in the mempool and confirmed before LDK's wallet picks coins for
+        // the next one (else both would spend the same coin).
+        wait("LDK's funding transaction in the mempool", || {
+            let pool = w.rpc("getrawmempool", json!([]));
+            w.hub_channels_with(&ldk.node_id()).len() == n
+                && w.hub_channels_with(&ldk.node_id()).iter().all(|c| {
+                    c["status"] != "awaiting_lock"
+                        || pool
+                            .as_array()
+                            .is_some_and(|p| p.iter().any(|t| *t == c["funding_txid"]))
+                })
+        });
+        w.mine(6);
+        ldk.sync_wallets().expect("LDK syncs");
+    }
+    let mut ids = Vec::new();
+    wait("both channels usable at the hub and at LDK", || {
+        ids = w
+            .hub_channels_with(&ldk.node_id())
+            .into_iter()
+            .filter(|c| c["status"] == "normal" && c["active"] == true)
+            .map(|c| c["channel_id"].as_str().expect("id").to_string())
+            .collect();
+        let usable = ldk
+            .list_channels()
+            .iter()
+            .filter(|c| c.counterparty_node_id == w.hub_id() && c.is_usable)
+            .count();
+        ids.len() == 2 && usable == 2
+    });
+
+    // 300,000 sat: more than either channel's 200,000 sat.
+    let amount = 300_000_000;
+    let largest = ldk
+        .list_channels()
+        .iter()
+        .map(|c| c.next_outbound_htlc_limit_msat)
+        .max()
+        .expect("channels");
+    assert!(
+        largest < amount,
+        "no single channel could carry it: {largest}"
+    );
+    let invoice = w.hub_invoice(amount, "in parts");
+    let payment = ldk
+        .bolt11_payment()
+        .send(&invoice, None)
+        .expect("LDK sends");
+    let fee = payment_outcome(&ldk, payment)
+        .unwrap_or_else(|e| panic!("LDK's multi-part payment failed: {e}"));
+    assert_eq!(fee, 0, "a direct payment carries no fee");
+
+    let hash = invoice.payment_hash().to_string();
+    let paid = w.hub("GET", &format!("/v1/invoices/{hash}"), None);
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(paid["amount_received_msat"], amount, "{paid}");
+    // Each channel carried a part; together exactly the invoice.
+    let mut balances = Vec::new();
+    wait("the hub's channels quiet", || {
+        let cs: Vec<Value> = ids.iter().map(|id| w.hub_channel(id)).collect();
+        balances = cs
+            .iter()
+            .map(|c| c["local_balance_msat"].as_u64().expect("balance"))
+            .collect();
+        cs.iter().all(|c| c["htlcs"] == 0) && balances.iter().sum::<u64>() == amount
+    });
+    assert!(
+        balances.iter().all(|b| *b > 0),
+        "both channels carried a part: {balances:?}"
+    );
+    ldk.stop().expect("LDK stops");
+}
+
 /// LDK drops the connection in the middle of commitment dances (payments in flight both
 /// ways) and reconnects: channel_reestablish resumes the channel, every payment ends
 /// settled or failed, and both sides agree on the balance.

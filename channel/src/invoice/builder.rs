@@ -4,7 +4,7 @@ use super::bech32;
 use super::fields::{Description, Fallback, Field, RouteHintHop, Tag};
 use super::{
     check_features, currency_prefix, encode_amount, signing_hash, Invoice, InvoiceError,
-    CANONICAL_ORDER, DEFAULT_EXPIRY_SECS, DEFAULT_MIN_FINAL_CLTV_EXPIRY_DELTA,
+    CANONICAL_ORDER, DEFAULT_EXPIRY_SECS, DEFAULT_MIN_FINAL_CLTV_EXPIRY_DELTA, FEATURE_BASIC_MPP,
     FEATURE_PAYMENT_METADATA, FEATURE_PAYMENT_SECRET, FEATURE_VAR_ONION_OPTIN,
 };
 use crate::keys::secp;
@@ -113,10 +113,17 @@ impl InvoiceBuilder {
     /// Adds `payment_metadata` and sets its feature bit as required.
     pub fn metadata(mut self, metadata: Vec<u8>) -> Self {
         self.metadata = Some(metadata);
+        self.with_feature_bit(FEATURE_PAYMENT_METADATA)
+    }
+    /// Offers `basic_mpp` (the optional bit): the payee gathers a payment's parts.
+    pub fn basic_mpp(self) -> Self {
+        self.with_feature_bit(FEATURE_BASIC_MPP + 1)
+    }
+    fn with_feature_bit(mut self, bit: u16) -> Self {
         let bits = (0..self.features.len() * 8)
             .filter(|b| self.features[self.features.len() - 1 - b / 8] >> (b % 8) & 1 == 1)
             .map(|b| b as u16)
-            .chain([FEATURE_PAYMENT_METADATA])
+            .chain([bit])
             .collect::<Vec<_>>();
         self.features = feature_bytes(&bits);
         self

@@ -751,6 +751,13 @@ impl Node {
         if !self.peers.lock().await.contains_key(&peer) {
             return Err(NodeError::NotConnected);
         }
+        let spendable = self.wallet.lock().await.balance().spendable.to_sat();
+        if spendable < capacity_sat {
+            return Err(NodeError::InsufficientCapacity(format!(
+                "the wallet has {spendable} sat confirmed and spendable; the channel needs \
+                 {capacity_sat} sat and the funding fee"
+            )));
+        }
         let index = self.next_channel_index().await?;
         let secrets = self.channel_secrets(index);
         let b = secrets.basepoints();
@@ -954,6 +961,18 @@ impl Node {
         }
     }
 
+    /// Ends an opening of ours: whoever waits for it gets `reason`, and the error to send
+    /// the peer (an `error` on the temporary channel id) is returned.
+    async fn fail_our_open(&self, temp: ChannelId, reason: String) -> NodeError {
+        if let Some(w) = self.open_waiters.lock().await.remove(&temp) {
+            let _ = w.send(Err(reason.clone()));
+        }
+        NodeError::ChannelRefused {
+            channel_id: temp,
+            reason,
+        }
+    }
+
     pub(super) async fn on_accept_channel(
         &self,
         peer: PublicKey,
@@ -964,23 +983,29 @@ impl Node {
             .take_pending_open(&temp, &peer, true, "unexpected accept_channel")
             .await?;
         if let Err(e) = check_accept_channel(&pending.open, &accept, &OpenPolicy::default()) {
-            let reason = format!("accept_channel refused: {e}");
-            if let Some(w) = self.open_waiters.lock().await.remove(&temp) {
-                let _ = w.send(Err(reason.clone()));
-            }
-            return Err(NodeError::ChannelRefused {
-                channel_id: temp,
-                reason,
-            });
+            return Err(self
+                .fail_our_open(temp, format!("accept_channel refused: {e}"))
+                .await);
         }
         let script =
             channel::script::funding_script(&pending.open.funding_pubkey, &accept.funding_pubkey);
         let fee_rate = Wallet::fee_rate(self.config.chain.as_ref(), 6).await?;
-        let funding = self.wallet.lock().await.build_funding_tx(
+        let built = self.wallet.lock().await.build_funding_tx(
             ScriptBuf::new_p2wsh(&script.wscript_hash()),
             Amount::from_sat(pending.open.funding_satoshis),
             fee_rate,
-        )?;
+        );
+        let funding = match built {
+            Ok(f) => f,
+            Err(e) => {
+                // Our wallet cannot fund it (its coins went elsewhere since the open was
+                // sent): the peer gets an `error` for this opening only, and the
+                // connection stays up.
+                return Err(self
+                    .fail_our_open(temp, format!("the wallet cannot fund the channel: {e}"))
+                    .await);
+            }
+        };
         let outpoint = OutPoint::new(funding.tx.compute_txid(), funding.funding_output_index);
         let setup = setup_from_messages(&pending.open, &accept, outpoint, true);
         let channel = Channel::new(setup, self.channel_secrets(pending.index));

@@ -1,4 +1,4 @@
-//! Merchants (tenants of a hub), webhooks and their durable deliveries.
+//! Webhooks and their durable deliveries, and the tenants' maps events are routed by.
 //!
 //! An event is turned into one delivery record per matching webhook, written in the same
 //! database transaction as the state change it reports; a worker then POSTs it, signed,
@@ -6,6 +6,7 @@
 //! resumes the deliveries that were still pending.
 
 use super::channels::Outcome;
+use super::merchants::MerchantRecord;
 use super::pay::FollowUp;
 use super::{Node, NodeError};
 use crate::store::{unix_now, Record, StoreError, Write};
@@ -29,21 +30,6 @@ pub const EVENT_TYPES: &[&str] = &[
 
 /// Deliveries give up after this many attempts.
 pub const MAX_ATTEMPTS: u32 = 12;
-
-/// A merchant account on a hub.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MerchantRecord {
-    /// Random id (hex).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// The merchant's light node.
-    pub node_id: PublicKey,
-    /// SHA-256 of its API key (hex); the key itself is shown once and never stored.
-    pub key_hash: String,
-    /// Unix seconds.
-    pub created_at: u64,
-}
 
 /// A registered webhook.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -163,9 +149,14 @@ impl EventBook {
         Ok(())
     }
 
-    /// Adds a merchant to the maps.
+    /// Adds a merchant to the maps, or replaces it (its key changed).
     pub fn add_merchant(&mut self, m: MerchantRecord) {
-        self.merchant_keys.insert(m.key_hash.clone(), m.id.clone());
+        if let Some(old) = self.merchants.get(&m.id) {
+            self.merchant_keys.remove(&old.key_hash);
+        }
+        if !m.key_hash.is_empty() {
+            self.merchant_keys.insert(m.key_hash.clone(), m.id.clone());
+        }
         self.merchant_nodes.insert(m.node_id, m.id.clone());
         self.merchants.insert(m.id.clone(), m);
     }
@@ -387,6 +378,8 @@ impl Node {
         if let Some(bad) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
             return Err(NodeError::BadRequest(format!("unknown event type {bad}")));
         }
+        let _quota = self.quota_lock.lock().await;
+        self.check_webhook_quota(owner)?;
         let w = WebhookRecord {
             id: random_hex(16),
             owner: owner.into(),
@@ -507,67 +500,5 @@ impl Node {
             v.push(r.decode()?);
         }
         Ok(v)
-    }
-
-    /// Creates a merchant whose light node is `node_id`; returns it and its API key
-    /// (shown once; only its hash is stored).
-    pub async fn create_merchant(
-        &self,
-        name: &str,
-        node_id: PublicKey,
-    ) -> Result<(MerchantRecord, String), NodeError> {
-        if name.trim().is_empty() || name.len() > 200 {
-            return Err(NodeError::BadRequest(
-                "name must be 1 to 200 characters".into(),
-            ));
-        }
-        if self
-            .pay
-            .lock()
-            .expect("pay lock")
-            .events
-            .merchant_nodes
-            .contains_key(&node_id)
-        {
-            return Err(NodeError::Conflict("a merchant with this node id exists"));
-        }
-        let key = format!("mk_{}", random_hex(32));
-        let m = MerchantRecord {
-            id: random_hex(16),
-            name: name.into(),
-            node_id,
-            key_hash: crate::api::key_hash_hex(&key),
-            created_at: unix_now(),
-        };
-        self.group
-            .commit(vec![Write::Record(Record::json(
-                "merchant",
-                &m.id,
-                &m.id,
-                m.created_at,
-                &m,
-            ))])
-            .await?;
-        self.pay
-            .lock()
-            .expect("pay lock")
-            .events
-            .add_merchant(m.clone());
-        Ok((m, key))
-    }
-
-    /// The merchant holding an API key with this hash.
-    pub fn merchant_by_key_hash(&self, hash_hex: &str) -> Option<MerchantRecord> {
-        let pay = self.pay.lock().expect("pay lock");
-        let id = pay.events.merchant_keys.get(hash_hex)?;
-        pay.events.merchants.get(id).cloned()
-    }
-
-    /// Every merchant.
-    pub fn merchants(&self) -> Vec<MerchantRecord> {
-        let pay = self.pay.lock().expect("pay lock");
-        let mut v: Vec<_> = pay.events.merchants.values().cloned().collect();
-        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        v
     }
 }

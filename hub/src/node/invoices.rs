@@ -78,7 +78,8 @@ impl Node {
             created_at,
         )
         .expiry_secs(Some(expiry_secs))
-        .min_final_cltv_expiry_delta(Some(u64::from(DEFAULT_MIN_FINAL_CLTV)));
+        .min_final_cltv_expiry_delta(Some(u64::from(DEFAULT_MIN_FINAL_CLTV)))
+        .basic_mpp();
         if let Some(a) = amount_msat {
             builder = builder.amount_msat(a);
         }

@@ -8,18 +8,24 @@
 mod channels;
 mod events;
 mod invoices;
+mod merchants;
+mod mpp;
 mod onchain;
 mod pay;
 mod peers;
 mod sweeps;
 mod towers;
 pub mod webhook_target;
+
 pub use invoices::PaymentLimits;
+pub use mpp::DEFAULT_MPP_TIMEOUT;
 pub use towers::PRUNE_CONFIRMATIONS;
 
 pub use channels::{ChannelStatus, ChannelSummary};
-pub use events::{
-    signature_header, DeliveryRecord, MerchantRecord, RetryPolicy, WebhookRecord, EVENT_TYPES,
+pub use events::{signature_header, DeliveryRecord, RetryPolicy, WebhookRecord, EVENT_TYPES};
+pub use merchants::{
+    MerchantQuotas, MerchantRecord, DEFAULT_MERCHANT_MAX_CAPACITY_SAT,
+    DEFAULT_MERCHANT_MAX_CHANNELS, DEFAULT_MERCHANT_MAX_WEBHOOKS,
 };
 pub use pay::{codes, now_ms, ForwardRecord, ForwardingPolicy, InvoiceRecord, PaymentRecord};
 
@@ -90,6 +96,11 @@ pub struct NodeConfig {
     pub max_inbound: usize,
     /// Inbound peer connections at once from one IP address.
     pub max_inbound_per_ip: usize,
+    /// How long the parts of a multi-part payment to one of our invoices are held while
+    /// the rest is awaited; then they all fail with `mpp_timeout`.
+    pub mpp_timeout: Duration,
+    /// What each merchant may hold.
+    pub merchant_quotas: MerchantQuotas,
 }
 
 impl NodeConfig {
@@ -116,6 +127,8 @@ impl NodeConfig {
             anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
             max_inbound: DEFAULT_MAX_INBOUND,
             max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
+            mpp_timeout: mpp::DEFAULT_MPP_TIMEOUT,
+            merchant_quotas: MerchantQuotas::default(),
         }
     }
 }
@@ -172,6 +185,9 @@ pub enum NodeError {
     /// No channel has the balance for the payment.
     #[error("insufficient capacity: {0}")]
     InsufficientCapacity(String),
+    /// A merchant's quota would be exceeded.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// No such object (or not the caller's).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -222,6 +238,10 @@ pub struct Node {
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
     /// Serializes channel index allocation.
     channel_index_lock: Mutex<()>,
+    /// Held across a merchant quota's check and the write it allows (webhooks, keys).
+    quota_lock: Mutex<()>,
+    /// One per merchant, held across a channel open's quota check and the open.
+    merchant_open_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
     synced_blocks: std::sync::atomic::AtomicU64,
@@ -318,6 +338,8 @@ impl Node {
             tag_key,
             open_waiters: Mutex::new(HashMap::new()),
             channel_index_lock: Mutex::new(()),
+            quota_lock: Mutex::new(()),
+            merchant_open_locks: std::sync::Mutex::new(HashMap::new()),
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
             synced_blocks: std::sync::atomic::AtomicU64::new(0),
@@ -327,6 +349,7 @@ impl Node {
         node.load_channels().await?;
         node.fail_unsent_forwards().await;
         node.spawn_delivery_worker();
+        node.spawn_mpp_timer();
         node.start_towers().await?;
         node.clone().spawn_listener(listener);
         node.restore_peers().await?;

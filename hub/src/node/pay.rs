@@ -9,6 +9,7 @@
 
 use super::channels::{ChannelEntry, ChannelStatus, Outcome};
 use super::events::Event;
+use super::mpp::SetDecision;
 use crate::store::{unix_now, Record, Write};
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{PublicKey, SecretKey};
@@ -55,6 +56,8 @@ pub mod codes {
     pub const FINAL_INCORRECT_HTLC_AMOUNT: u16 = 19;
     /// expiry_too_far.
     pub const EXPIRY_TOO_FAR: u16 = 21;
+    /// mpp_timeout: the rest of a multi-part payment did not come in time.
+    pub const MPP_TIMEOUT: u16 = 23;
 
     /// The BOLT 4 name of a failure code, for people.
     pub fn name(code: u16) -> &'static str {
@@ -72,6 +75,7 @@ pub mod codes {
             FINAL_INCORRECT_HTLC_AMOUNT => "final_incorrect_htlc_amount",
             EXPIRY_TOO_FAR => "expiry_too_far",
             INVALID_ONION_PAYLOAD => "invalid_onion_payload",
+            MPP_TIMEOUT => "mpp_timeout",
             0x8004 => "invalid_onion_version",
             0x8005 => "invalid_onion_hmac",
             0x8006 => "invalid_onion_key",
@@ -295,6 +299,8 @@ pub(super) struct PayState {
     pub events: super::events::EventBook,
     /// Best block height seen.
     pub tip_height: u32,
+    /// Multi-part payments being gathered.
+    pub htlc_sets: super::mpp::HtlcSets,
     /// Peers' channel_updates for channels not yet confirmed on our side.
     pub pending_updates: HashMap<u64, (PublicKey, ForwardingPolicy)>,
 }
@@ -673,7 +679,7 @@ fn decide(e: &ChannelEntry, ctx: &mut Ctx<'_>, h: &Htlc, out: &mut Outcome) -> D
             payload,
             shared_secret,
         } => match HopPayload::decode(&payload, true) {
-            Ok(p) => decide_final(ctx, h, &p, &shared_secret, out),
+            Ok(p) => decide_final(ctx, channel_id, h, &p, &shared_secret, out),
             Err(e) => invalid_payload(&shared_secret, e.tlv_type()),
         },
         onion::PeeledRaw::Forward {
@@ -712,6 +718,7 @@ fn unknown_details(shared_secret: &[u8; 32], h: &Htlc, height: u32) -> Decision 
 
 fn decide_final(
     ctx: &mut Ctx<'_>,
+    channel_id: ChannelId,
     h: &Htlc,
     payload: &HopPayload,
     ss: &[u8; 32],
@@ -734,39 +741,79 @@ fn decide_final(
         );
     }
     if let Some(inv) = ctx.pay.invoices.get(&h.payment_hash).cloned() {
-        let secret_ok = payload
+        // BOLT 4: the payment secret of the invoice is required, and "the amount paid"
+        // is the payer's `total_msat`, which parts of a multi-part payment share.
+        let Some(total) = payload
             .payment_data
-            .map(|(secret, total)| secret == inv.payment_secret && total <= h.amount.0)
-            .unwrap_or(false);
-        let amount_ok = inv
-            .amount_msat
-            .is_none_or(|a| h.amount.0 >= a && h.amount.0 <= a.saturating_mul(2));
-        let cltv_ok = h.cltv_expiry >= height + inv.min_final_cltv_expiry_delta;
-        let now = unix_now();
-        let fresh = inv.status == "paid" || now < inv.expires_at;
-        if !(secret_ok && amount_ok && cltv_ok && fresh) {
+            .filter(|(secret, _)| *secret == inv.payment_secret)
+            .map(|(_, total)| total)
+        else {
             tracing::info!(
                 hash = %hex::encode(h.payment_hash.0),
-                secret_ok, amount_ok, cltv_ok, fresh,
+                "refusing a payment for one of our invoices: no or wrong payment secret"
+            );
+            return unknown_details(ss, h, height);
+        };
+        if inv.status == "paid" {
+            // The rest of a complete set (or the payer paying again).
+            return Decision::Fulfill(inv.preimage);
+        }
+        let amount_ok = total >= payload.amt_to_forward
+            && inv
+                .amount_msat
+                .is_none_or(|a| total >= a && total <= a.saturating_mul(2));
+        let cltv_ok = h.cltv_expiry >= height + inv.min_final_cltv_expiry_delta;
+        let now = unix_now();
+        let fresh = now < inv.expires_at;
+        if !(amount_ok && cltv_ok && fresh) {
+            tracing::info!(
+                hash = %hex::encode(h.payment_hash.0),
+                amount_ok, cltv_ok, fresh,
                 "refusing a payment for one of our invoices"
             );
             return unknown_details(ss, h, height);
         }
-        if inv.status != "paid" {
-            let mut inv = inv;
-            inv.status = "paid".into();
-            inv.amount_received_msat = Some(h.amount.0);
-            inv.paid_at = Some(now);
-            crate::metrics::invoice_paid();
-            ctx.pay.events.emit(
-                Event::new("invoice.paid", &inv.owner, invoice_event(&inv)),
-                out,
-            );
-            let preimage = inv.preimage;
-            ctx.pay.put_invoice(inv, &mut out.writes);
-            return Decision::Fulfill(preimage);
-        }
-        return Decision::Fulfill(inv.preimage);
+        let decision = ctx.pay.htlc_sets.add(
+            h.payment_hash,
+            (channel_id, h.id.0),
+            payload.amt_to_forward,
+            h.amount.0,
+            total,
+            std::time::Instant::now(),
+        );
+        return match decision {
+            SetDecision::Wait => Decision::Wait,
+            SetDecision::Fail { code, channels } => {
+                out.follow
+                    .extend(channels.into_iter().map(FollowUp::Advance));
+                if code == codes::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS {
+                    unknown_details(ss, h, height)
+                } else {
+                    fail_with(ss, code, &[])
+                }
+            }
+            SetDecision::Complete {
+                received_msat,
+                channels,
+            } => {
+                let mut inv = inv;
+                inv.status = "paid".into();
+                inv.amount_received_msat = Some(received_msat);
+                inv.paid_at = Some(now);
+                crate::metrics::invoice_paid();
+                ctx.pay.events.emit(
+                    Event::new("invoice.paid", &inv.owner, invoice_event(&inv)),
+                    out,
+                );
+                let preimage = inv.preimage;
+                ctx.pay.put_invoice(inv, &mut out.writes);
+                // The other parts (on this channel too) are fulfilled when their
+                // channels are looked at again, now that the invoice is paid.
+                out.follow
+                    .extend(channels.into_iter().map(FollowUp::Advance));
+                Decision::Fulfill(preimage)
+            }
+        };
     }
     match ctx.pay.preimages.get(&h.payment_hash) {
         // A preimage the operator registered (no invoice): settle as asked.

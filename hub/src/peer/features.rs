@@ -49,6 +49,11 @@ const FEATURES: &[Feature] = &[
         need: Need::Required,
     },
     Feature {
+        even_bit: 16,
+        name: "basic_mpp",
+        need: Need::Optional,
+    },
+    Feature {
         even_bit: ANCHORS_ZERO_FEE_HTLC_TX,
         name: "option_anchors_zero_fee_htlc_tx",
         need: Need::Optional,
@@ -162,7 +167,7 @@ mod tests {
     #[test]
     fn ours_are_the_assumed_features_required_and_the_rest_optional() {
         let ours = local_features();
-        assert_eq!(ours, bits(&[0, 7, 8, 12, 14, 23, 27, 44, 47]));
+        assert_eq!(ours, bits(&[0, 7, 8, 12, 14, 17, 23, 27, 44, 47]));
         assert_eq!(check_remote_features(&[], &ours), Ok(()));
     }
 
@@ -211,9 +216,14 @@ mod tests {
             check_remote_features(&[], &bits(&[0, 8, 12, 14, 22, 44, 50])),
             Err(FeatureError::UnknownRequired(50))
         );
+        // basic_mpp required is understood; option_support_large_channel is not.
         assert_eq!(
             check_remote_features(&bits(&[16]), &local_features()),
-            Err(FeatureError::UnknownRequired(16))
+            Ok(())
+        );
+        assert_eq!(
+            check_remote_features(&bits(&[18]), &local_features()),
+            Err(FeatureError::UnknownRequired(18))
         );
     }
 

@@ -60,6 +60,8 @@ pub struct Mallory {
     pub w: PeerWriter,
     pub r: PeerReader,
     pub source: Arc<dyn ChainSource>,
+    /// The `update_fail_htlc`s the hub sent her: HTLC id and onion failure.
+    pub failures: Vec<(u64, Vec<u8>)>,
 }
 
 impl Mallory {
@@ -76,6 +78,7 @@ impl Mallory {
             w,
             r,
             source,
+            failures: Vec::new(),
         }
     }
 
@@ -278,6 +281,7 @@ impl Mallory {
                 }
                 Message::UpdateFailHtlc(m) => {
                     ch.receive_fail(&m).unwrap();
+                    self.failures.push((m.id, m.reason));
                 }
                 Message::UpdateFailMalformedHtlc(m) => {
                     ch.receive_fail_malformed(&m).unwrap();

@@ -41,25 +41,29 @@ pub async fn start_with_reserve(
     db: Option<String>,
     anchor_reserve_sat: u64,
 ) -> Arc<Node> {
-    Node::start(NodeConfig {
-        role: hub::node::Role::Hub,
-        data_dir: dir.to_path_buf(),
-        database_url: db,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        chain: devnet.clone(),
-        network: Network::Regtest,
-        minimum_depth: 3,
-        chain_poll: Duration::from_millis(50),
-        policy: Default::default(),
-        webhook_retry: Default::default(),
-        webhook_allow_ips: vec![],
-        towers: vec![],
-        anchor_reserve_sat,
-        max_inbound: hub::node::DEFAULT_MAX_INBOUND,
-        max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
+    start_configured(devnet, dir, db, |c| {
+        c.anchor_reserve_sat = anchor_reserve_sat
     })
     .await
-    .expect("node starts")
+}
+
+/// A hub on `devnet` with the defaults (the chain polled every 50 ms), changed by `tweak`.
+pub async fn start_configured(
+    devnet: &Arc<Devnet>,
+    dir: &std::path::Path,
+    db: Option<String>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Arc<Node> {
+    let mut config = NodeConfig::new(
+        Role::Hub,
+        dir.to_path_buf(),
+        devnet.clone(),
+        Network::Regtest,
+    );
+    config.database_url = db;
+    config.chain_poll = Duration::from_millis(50);
+    tweak(&mut config);
+    Node::start(config).await.expect("node starts")
 }
 
 pub struct Pair {

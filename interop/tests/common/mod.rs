@@ -284,6 +284,14 @@ pub fn ldk_pay(node: &Node, invoice: &Bolt11Invoice) -> u64 {
         .bolt11_payment()
         .send(invoice, None)
         .expect("LDK sends");
+    payment_outcome(node, id).unwrap_or_else(|e| panic!("LDK payment failed: {e}"))
+}
+
+/// Waits for the outcome of LDK's payment `id`: the fee it paid (msat), or why it failed.
+pub fn payment_outcome(
+    node: &Node,
+    id: ldk_node::lightning::ln::channelmanager::PaymentId,
+) -> Result<u64, String> {
     next_event(node, "payment outcome", |e| match e {
         Event::PaymentSuccessful {
             payment_id,
@@ -295,7 +303,6 @@ pub fn ldk_pay(node: &Node, invoice: &Bolt11Invoice) -> u64 {
         } if *payment_id == Some(id) => Some(Err(format!("{reason:?}"))),
         _ => None,
     })
-    .unwrap_or_else(|e| panic!("LDK payment failed: {e}"))
 }
 
 /// Satoshis of a JSON-RPC amount (BTC).
