@@ -143,6 +143,12 @@ struct Args {
     /// Requests a merchant key may make at once after a quiet time.
     #[arg(long, env = "HUB_MERCHANT_RATE_BURST", default_value_t = hub::api::DEFAULT_MERCHANT_RATE_BURST)]
     merchant_rate_burst: u32,
+    /// Webhook deliveries under way at once.
+    #[arg(long, env = "HUB_WEBHOOK_CONCURRENCY", default_value_t = hub::node::DEFAULT_WEBHOOK_CONCURRENCY)]
+    webhook_concurrency: usize,
+    /// Webhook deliveries under way at once for one merchant (or the operator).
+    #[arg(long, env = "HUB_WEBHOOK_CONCURRENCY_PER_MERCHANT", default_value_t = hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER)]
+    webhook_concurrency_per_merchant: usize,
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
@@ -278,6 +284,8 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         max_inbound: args.max_inbound,
         max_inbound_per_ip: args.max_inbound_per_ip,
         mpp_timeout: Duration::from_secs(args.mpp_timeout_secs.max(1)),
+        webhook_concurrency: args.webhook_concurrency,
+        webhook_concurrency_per_owner: args.webhook_concurrency_per_merchant,
         merchant_quotas: hub::node::MerchantQuotas {
             max_channels: args.merchant_max_channels,
             max_capacity_sat: args.merchant_max_capacity_sat,

@@ -41,6 +41,8 @@ async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
         max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
         mpp_timeout: hub::node::DEFAULT_MPP_TIMEOUT,
         merchant_quotas: Default::default(),
+        webhook_concurrency: hub::node::DEFAULT_WEBHOOK_CONCURRENCY,
+        webhook_concurrency_per_owner: hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
     })
     .await
     .unwrap()

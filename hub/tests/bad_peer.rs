@@ -110,6 +110,8 @@ async fn light_node_talks_only_to_its_hub() {
         max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
         mpp_timeout: hub::node::DEFAULT_MPP_TIMEOUT,
         merchant_quotas: Default::default(),
+        webhook_concurrency: hub::node::DEFAULT_WEBHOOK_CONCURRENCY,
+        webhook_concurrency_per_owner: hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
     })
     .await
     .unwrap();

@@ -203,3 +203,136 @@ async fn deliveries_are_retried_and_survive_a_kill() {
         json!([])
     );
 }
+
+/// A receiver that accepts connections and never answers; counts those it holds.
+async fn tarpit() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = held.clone();
+    tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            sockets.push(s);
+        }
+    });
+    (url, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_whose_receiver_hangs_holds_up_no_one_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node").to_str().unwrap().to_string();
+    let mut args = devnet_args(&data, "op");
+    args.extend(["--webhook-concurrency-per-merchant".into(), "2".into()]);
+    let node = spawn(&args);
+    let api = Api::default();
+
+    // A merchant's webhook points at a receiver that never answers; it asks for 6 test
+    // deliveries.
+    let merchant = bitcoin::secp256k1::PublicKey::from_secret_key(
+        &bitcoin::secp256k1::Secp256k1::new(),
+        &bitcoin::secp256k1::SecretKey::from_slice(&[5; 32]).unwrap(),
+    );
+    let mkey = api
+        .ok(
+            &node.api,
+            "op",
+            "POST",
+            "/v1/merchants",
+            Some(json!({"name": "Slow", "node_id": merchant.to_string()})),
+        )
+        .await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pit, held) = tarpit().await;
+    let slow = api
+        .ok(
+            &node.api,
+            &mkey,
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": pit})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..6 {
+        api.ok(
+            &node.api,
+            &mkey,
+            "POST",
+            &format!("/v1/webhooks/{slow}/test"),
+            None,
+        )
+        .await;
+    }
+    wait_for("the merchant's deliveries under way", async || {
+        held.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+
+    // The operator's delivery goes out while the merchant's hang.
+    let (url, r) = receiver().await;
+    r.up.store(true, Ordering::SeqCst);
+    let hook = api
+        .ok(
+            &node.api,
+            "op",
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": url})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.ok(
+        &node.api,
+        "op",
+        "POST",
+        &format!("/v1/webhooks/{hook}/test"),
+        None,
+    )
+    .await;
+    wait_for("the operator's delivery", async || {
+        !r.delivered.lock().unwrap().is_empty()
+    })
+    .await;
+    let mine = api
+        .ok(&node.api, &mkey, "GET", "/v1/webhooks/deliveries", None)
+        .await;
+    assert!(
+        mine.as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["attempts"] == 0 && d["status"] == "pending"),
+        "none of the merchant's hanging deliveries had ended: {mine}"
+    );
+    // At most 2 of the merchant's at once.
+    assert_eq!(held.load(Ordering::SeqCst), 2);
+
+    // Test deliveries pending for a merchant are capped (20): the 21st is refused.
+    let test = |key: String| {
+        let (api, base, slow) = (api.clone(), node.api.clone(), slow.clone());
+        async move {
+            api.raw(
+                &base,
+                Some(&key),
+                "POST",
+                &format!("/v1/webhooks/{slow}/test"),
+                None,
+            )
+            .await
+        }
+    };
+    for _ in 6..20 {
+        assert_eq!(test(mkey.clone()).await.0, 202);
+    }
+    let (status, v) = test(mkey.clone()).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["error"]["code"], "quota_exceeded");
+}

@@ -218,6 +218,20 @@ impl EventBook {
     }
 }
 
+/// The deliveries under way: their ids, and how many each owner has.
+#[derive(Default)]
+pub(super) struct DeliveriesInFlight {
+    ids: std::collections::HashSet<String>,
+    per_owner: HashMap<String, usize>,
+}
+
+/// The default of [`super::NodeConfig::webhook_concurrency`].
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 16;
+/// The default of [`super::NodeConfig::webhook_concurrency_per_owner`].
+pub const DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER: usize = 2;
+/// Test deliveries a merchant may have pending at once.
+pub const MAX_PENDING_TEST_DELIVERIES: usize = 20;
+
 /// How webhook deliveries are retried.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -242,19 +256,73 @@ impl RetryPolicy {
 }
 
 impl Node {
-    /// Runs webhook deliveries until the node stops.
+    /// Runs webhook deliveries until the node stops: each due delivery in a task of its
+    /// own, at most `webhook_concurrency` at once and `webhook_concurrency_per_owner` for
+    /// one owner, so a merchant whose receiver hangs holds up none of the others.
     pub(super) fn spawn_delivery_worker(self: &Arc<Self>) {
         let node = Arc::downgrade(self);
         let wake = self.deliveries_wake.clone();
         self.spawn_task(async move {
             loop {
                 let Some(node) = node.upgrade() else { return };
-                node.deliver_due().await;
+                node.start_due_deliveries();
                 let next = node.next_delivery_in();
                 drop(node);
                 let _ = tokio::time::timeout(next, wake.notified()).await;
             }
         });
+    }
+
+    /// Starts every due delivery there is room for.
+    fn start_due_deliveries(self: &Arc<Self>) {
+        let now = unix_now();
+        let mut due: Vec<(DeliveryRecord, Option<WebhookRecord>)> = {
+            let pay = self.pay.lock().expect("pay lock");
+            pay.events
+                .pending
+                .values()
+                .filter(|d| d.next_attempt_at <= now)
+                .map(|d| (d.clone(), pay.events.webhooks.get(&d.webhook_id).cloned()))
+                .collect()
+        };
+        // Oldest first, so that each owner's deliveries keep their order.
+        due.sort_by(|a, b| {
+            (a.0.next_attempt_at, a.0.created_at).cmp(&(b.0.next_attempt_at, b.0.created_at))
+        });
+        let total = self.config.webhook_concurrency.max(1);
+        let per_owner = self.config.webhook_concurrency_per_owner.max(1);
+        for (d, hook) in due {
+            {
+                let mut flight = self.deliveries_in_flight.lock().expect("flight lock");
+                if flight.ids.len() >= total {
+                    return;
+                }
+                if flight.ids.contains(&d.id)
+                    || flight.per_owner.get(&d.owner).copied().unwrap_or(0) >= per_owner
+                {
+                    continue;
+                }
+                flight.ids.insert(d.id.clone());
+                *flight.per_owner.entry(d.owner.clone()).or_default() += 1;
+            }
+            let node = self.clone();
+            self.spawn_task(async move {
+                let (id, owner) = (d.id.clone(), d.owner.clone());
+                node.attempt_delivery(d, hook).await;
+                {
+                    let mut flight = node.deliveries_in_flight.lock().expect("flight lock");
+                    flight.ids.remove(&id);
+                    if let Some(n) = flight.per_owner.get_mut(&owner) {
+                        *n -= 1;
+                        if *n == 0 {
+                            flight.per_owner.remove(&owner);
+                        }
+                    }
+                }
+                // Room for the next one.
+                node.deliveries_wake.notify_one();
+            });
+        }
     }
 
     fn next_delivery_in(&self) -> Duration {
@@ -298,52 +366,40 @@ impl Node {
         }
     }
 
-    async fn deliver_due(&self) {
-        let now = unix_now();
-        let due: Vec<(DeliveryRecord, Option<WebhookRecord>)> = {
-            let pay = self.pay.lock().expect("pay lock");
-            pay.events
-                .pending
-                .values()
-                .filter(|d| d.next_attempt_at <= now)
-                .map(|d| (d.clone(), pay.events.webhooks.get(&d.webhook_id).cloned()))
-                .collect()
+    /// One attempt at delivery `d`, and its outcome recorded.
+    async fn attempt_delivery(&self, mut d: DeliveryRecord, hook: Option<WebhookRecord>) {
+        let result = match &hook {
+            None => Err("webhook deleted".to_string()),
+            Some(w) => self.deliver(w, &d).await,
         };
-        for (mut d, hook) in due {
-            let result = match &hook {
-                None => Err("webhook deleted".to_string()),
-                Some(w) => self.deliver(w, &d).await,
-            };
-            d.attempts += 1;
-            match result {
-                Ok(()) => {
-                    d.status = "delivered".into();
-                    crate::metrics::webhook_delivery("delivered");
-                }
-                Err(e) => {
-                    tracing::info!(delivery = %d.id, attempt = d.attempts, "webhook delivery failed: {e}");
-                    d.last_error = Some(e);
-                    if hook.is_none() || d.attempts >= MAX_ATTEMPTS {
-                        d.status = "failed".into();
-                        crate::metrics::webhook_delivery("failed");
-                    } else {
-                        d.next_attempt_at =
-                            unix_now() + self.config.webhook_retry.delay(d.attempts);
-                        crate::metrics::webhook_delivery("retry");
-                    }
+        d.attempts += 1;
+        match result {
+            Ok(()) => {
+                d.status = "delivered".into();
+                crate::metrics::webhook_delivery("delivered");
+            }
+            Err(e) => {
+                tracing::info!(delivery = %d.id, attempt = d.attempts, "webhook delivery failed: {e}");
+                d.last_error = Some(e);
+                if hook.is_none() || d.attempts >= MAX_ATTEMPTS {
+                    d.status = "failed".into();
+                    crate::metrics::webhook_delivery("failed");
+                } else {
+                    d.next_attempt_at = unix_now() + self.config.webhook_retry.delay(d.attempts);
+                    crate::metrics::webhook_delivery("retry");
                 }
             }
-            let write = Write::Record(Record::json("delivery", &d.id, &d.owner, d.created_at, &d));
-            if let Err(e) = self.group.commit(vec![write]).await {
-                tracing::warn!("recording a webhook delivery: {e}");
-                continue;
-            }
-            let mut pay = self.pay.lock().expect("pay lock");
-            if d.status == "pending" {
-                pay.events.pending.insert(d.id.clone(), d);
-            } else {
-                pay.events.pending.remove(&d.id);
-            }
+        }
+        let write = Write::Record(Record::json("delivery", &d.id, &d.owner, d.created_at, &d));
+        if let Err(e) = self.group.commit(vec![write]).await {
+            tracing::warn!("recording a webhook delivery: {e}");
+            return;
+        }
+        let mut pay = self.pay.lock().expect("pay lock");
+        if d.status == "pending" {
+            pay.events.pending.insert(d.id.clone(), d);
+        } else {
+            pay.events.pending.remove(&d.id);
         }
     }
 
@@ -415,6 +471,17 @@ impl Node {
             let Some(w) = pay.events.webhooks.get(id).filter(|w| w.owner == owner) else {
                 return Err(NodeError::NotFound("webhook"));
             };
+            let pending_tests = pay
+                .events
+                .pending
+                .values()
+                .filter(|d| d.owner == owner && d.event == "webhook.test")
+                .count();
+            if !owner.is_empty() && pending_tests >= MAX_PENDING_TEST_DELIVERIES {
+                return Err(NodeError::QuotaExceeded(format!(
+                    "{MAX_PENDING_TEST_DELIVERIES} test deliveries are pending already"
+                )));
+            }
             let body = serde_json::json!({
                 "id": random_hex(16),
                 "type": "webhook.test",

@@ -22,7 +22,10 @@ pub use mpp::DEFAULT_MPP_TIMEOUT;
 pub use towers::PRUNE_CONFIRMATIONS;
 
 pub use channels::{ChannelStatus, ChannelSummary};
-pub use events::{signature_header, DeliveryRecord, RetryPolicy, WebhookRecord, EVENT_TYPES};
+pub use events::{
+    signature_header, DeliveryRecord, RetryPolicy, WebhookRecord, DEFAULT_WEBHOOK_CONCURRENCY,
+    DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER, EVENT_TYPES, MAX_PENDING_TEST_DELIVERIES,
+};
 pub use merchants::{
     MerchantQuotas, MerchantRecord, DEFAULT_MERCHANT_MAX_CAPACITY_SAT,
     DEFAULT_MERCHANT_MAX_CHANNELS, DEFAULT_MERCHANT_MAX_WEBHOOKS,
@@ -101,6 +104,10 @@ pub struct NodeConfig {
     pub mpp_timeout: Duration,
     /// What each merchant may hold.
     pub merchant_quotas: MerchantQuotas,
+    /// Webhook deliveries under way at once.
+    pub webhook_concurrency: usize,
+    /// Webhook deliveries under way at once for one owner (a merchant, or the operator).
+    pub webhook_concurrency_per_owner: usize,
 }
 
 impl NodeConfig {
@@ -129,6 +136,8 @@ impl NodeConfig {
             max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
             mpp_timeout: mpp::DEFAULT_MPP_TIMEOUT,
             merchant_quotas: MerchantQuotas::default(),
+            webhook_concurrency: events::DEFAULT_WEBHOOK_CONCURRENCY,
+            webhook_concurrency_per_owner: events::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
         }
     }
 }
@@ -238,6 +247,8 @@ pub struct Node {
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
     /// Serializes channel index allocation.
     channel_index_lock: Mutex<()>,
+    /// Webhook deliveries under way.
+    deliveries_in_flight: std::sync::Mutex<events::DeliveriesInFlight>,
     /// Held across a merchant quota's check and the write it allows (webhooks, keys).
     quota_lock: Mutex<()>,
     /// One per merchant, held across a channel open's quota check and the open.
@@ -339,6 +350,7 @@ impl Node {
             open_waiters: Mutex::new(HashMap::new()),
             channel_index_lock: Mutex::new(()),
             quota_lock: Mutex::new(()),
+            deliveries_in_flight: Default::default(),
             merchant_open_locks: std::sync::Mutex::new(HashMap::new()),
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
