@@ -13,6 +13,7 @@ def obj(props, required=()):
 S = lambda d="": {"type": "string", "description": d} if d else {"type": "string"}
 I = lambda d="": {"type": "integer", "format": "int64", "minimum": 0, "description": d}
 B = {"type": "boolean"}
+N = lambda schema: {**schema, "nullable": True}  # absent until known: null
 ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
 
 schemas = {
@@ -21,29 +22,32 @@ schemas = {
         "channel_id": S("hex"), "peer_id": S("hex node id"),
         "status": {"type": "string", "enum": ["awaiting_lock", "normal", "shutting_down", "closing", "force_closed", "awaiting_remote_close", "closed"]},
         "capacity_sat": I(), "local_balance_msat": I(), "remote_balance_msat": I(), "htlcs": I(),
-        "short_channel_id": S("BLOCKxTXxOUTPUT once confirmed"), "funding_txid": S(), "funding_output_index": I(),
-        "peer_policy": obj({"fee_base_msat": I(), "fee_proportional_millionths": I(), "cltv_expiry_delta": I()}),
-        "closing_txid": S(),
+        "short_channel_id": N(S("BLOCKxTXxOUTPUT once confirmed")), "funding_txid": S(), "funding_output_index": I(),
+        "peer_policy": N(obj({"fee_base_msat": I(), "fee_proportional_millionths": I(), "cltv_expiry_delta": I()})),
+        "closing_txid": N(S()),
         "active": {"type": "boolean", "description": "the peer is connected and the channel reestablished: payments can go out"},
         "channel_type": {"type": "string", "enum": ["anchors_zero_fee_htlc_tx", "static_remotekey"], "description": "the commitment format negotiated in open_channel/accept_channel"}}),
     "Invoice": obj({
-        "payment_hash": S("hex"), "bolt11": S("BOLT 11 payment request"), "amount_msat": I(), "description": S(),
+        "payment_hash": S("hex"), "bolt11": S("BOLT 11 payment request"), "amount_msat": N(I("any amount when null")), "description": S(),
         "status": {"type": "string", "enum": ["open", "paid", "expired"]}, "created_at": I("unix seconds"),
-        "expires_at": I("unix seconds"), "amount_received_msat": I(), "paid_at": I("unix seconds")}),
+        "expires_at": I("unix seconds"), "amount_received_msat": N(I()), "paid_at": N(I("unix seconds"))}),
     "Payment": obj({
-        "payment_hash": S(), "bolt11": S(), "payee": S(), "amount_msat": I(), "fee_msat": I(),
+        "payment_hash": S(), "bolt11": N(S()), "payee": N(S()), "amount_msat": I(), "fee_msat": I(),
         "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
-        "preimage": S("proof of payment, once succeeded"), "failure": S(), "failure_code": I("BOLT 4 failure code"),
-        "created_at": I(), "completed_at": I(), "channel_id": S("first hop")}),
+        "preimage": N(S("proof of payment, once succeeded")), "failure": N(S()), "failure_code": N(I("BOLT 4 failure code")),
+        "created_at": I(), "completed_at": N(I()), "channel_id": S("first hop")}),
     "Forward": obj({
         "payment_hash": S(), "in_channel_id": S("operator only: another tenant's channel"), "in_amount_msat": I(), "out_channel_id": S(),
         "out_amount_msat": I(), "fee_msat": I(), "status": {"type": "string", "enum": ["pending", "settled", "failed"]},
-        "failure": S(), "created_at": I(), "resolved_at": I()}),
+        "failure": N(S()), "created_at": I(), "resolved_at": N(I())}),
     "Webhook": obj({"id": S(), "url": S(), "events": {"type": "array", "items": S()}, "created_at": I(),
                     "secret": S("hex HMAC key; only in the creation response")}),
     "Delivery": obj({"id": S(), "webhook_id": S(), "event": S(), "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
-                     "attempts": I(), "next_attempt_at": I(), "last_error": S(), "created_at": I()}),
-    "Merchant": obj({"id": S(), "name": S(), "node_id": S(), "created_at": I(), "api_key": S("only in the creation response")}),
+                     "attempts": I(), "next_attempt_at": I(), "last_error": N(S()), "created_at": I()}),
+    "Merchant": obj({"id": S(), "name": S(), "node_id": S(), "created_at": I(),
+                     "key_active": {"type": "boolean", "description": "false once the operator revoked the key"},
+                     "key_changed_at": N(I("when the key was last replaced or revoked")),
+                     "api_key": S("only in the creation and key rotation responses")}),
     "Info": obj({"node_id": S(), "listen": S(), "network": S(), "block_height": I(), "channels": I(),
                  "channel_local_balance_msat": I(), "channel_remote_balance_msat": I(),
                  "onchain_balance_sat": I("operator only"),
@@ -57,6 +61,9 @@ def resp(code, schema, desc="OK"):
     r = {code: {"description": desc, "content": {"application/json": {"schema": schema}}}}
     r["4XX"] = {"description": "Error", "content": {"application/json": {"schema": ref("Error")}}}
     return r
+
+def no_content(desc):
+    return {"204": {"description": desc}, "4XX": {"description": "Error", "content": {"application/json": {"schema": ref("Error")}}}}
 
 arr = lambda s: {"type": "array", "items": s}
 hashp = [{"name": "hash", "in": "path", "required": True, "schema": S("payment hash, hex")}]
@@ -99,7 +106,7 @@ paths = {
     "/v1/invoices/{hash}": {"get": {"summary": "Look up an invoice", "description": OP, "parameters": hashp, "responses": resp("200", ref("Invoice"))}},
     "/v1/payments": {
         "get": {"summary": "List payments", "description": "Operator: payments sent. Merchant: payments the hub forwarded into its channels (Forward objects).",
-                "responses": resp("200", arr(ref("Payment")))},
+                "responses": resp("200", {"anyOf": [arr(ref("Payment")), arr(ref("Forward"))]})},
         "post": {"summary": "Pay a BOLT 11 invoice (idempotent per payment hash)", "description": OP + " 200 succeeded, 202 still pending after wait_secs, 422 failed.",
                  "requestBody": body(obj({"invoice": S(), "amount_msat": I("only for invoices without an amount"), "wait_secs": I("default 30, max 120")}, ["invoice"])),
                  "responses": resp("200", ref("Payment"))}},
@@ -111,7 +118,7 @@ paths = {
                  "description": BOTH + " Deliveries are POSTed with header `Hub-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`, retried with exponential backoff, kept across restarts. Events: invoice.paid, payment.succeeded, payment.failed, channel.opened, channel.closed.",
                  "requestBody": body(obj({"url": S(), "events": arr(S())}, ["url"])),
                  "responses": resp("201", ref("Webhook"), "Created")}},
-    "/v1/webhooks/{id}": {"delete": {"summary": "Delete a webhook", "description": BOTH, "parameters": idp, "responses": {"204": {"description": "Deleted"}}}},
+    "/v1/webhooks/{id}": {"delete": {"summary": "Delete a webhook", "description": BOTH, "parameters": idp, "responses": no_content("Deleted")}},
     "/v1/webhooks/{id}/test": {"post": {"summary": "Queue a webhook.test delivery to this webhook", "description": BOTH, "parameters": idp,
                                         "responses": resp("202", obj({"delivery_id": S()}), "Queued")}},
     "/v1/webhooks/deliveries": {"get": {"summary": "Webhook deliveries and their state", "description": BOTH, "responses": resp("200", arr(ref("Delivery")))}},
@@ -120,12 +127,17 @@ paths = {
         "post": {"summary": "Create a merchant and its API key (shown once)", "description": OP,
                  "requestBody": body(obj({"name": S(), "node_id": S("the merchant's light node")}, ["name", "node_id"])),
                  "responses": resp("201", ref("Merchant"), "Created")}},
+    "/v1/merchants/{id}/key": {
+        "post": {"summary": "Give a merchant a new API key (shown once); the old one stops working at once", "description": OP, "parameters": idp,
+                 "responses": resp("200", ref("Merchant"))},
+        "delete": {"summary": "Revoke a merchant's API key (its channels and records stay)", "description": OP, "parameters": idp,
+                   "responses": no_content("Revoked")}},
 }
 
 doc = {
     "openapi": "3.0.3",
     "info": {"title": "hub REST API", "version": "1",
-             "description": "Amounts are integers with the unit in the name; ids and hashes are lowercase hex; times are Unix seconds."},
+             "description": "Amounts are integers with the unit in the name; ids and hashes are lowercase hex; times are Unix seconds. A merchant key is limited to a rate of requests (429 rate_limited) and to quotas on the channels the hub funds to it, on its webhooks and on its pending test deliveries (429 quota_exceeded)."},
     "security": [{"bearer": []}],
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
     "paths": paths,

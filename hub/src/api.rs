@@ -544,11 +544,17 @@ async fn close_channel(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    payload: Option<Json<CloseRequest>>,
+    payload: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = authorize(&app, &headers)?;
     let id = visible_channel(&app, &caller, &id).await?.channel_id;
-    let req = payload.map(|Json(r)| r).unwrap_or_default();
+    // The body is optional: none means a cooperative close.
+    let req: CloseRequest = if payload.iter().all(u8::is_ascii_whitespace) {
+        CloseRequest::default()
+    } else {
+        serde_json::from_slice(&payload)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+    };
     if req.force && matches!(caller, Caller::Merchant(_)) {
         // A force close costs the hub the fees and locks its funds for the delay: the
         // operator decides on one.
