@@ -15,6 +15,7 @@ I = lambda d="": {"type": "integer", "format": "int64", "minimum": 0, "descripti
 B = {"type": "boolean"}
 N = lambda schema: {**schema, "nullable": True}  # absent until known: null
 ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
+arr = lambda s: {"type": "array", "items": s}
 
 schemas = {
     "Error": obj({"error": obj({"code": S("stable error code"), "message": S("for people")}, ["code", "message"])}, ["error"]),
@@ -51,7 +52,10 @@ schemas = {
     "Info": obj({"node_id": S(), "listen": S(), "network": S(), "block_height": I(), "channels": I(),
                  "channel_local_balance_msat": I(), "channel_remote_balance_msat": I(),
                  "onchain_balance_sat": I("operator only"),
-                 "tower_appointments_pending": I("operator only: appointments not yet acknowledged by a tower"), "merchant": ref("Merchant")}),
+                 "tower_appointments_pending": I("operator only: appointments not yet acknowledged by a tower"),
+                 "towers": arr(obj({"url": S(), "subscription_expiry": N(I("height at which the tower drops our appointments; null before the first registration, 0 once lapsed (renewed at three quarters)")),
+                                    "appointments_pending": I()})),
+                 "merchant": ref("Merchant")}),
 }
 
 def body(schema):
@@ -65,7 +69,6 @@ def resp(code, schema, desc="OK"):
 def no_content(desc):
     return {"204": {"description": desc}, "4XX": {"description": "Error", "content": {"application/json": {"schema": ref("Error")}}}}
 
-arr = lambda s: {"type": "array", "items": s}
 hashp = [{"name": "hash", "in": "path", "required": True, "schema": S("payment hash, hex")}]
 idp = [{"name": "id", "in": "path", "required": True, "schema": S("hex id")}]
 OP = "Operator key only."

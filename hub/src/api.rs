@@ -361,6 +361,14 @@ async fn info(
         Caller::Operator => {
             v["onchain_balance_sat"] = json!(app.node.wallet_balance().await.to_sat());
             v["tower_appointments_pending"] = json!(app.node.pending_appointments());
+            v["towers"] = app
+                .node
+                .tower_status()
+                .into_iter()
+                .map(|(url, expiry, pending)| {
+                    json!({"url": url, "subscription_expiry": expiry, "appointments_pending": pending})
+                })
+                .collect();
         }
         Caller::Merchant(m) => {
             v["merchant"] = merchant_json(m);

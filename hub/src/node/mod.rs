@@ -14,6 +14,7 @@ mod onchain;
 mod pay;
 mod peers;
 mod sweeps;
+mod tower_subscriptions;
 mod towers;
 pub mod webhook_target;
 
@@ -247,6 +248,8 @@ pub struct Node {
     open_waiters: Mutex<HashMap<ChannelId, oneshot::Sender<Result<ChannelId, String>>>>,
     /// Serializes channel index allocation.
     channel_index_lock: Mutex<()>,
+    /// Per peer, the lock ordering the start and end of its connections.
+    peer_sessions: std::sync::Mutex<HashMap<PublicKey, Arc<Mutex<()>>>>,
     /// Webhook deliveries under way.
     deliveries_in_flight: std::sync::Mutex<events::DeliveriesInFlight>,
     /// Held across a merchant quota's check and the write it allows (webhooks, keys).
@@ -351,6 +354,7 @@ impl Node {
             channel_index_lock: Mutex::new(()),
             quota_lock: Mutex::new(()),
             deliveries_in_flight: Default::default(),
+            peer_sessions: Default::default(),
             merchant_open_locks: std::sync::Mutex::new(HashMap::new()),
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),

@@ -11,7 +11,7 @@ use channel::ChannelId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 
 /// Inbound connections being served, in all and per IP address.
 #[derive(Default)]
@@ -189,6 +189,11 @@ impl Node {
     ) {
         let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE);
         r.answer_pings(tx.clone());
+        // The start of a connection and the end of another with the same peer never
+        // interleave: an old connection that is ending forgets its uncommitted updates
+        // before this one computes its channel_reestablish, never after.
+        let session = self.peer_session_lock(&peer);
+        let setup = session.lock().await;
         // A new connection from a peer we are connected to supersedes the old one: the
         // old one's uncommitted updates are forgotten now (BOLT 2), before our
         // channel_reestablish is computed, and the old connection, when it ends, changes
@@ -230,6 +235,7 @@ impl Node {
             .expect("peer features lock")
             .insert(peer, r.remote_features().to_vec());
         self.peers.lock().await.insert(peer, tx.clone());
+        drop(setup);
         if let Some(ready) = ready {
             let _ = ready.send(());
         }
@@ -270,7 +276,9 @@ impl Node {
             }
         }
         // Ours (or dropped by `send_all` for a full queue): this connection's end is the
-        // peer's disconnection. Superseded by a newer one: that one already handled it.
+        // peer's disconnection, handled before any new connection of the peer starts.
+        // Superseded by a newer one: that one already handled it.
+        let teardown = session.lock().await;
         let disconnected = {
             let mut peers = self.peers.lock().await;
             match peers.get(&peer) {
@@ -286,6 +294,10 @@ impl Node {
                 None => true,
             }
         };
+        if disconnected {
+            self.on_peer_disconnected(peer).await;
+        }
+        drop(teardown);
         drop(tx);
         drop(r);
         // Let the writer flush what is queued (the warning), then end.
@@ -297,9 +309,15 @@ impl Node {
             tracing::debug!(%peer, "writer did not finish in time");
             writer.abort();
         }
-        if disconnected {
-            self.on_peer_disconnected(peer).await;
-        }
+    }
+
+    /// The lock that orders the start and the end of connections with `peer`.
+    fn peer_session_lock(&self, peer: &PublicKey) -> Arc<Mutex<()>> {
+        let mut locks = self.peer_sessions.lock().expect("peer sessions lock");
+        // Locks no connection holds or waits for are dropped, so the map does not grow
+        // with every peer that ever connected.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(*peer).or_default().clone()
     }
 
     async fn dispatch(&self, peer: PublicKey, msg: Message) -> Result<(), NodeError> {

@@ -46,8 +46,33 @@ pub struct TowerJob {
 }
 
 impl TowerJob {
-    fn id(&self) -> String {
+    /// The job of sending `tower` the appointment for `revoked`, a commitment of
+    /// `channel_id` (whose appointments carry `tag`).
+    pub(super) fn new(
+        tower: &str,
+        channel_id: ChannelId,
+        revoked: RevokedCommitment,
+        tag: [u8; 16],
+    ) -> TowerJob {
+        TowerJob {
+            tower: tower.to_string(),
+            revoked_txid: revoked.commitment.txid(),
+            channel_id,
+            to_self_delay: u32::from(revoked.commitment.to_self_delay),
+            revoked: Some(revoked),
+            penalty: None,
+            tag,
+            attempts: 0,
+            next_attempt_at: 0,
+        }
+    }
+
+    pub(super) fn id(&self) -> String {
         format!("{}|{}", self.tower, self.revoked_txid)
+    }
+
+    pub(super) fn record(&self) -> Write {
+        Write::Record(Record::json("tower_job", &self.id(), "", unix_now(), self))
     }
 }
 
@@ -116,6 +141,8 @@ pub struct TowerBook {
     pub jobs: HashMap<String, TowerJob>,
     /// Channels closed cleanly whose appointments are still at a tower.
     pub prunes: HashMap<String, TowerPrune>,
+    /// Our subscription at each tower.
+    pub subscriptions: HashMap<String, super::tower_subscriptions::Subscription>,
 }
 
 impl Node {
@@ -136,24 +163,8 @@ impl Node {
         let tag = channel_tag(&self.tag_key, &channel.channel_id());
         let urls: Vec<String> = book.clients.keys().cloned().collect();
         for tower in urls {
-            let job = TowerJob {
-                tower,
-                revoked_txid: revoked.commitment.txid(),
-                channel_id: channel.channel_id(),
-                revoked: Some(revoked.clone()),
-                penalty: None,
-                to_self_delay: u32::from(revoked.commitment.to_self_delay),
-                tag,
-                attempts: 0,
-                next_attempt_at: 0,
-            };
-            out.writes.push(Write::Record(Record::json(
-                "tower_job",
-                &job.id(),
-                "",
-                unix_now(),
-                &job,
-            )));
+            let job = TowerJob::new(&tower, channel.channel_id(), revoked.clone(), tag);
+            out.writes.push(job.record());
             book.jobs.insert(job.id(), job);
         }
         out.follow.push(super::pay::FollowUp::Towers);
@@ -188,14 +199,15 @@ impl Node {
                 }
             }
         }
+        self.load_subscriptions().await?;
         let node = Arc::downgrade(self);
         let wake = self.towers_wake.clone();
         self.spawn_task(async move {
-            let mut registered: std::collections::HashSet<String> = Default::default();
             loop {
                 let Some(node) = node.upgrade() else { return };
-                node.send_appointments(&mut registered).await;
-                node.prune_appointments(&mut registered).await;
+                node.keep_subscriptions().await;
+                node.send_appointments().await;
+                node.prune_appointments().await;
                 drop(node);
                 let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
             }
@@ -203,7 +215,7 @@ impl Node {
         Ok(())
     }
 
-    async fn send_appointments(&self, registered: &mut std::collections::HashSet<String>) {
+    async fn send_appointments(&self) {
         let now = unix_now();
         let due: Vec<(TowerJob, TowerClient)> = {
             let book = self.towers.lock().expect("towers lock");
@@ -213,6 +225,12 @@ impl Node {
                 .filter_map(|j| book.clients.get(&j.tower).map(|c| (j.clone(), c.clone())))
                 .collect()
         };
+        // Only to towers that hold a subscription of ours (the others are registered
+        // with again first: `keep_subscriptions`).
+        let due: Vec<(TowerJob, TowerClient)> = due
+            .into_iter()
+            .filter(|(j, _)| self.subscribed(&j.tower))
+            .collect();
         let mut penalties: HashMap<Txid, Transaction> = HashMap::new();
         for (mut job, client) in due {
             let penalty = match penalties.get(&job.revoked_txid) {
@@ -240,18 +258,6 @@ impl Node {
                     }
                 },
             };
-            if !registered.contains(&job.tower) {
-                match client.register().await {
-                    Ok(_) => {
-                        registered.insert(job.tower.clone());
-                    }
-                    Err(e) => {
-                        tracing::info!(tower = %job.tower, "tower registration failed: {e}");
-                        self.retry_later(job).await;
-                        continue;
-                    }
-                }
-            }
             let appointment = Appointment::new(job.revoked_txid, &penalty, job.to_self_delay)
                 .with_tag(job.tag.to_vec());
             match client.add_appointment(&appointment).await {
@@ -259,7 +265,7 @@ impl Node {
                 Err(ClientError::Refused { code, .. })
                     if code == "unknown_user" || code == "subscription_expired" =>
                 {
-                    registered.remove(&job.tower);
+                    self.subscription_lapsed(&job.tower).await;
                     self.retry_later(job).await;
                 }
                 Err(e) if e.is_retryable() => {
@@ -299,7 +305,7 @@ impl Node {
 
     /// Deletes the appointments of channels closed cleanly, once their close is deep
     /// enough; appointments of theirs still queued are dropped unsent.
-    async fn prune_appointments(&self, registered: &mut std::collections::HashSet<String>) {
+    async fn prune_appointments(&self) {
         let now = unix_now();
         let due: Vec<(TowerPrune, TowerClient)> = {
             let book = self.towers.lock().expect("towers lock");
@@ -338,9 +344,6 @@ impl Node {
                 .collect();
             for job in &unsent {
                 self.forget_job(job).await;
-            }
-            if !registered.contains(&prune.tower) && client.register().await.is_ok() {
-                registered.insert(prune.tower.clone());
             }
             match client.delete_by_tag(&prune.tag).await {
                 Ok(d) => {
@@ -415,16 +418,7 @@ impl Node {
     async fn retry_later(&self, mut job: TowerJob) {
         job.attempts += 1;
         job.next_attempt_at = unix_now() + (1u64 << job.attempts.min(10)).min(600);
-        let _ = self
-            .group
-            .commit(vec![Write::Record(Record::json(
-                "tower_job",
-                &job.id(),
-                "",
-                unix_now(),
-                &job,
-            ))])
-            .await;
+        let _ = self.group.commit(vec![job.record()]).await;
         self.towers
             .lock()
             .expect("towers lock")
@@ -440,5 +434,25 @@ impl Node {
     /// Appointments not yet acknowledged by their tower.
     pub fn pending_appointments(&self) -> usize {
         self.towers.lock().expect("towers lock").jobs.len()
+    }
+
+    /// Each configured tower: its URL, the height at which our subscription there ends
+    /// (`None` before the first registration, 0 once lapsed) and the appointments not
+    /// yet acknowledged by it.
+    pub fn tower_status(&self) -> Vec<(String, Option<u32>, usize)> {
+        let book = self.towers.lock().expect("towers lock");
+        let mut v: Vec<_> = book
+            .clients
+            .keys()
+            .map(|url| {
+                (
+                    url.clone(),
+                    book.subscriptions.get(url).map(|s| s.expiry_height),
+                    book.jobs.values().filter(|j| j.tower == *url).count(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
     }
 }

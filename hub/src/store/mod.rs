@@ -351,6 +351,24 @@ impl Store {
             .transpose()?)
     }
 
+    /// Every commitment the counterparty of `channel_id` revoked, as stored (serialized),
+    /// oldest first.
+    pub async fn revoked_of_channel(
+        &self,
+        channel_id: &[u8; 32],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT data FROM revoked_commitments WHERE channel_id = $1 ORDER BY commitment_number",
+        )
+        .bind(channel_id.to_vec())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("data"))
+            .collect::<Result<Vec<Vec<u8>>, sqlx::Error>>()?)
+    }
+
     /// A node-wide value.
     pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT value FROM node_meta WHERE key = $1")
