@@ -64,6 +64,7 @@ impl From<TowerError> for ApiError {
             }
             TowerError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             TowerError::Triggered => (StatusCode::CONFLICT, "appointment_already_triggered"),
+            TowerError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "tower_full"),
             TowerError::Chain(_) => (StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable"),
             TowerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -223,6 +224,15 @@ async fn add_appointment(
         return Err(ApiError::bad(
             "invalid_blob",
             "encrypted_blob is too short to hold a transaction",
+        ));
+    }
+    if a.to_self_delay > crate::tower::MAX_TO_SELF_DELAY {
+        return Err(ApiError::bad(
+            "invalid_to_self_delay",
+            format!(
+                "to_self_delay must be at most {}",
+                crate::tower::MAX_TO_SELF_DELAY
+            ),
         ));
     }
     let tag = a.tag.as_deref().map(parse_tag).transpose()?;

@@ -116,6 +116,11 @@ impl Gatekeeper {
         self.lock().get(user).map(|u| self.standing(u))
     }
 
+    /// Users registered.
+    pub fn users(&self) -> usize {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Whether `user` is registered.
     pub fn is_known(&self, user: &PublicKey) -> bool {
         self.lock().contains_key(user)

@@ -54,6 +54,9 @@ struct Args {
     /// Appointment slots per registered client.
     #[arg(long, env = "WATCHTOWER_MAX_APPOINTMENTS", default_value_t = 10_000)]
     max_appointments: u32,
+    /// Users registered at once; beyond, new ones are refused (503 tower_full).
+    #[arg(long, env = "WATCHTOWER_MAX_USERS", default_value_t = watchtower::tower::DEFAULT_MAX_USERS)]
+    max_users: usize,
     /// Blocks a registration lasts (renewed by registering again).
     #[arg(long, env = "WATCHTOWER_SUBSCRIPTION_BLOCKS", default_value_t = 4032)]
     subscription_blocks: u32,
@@ -126,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             subscription_blocks: args.subscription_blocks,
             max_blob_size: args.max_blob_size,
             poll_interval: Duration::from_millis(args.poll_ms),
+            max_users: args.max_users,
         },
     )
     .await?;

@@ -36,6 +36,8 @@ pub struct TowerConfig {
     pub max_blob_size: usize,
     /// How often the chain is polled.
     pub poll_interval: Duration,
+    /// Users registered at once; beyond, a new user is refused (`tower_full`).
+    pub max_users: usize,
 }
 
 impl Default for TowerConfig {
@@ -46,9 +48,21 @@ impl Default for TowerConfig {
             subscription_blocks: 4032,
             max_blob_size: 65_536,
             poll_interval: Duration::from_millis(500),
+            max_users: DEFAULT_MAX_USERS,
         }
     }
 }
+
+/// The default of [`TowerConfig::max_users`].
+pub const DEFAULT_MAX_USERS: usize = 10_000;
+
+/// The largest `to_self_delay` an appointment may name (LND's and Core Lightning's
+/// default maximum): it bounds how long the tower keeps trying to get a penalty in.
+pub const MAX_TO_SELF_DELAY: u32 = 2016;
+
+/// Blocks past a breach's CSV window after which a penalty that has not confirmed is
+/// given up: by then the cheater could take the output with the delayed key.
+pub const GIVE_UP_MARGIN_BLOCKS: u32 = 6;
 
 /// Failures of tower operations.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +76,9 @@ pub enum TowerError {
     /// The appointment's breach has been seen; it can no longer change.
     #[error("appointment already triggered")]
     Triggered,
+    /// As many users as the tower takes are registered.
+    #[error("the tower takes no more users ({0})")]
+    Full(usize),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -225,6 +242,9 @@ impl Tower {
     /// Registers `user` (or renews it): its subscription lasts `subscription_blocks` from
     /// now. Durable before it returns.
     pub async fn register(&self, user: PublicKey) -> Result<Standing, TowerError> {
+        if !self.gatekeeper.is_known(&user) && self.gatekeeper.users() >= self.config.max_users {
+            return Err(TowerError::Full(self.config.max_users));
+        }
         let expiry = self
             .height()
             .saturating_add(self.config.subscription_blocks);
@@ -517,6 +537,17 @@ impl Tower {
                         .await?;
                     Metrics::inc(&self.metrics.penalties_confirmed);
                 }
+                Step::Rebroadcast | Step::Waiting(0) if self.past_csv_window(&a) => {
+                    // Still not in after the breach's CSV window: the cheater may take
+                    // the output now, and a penalty that never gets in (planted, or
+                    // paying too little) is not retried for ever.
+                    let reason = format!(
+                        "the penalty did not confirm within the breach's CSV window ({} blocks)",
+                        a.appointment.to_self_delay
+                    );
+                    tracing::warn!(locator = %a.appointment.locator, %breach, "{reason}; given up");
+                    self.store.set_invalid(a.id, &breach, &reason).await?;
+                }
                 Step::Waiting(n) => {
                     if n != a.confirmations {
                         self.store
@@ -535,6 +566,15 @@ impl Tower {
             }
         }
         Ok(())
+    }
+
+    /// Whether the CSV window of `a`'s breach (and a margin) has passed.
+    fn past_csv_window(&self, a: &StoredAppointment) -> bool {
+        a.breach_height.is_some_and(|h| {
+            self.height()
+                >= h.saturating_add(a.appointment.to_self_delay)
+                    .saturating_add(GIVE_UP_MARGIN_BLOCKS)
+        })
     }
 
     /// Removes the appointments of users whose subscription has ended.

@@ -301,3 +301,25 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
         .status()
         .is_success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tower_takes_no_more_users_than_it_is_set_to() {
+    let chain = chain(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tower = spawn_tower(&chain.rpc_url, dir.path(), &["--max-users", "2"]);
+    let a = TowerClient::new(&tower.url, key(80));
+    let b = TowerClient::new(&tower.url, key(81));
+    let c = TowerClient::new(&tower.url, key(82));
+    a.register().await.unwrap();
+    b.register().await.unwrap();
+    assert_eq!(refused_code(c.register().await), (503, "tower_full".into()));
+    // A user already registered renews as before.
+    a.register().await.unwrap();
+    // The refused one holds nothing.
+    let b1 = chain.breach();
+    let appointment = Appointment::new(b1.breach.compute_txid(), &b1.justice, 144);
+    assert_eq!(
+        refused_code(c.add_appointment(&appointment).await),
+        (401, "unknown_user".into())
+    );
+}

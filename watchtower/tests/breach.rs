@@ -167,3 +167,74 @@ async fn a_reorg_that_removes_the_breach_sends_the_tower_back_to_watching() {
         .log_text()
         .contains("breach left the chain; watching again"));
 }
+
+/// A penalty that can never get in (here it pays no fee, below every relay minimum) is
+/// broadcast again at each block only until the breach's CSV window (and a margin) has
+/// passed; then the tower gives it up and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_that_never_confirms_is_given_up_after_the_csv_window() {
+    let chain = chain(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tower = spawn_tower(&chain.rpc_url, dir.path(), &["--confirmations", "1"]);
+    let client = TowerClient::new(&tower.url, key(52));
+    client.register().await.unwrap();
+
+    let b = chain.breach();
+    let no_fee = spend(
+        bitcoin::OutPoint::new(b.breach.compute_txid(), 0),
+        b.breach.output[0].value,
+        &key(2),
+        p2wpkh(&key(3)),
+        bitcoin::Amount::ZERO,
+    );
+    const CSV: u32 = 10;
+    let appointment = Appointment::new(b.breach.compute_txid(), &no_fee, CSV);
+    client.add_appointment(&appointment).await.unwrap();
+    // An appointment naming a delay beyond any node's maximum is refused.
+    let too_long = Appointment::new(chain.breach().breach.compute_txid(), &no_fee, 2017);
+    match client.add_appointment(&too_long).await {
+        Err(watchtower::client::ClientError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (400, "invalid_to_self_delay"))
+        }
+        other => panic!("a to_self_delay of 2017 accepted: {other:?}"),
+    }
+
+    chain.broadcast(&b.breach);
+    chain.mine(1);
+    let status = || async {
+        client
+            .appointment_status(appointment.locator)
+            .await
+            .unwrap()
+    };
+    wait_until("the breach found", || async {
+        status().await.status == "responding"
+    })
+    .await;
+    let breach_height = status().await.breach_height.unwrap();
+    // Within the window (and its margin of 6 blocks) it keeps trying.
+    for _ in 0..CSV + 5 {
+        chain.mine(1);
+    }
+    wait_until("the tower at the tip", || async {
+        reqwest::get(format!("{}/v1/info", tower.url))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["block_height"]
+            .as_u64()
+            == Some(u64::from(breach_height + CSV + 5))
+    })
+    .await;
+    assert_eq!(status().await.status, "responding");
+    assert!(!chain.in_mempool(&no_fee));
+    // One more block: given up, with the reason.
+    chain.mine(1);
+    wait_until("given up", || async { status().await.status == "invalid" }).await;
+    let s = status().await;
+    assert!(
+        s.reason.as_deref().unwrap_or("").contains("CSV window"),
+        "{s:?}"
+    );
+}
