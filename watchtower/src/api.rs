@@ -65,6 +65,12 @@ impl From<TowerError> for ApiError {
             TowerError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             TowerError::Triggered => (StatusCode::CONFLICT, "appointment_already_triggered"),
             TowerError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "tower_full"),
+            TowerError::Counter(crate::gatekeeper::CounterError::Replayed(..)) => {
+                (StatusCode::CONFLICT, "replayed_request")
+            }
+            TowerError::Counter(crate::gatekeeper::CounterError::OutOfWindow(..)) => {
+                (StatusCode::BAD_REQUEST, "invalid_counter")
+            }
             TowerError::Chain(_) => (StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable"),
             TowerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -139,6 +145,24 @@ fn parse_tag(s: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
+/// What a signed request changes, for [`verify_request`].
+struct Signed<'a> {
+    /// The request's own message.
+    what: &'a [u8],
+    counter: u64,
+    signature: &'a str,
+    /// A registration (the only request a key the tower does not know may make).
+    registering: bool,
+}
+
+/// Checks a request that changes something: `user` signed the request message naming
+/// this tower and the counter, and the counter is new.
+fn verify_request(tower: &Tower, req: Signed<'_>, user: &PublicKey) -> Result<(), ApiError> {
+    let message = appointment::request_message(&tower.id(), req.counter, req.what);
+    verify(&message, req.signature, user)?;
+    Ok(tower.accept_counter(user, req.counter, req.registering)?)
+}
+
 /// Checks that `user` signed `message`.
 fn verify(message: &[u8], signature: &str, user: &PublicKey) -> Result<(), ApiError> {
     match sig::recover(message, signature) {
@@ -171,6 +195,7 @@ async fn openapi() -> Response {
 async fn info(State(tower): State<Arc<Tower>>) -> Json<TowerInfo> {
     let c = tower.config();
     Json(TowerInfo {
+        tower_id: hex::encode(tower.id()),
         version: env!("CARGO_PKG_VERSION").to_string(),
         block_height: tower.height(),
         confirmations: c.confirmations,
@@ -191,6 +216,16 @@ async fn register(
 ) -> Result<Json<Registration>, ApiError> {
     let req = body(payload)?;
     let user = parse_user(&req.user_id)?;
+    verify_request(
+        &tower,
+        Signed {
+            what: &appointment::register_message(),
+            counter: req.counter,
+            signature: &req.signature,
+            registering: true,
+        },
+        &user,
+    )?;
     let standing = tower.register(user).await?;
     tracing::info!(user = %user, expiry = standing.expiry_height, "user registered");
     Ok(Json(Registration {
@@ -238,7 +273,16 @@ async fn add_appointment(
     let tag = a.tag.as_deref().map(parse_tag).transpose()?;
     let message =
         appointment::appointment_message(&locator, &blob, a.to_self_delay, tag.as_deref());
-    verify(&message, &req.signature, &user)?;
+    verify_request(
+        &tower,
+        Signed {
+            what: &message,
+            counter: req.counter,
+            signature: &req.signature,
+            registering: false,
+        },
+        &user,
+    )?;
     let (updated, standing) = tower
         .add_appointment(NewAppointment {
             user_id: user,
@@ -324,7 +368,16 @@ async fn delete(
             ))
         }
     };
-    verify(&message, &req.signature, &user)?;
+    verify_request(
+        &tower,
+        Signed {
+            what: &message,
+            counter: req.counter,
+            signature: &req.signature,
+            registering: false,
+        },
+        &user,
+    )?;
     let (deleted, standing) = tower.delete(&user, tag.as_deref(), &locators).await?;
     tracing::info!(%user, deleted, "appointments deleted by the client");
     Ok(Json(Deleted {

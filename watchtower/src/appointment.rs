@@ -124,6 +124,27 @@ pub fn appointment_message(
     m
 }
 
+/// How far a request's counter may be from the tower's clock (Unix milliseconds).
+pub const COUNTER_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// The bytes a client signs for a request that changes something at a tower:
+/// `"watchtower request" || tower_id (32) || counter (u64 big-endian) || what`, where
+/// `what` is the request's own message ([`register_message`], [`appointment_message`],
+/// [`delete_tag_message`], [`delete_locators_message`]). Naming the tower and a counter
+/// that only grows makes a captured request worthless elsewhere and later.
+pub fn request_message(tower_id: &[u8; 32], counter: u64, what: &[u8]) -> Vec<u8> {
+    let mut m = b"watchtower request".to_vec();
+    m.extend_from_slice(tower_id);
+    m.extend_from_slice(&counter.to_be_bytes());
+    m.extend_from_slice(what);
+    m
+}
+
+/// The message of a registration: `"register"`.
+pub fn register_message() -> Vec<u8> {
+    b"register".to_vec()
+}
+
 /// The bytes a client signs to read an appointment: `"get appointment" || locator`.
 pub fn status_message(locator: &Locator) -> Vec<u8> {
     let mut m = b"get appointment".to_vec();

@@ -30,6 +30,8 @@ use crate::sig;
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Transaction, Txid};
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An appointment ready to send: what a tower stores for one revoked commitment.
@@ -119,6 +121,10 @@ pub struct TowerClient {
     key: SecretKey,
     user_id: PublicKey,
     http: reqwest::Client,
+    /// The tower's id, read from `/v1/info` at the first signed request.
+    tower_id: Arc<tokio::sync::OnceCell<[u8; 32]>>,
+    /// The last counter used (Unix milliseconds, or one more than the last).
+    counter: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TowerClient {
@@ -143,7 +149,54 @@ impl TowerClient {
             user_id: PublicKey::from_secret_key(sig::secp(), &client_secret_key),
             key: client_secret_key,
             http,
+            tower_id: Arc::default(),
+            counter: Arc::default(),
         }
+    }
+
+    /// The tower's id (fetched once).
+    async fn tower_id(&self) -> Result<[u8; 32], ClientError> {
+        self.tower_id
+            .get_or_try_init(|| async {
+                let info = self.info().await?;
+                hex::decode(&info.tower_id)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| ClientError::InvalidResponse("tower_id is not 32 bytes".into()))
+            })
+            .await
+            .copied()
+    }
+
+    /// A counter above every earlier one: the clock in Unix milliseconds, or one more
+    /// than the last when requests come faster (or the clock went back).
+    fn next_counter(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut last = self.counter.load(Ordering::SeqCst);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .counter
+                .compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// A counter and the signature of the request message for `what`.
+    async fn sign_request(&self, what: &[u8]) -> Result<(u64, String), ClientError> {
+        let tower_id = self.tower_id().await?;
+        let counter = self.next_counter();
+        let signature = sig::sign(
+            &appointment::request_message(&tower_id, counter, what),
+            &self.key,
+        );
+        Ok((counter, signature))
     }
 
     /// The client's id at the tower (its compressed public key).
@@ -184,8 +237,11 @@ impl TowerClient {
 
     /// Registers (or renews) this client's key.
     pub async fn register(&self) -> Result<Registration, ClientError> {
+        let (counter, signature) = self.sign_request(&appointment::register_message()).await?;
         let body = RegisterRequest {
             user_id: self.user_id.to_string(),
+            counter,
+            signature,
         };
         self.send(
             self.http
@@ -201,6 +257,7 @@ impl TowerClient {
         &self,
         appointment: &Appointment,
     ) -> Result<AppointmentReceipt, ClientError> {
+        let (counter, signature) = self.sign_request(&appointment.message()).await?;
         let body = AddAppointmentRequest {
             user_id: self.user_id.to_string(),
             appointment: AppointmentJson {
@@ -209,7 +266,8 @@ impl TowerClient {
                 to_self_delay: appointment.to_self_delay,
                 tag: appointment.tag.as_ref().map(hex::encode),
             },
-            signature: sig::sign(&appointment.message(), &self.key),
+            counter,
+            signature,
         };
         self.send(
             self.http
@@ -240,11 +298,15 @@ impl TowerClient {
     /// Deletes every appointment of this client carrying `tag` (a channel that closed
     /// cleanly); returns how many went. Penalties in flight are kept.
     pub async fn delete_by_tag(&self, tag: &[u8]) -> Result<Deleted, ClientError> {
+        let (counter, signature) = self
+            .sign_request(&appointment::delete_tag_message(tag))
+            .await?;
         let body = DeleteRequest {
             user_id: self.user_id.to_string(),
             tag: Some(hex::encode(tag)),
             locators: None,
-            signature: sig::sign(&appointment::delete_tag_message(tag), &self.key),
+            counter,
+            signature,
         };
         self.send(
             self.http
@@ -256,11 +318,15 @@ impl TowerClient {
 
     /// Deletes this client's appointments with these locators.
     pub async fn delete_locators(&self, locators: &[Locator]) -> Result<Deleted, ClientError> {
+        let (counter, signature) = self
+            .sign_request(&appointment::delete_locators_message(locators))
+            .await?;
         let body = DeleteRequest {
             user_id: self.user_id.to_string(),
             tag: None,
             locators: Some(locators.iter().map(|l| l.to_string()).collect()),
-            signature: sig::sign(&appointment::delete_locators_message(locators), &self.key),
+            counter,
+            signature,
         };
         self.send(
             self.http

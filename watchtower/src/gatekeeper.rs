@@ -149,3 +149,76 @@ mod tests {
         assert_eq!(g.admit(&k, 10), Err(GateError::Expired(10)));
     }
 }
+
+/// Why a request's counter was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CounterError {
+    /// Not above the client's last accepted counter: a replay (or a request overtaken by
+    /// a later one).
+    #[error("request counter {0} is not above the last one accepted ({1}): replayed")]
+    Replayed(u64, u64),
+    /// Too far from the tower's clock.
+    #[error("request counter {0} is more than ten minutes away from the tower's clock ({1} ms)")]
+    OutOfWindow(u64, u64),
+}
+
+/// The last request counter accepted from each client. A counter must grow and stay
+/// within [`crate::appointment::COUNTER_WINDOW_MS`] of the clock, so a captured request
+/// is refused once a later one was accepted, and everywhere once ten minutes have passed
+/// (the counters live in memory: across a restart of the tower the window alone holds).
+#[derive(Debug, Default)]
+pub struct Counters {
+    last: Mutex<HashMap<PublicKey, u64>>,
+}
+
+impl Counters {
+    /// Accepts `counter` from `user` at `now_ms`, or says why not.
+    pub fn accept(&self, user: &PublicKey, counter: u64, now_ms: u64) -> Result<(), CounterError> {
+        let window = crate::appointment::COUNTER_WINDOW_MS;
+        if counter.abs_diff(now_ms) > window {
+            return Err(CounterError::OutOfWindow(counter, now_ms));
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = last.get(user).copied().unwrap_or(0);
+        if counter <= seen {
+            return Err(CounterError::Replayed(counter, seen));
+        }
+        last.insert(*user, counter);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn counters_grow_and_stay_near_the_clock() {
+        let c = Counters::default();
+        let u = PublicKey::from_secret_key(
+            &bitcoin::secp256k1::Secp256k1::new(),
+            &bitcoin::secp256k1::SecretKey::from_slice(&[3; 32]).unwrap(),
+        );
+        let now = 1_800_000_000_000;
+        assert_eq!(c.accept(&u, now, now), Ok(()));
+        assert_eq!(
+            c.accept(&u, now, now),
+            Err(CounterError::Replayed(now, now))
+        );
+        assert_eq!(
+            c.accept(&u, now - 1, now),
+            Err(CounterError::Replayed(now - 1, now))
+        );
+        assert_eq!(c.accept(&u, now + 1, now), Ok(()));
+        let far = now + crate::appointment::COUNTER_WINDOW_MS + 1;
+        assert_eq!(
+            c.accept(&u, far, now),
+            Err(CounterError::OutOfWindow(far, now))
+        );
+        let old = now - crate::appointment::COUNTER_WINDOW_MS - 1;
+        assert_eq!(
+            c.accept(&u, old, now),
+            Err(CounterError::OutOfWindow(old, now))
+        );
+    }
+}

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 pub struct RegisterRequest {
     /// The client's compressed public key, hex.
     pub user_id: String,
+    /// The request's counter: above every earlier one of this client at this tower, and
+    /// within ten minutes of the tower's clock in Unix milliseconds.
+    pub counter: u64,
+    /// zbase32 signature by `user_id` of the request message for `"register"`.
+    pub signature: String,
 }
 
 /// What a registration grants.
@@ -42,7 +47,9 @@ pub struct AddAppointmentRequest {
     pub user_id: String,
     /// The appointment.
     pub appointment: AppointmentJson,
-    /// zbase32 signature of the appointment message by `user_id`.
+    /// The request's counter (as in [`RegisterRequest::counter`]).
+    pub counter: u64,
+    /// zbase32 signature by `user_id` of the request message for the appointment.
     pub signature: String,
 }
 
@@ -97,7 +104,9 @@ pub struct DeleteRequest {
     /// Delete the appointments with these locators (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locators: Option<Vec<String>>,
-    /// zbase32 signature of the delete message by `user_id`.
+    /// The request's counter (as in [`RegisterRequest::counter`]).
+    pub counter: u64,
+    /// zbase32 signature by `user_id` of the request message for the delete.
     pub signature: String,
 }
 
@@ -113,6 +122,9 @@ pub struct Deleted {
 /// `GET /v1/info`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TowerInfo {
+    /// The tower's id (32 bytes, hex): every signed request names it, so a request made
+    /// for one tower means nothing at another.
+    pub tower_id: String,
     /// Software version.
     pub version: String,
     /// Last block the tower has scanned.

@@ -79,6 +79,9 @@ pub enum TowerError {
     /// As many users as the tower takes are registered.
     #[error("the tower takes no more users ({0})")]
     Full(usize),
+    /// The request's counter was refused.
+    #[error(transparent)]
+    Counter(#[from] crate::gatekeeper::CounterError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,6 +91,7 @@ pub enum TowerError {
 }
 
 const LAST_BLOCK: &str = "last_block";
+const TOWER_ID: &str = "tower_id";
 /// Blocks kept in [`RecentBlocks`].
 const RECENT_BLOCKS: usize = 6;
 
@@ -138,6 +142,9 @@ pub struct Tower {
     chain: Arc<dyn ChainSource>,
     config: TowerConfig,
     gatekeeper: Gatekeeper,
+    counters: crate::gatekeeper::Counters,
+    /// The tower's id, named in every signed request.
+    id: [u8; 32],
     index: Mutex<LocatorIndex>,
     /// The last few blocks, so that an appointment arriving just after its breach was
     /// mined (a client's retry queue delivering late) is still acted on.
@@ -175,6 +182,18 @@ impl Tower {
                 .map(|u| (u.user_id, u.expiry_height, u.appointments)),
         );
         let index = LocatorIndex::from_entries(store.watching().await?);
+        let id = match store.meta(TOWER_ID).await? {
+            Some(v) if v.len() == 32 => v.try_into().expect("32 bytes"),
+            _ => {
+                let mut id = [0u8; 32];
+                bitcoin::secp256k1::rand::RngCore::fill_bytes(
+                    &mut bitcoin::secp256k1::rand::thread_rng(),
+                    &mut id,
+                );
+                store.set_meta(TOWER_ID, &id).await?;
+                id
+            }
+        };
         let metrics = Metrics::default();
         metrics
             .appointments
@@ -204,6 +223,8 @@ impl Tower {
             chain,
             config,
             gatekeeper,
+            counters: Default::default(),
+            id,
             index: Mutex::new(index),
             recent: Mutex::new(RecentBlocks::default()),
             height: AtomicU32::new(height),
@@ -254,6 +275,35 @@ impl Tower {
             .unwrap_or(0);
         self.store.upsert_user(&user, expiry, now).await?;
         Ok(self.gatekeeper.registered(user, expiry))
+    }
+
+    /// The tower's id (named in every signed request).
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+
+    /// Accepts the counter of a signed request of `user` (checked already), or refuses
+    /// it: a replay, or too far from the clock. Only a registration may come from a key
+    /// the tower does not know, and only while it has room for one more.
+    pub fn accept_counter(
+        &self,
+        user: &PublicKey,
+        counter: u64,
+        registering: bool,
+    ) -> Result<(), TowerError> {
+        if !self.gatekeeper.is_known(user) {
+            if !registering {
+                return Err(GateError::UnknownUser.into());
+            }
+            if self.gatekeeper.users() >= self.config.max_users {
+                return Err(TowerError::Full(self.config.max_users));
+            }
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(self.counters.accept(user, counter, now_ms)?)
     }
 
     /// Whether `user` is registered.

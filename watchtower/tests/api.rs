@@ -33,7 +33,36 @@ async fn post(url: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The tower's id, as `/v1/info` gives it.
+async fn tower_id(url: &str) -> [u8; 32] {
+    let info: Value = reqwest::get(format!("{url}/v1/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    hex::decode(info["tower_id"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// A fresh request counter: the clock in milliseconds, never the same twice here.
+fn counter() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    LAST.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+    LAST.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+}
+
+/// An add-appointment request for `a` by `user`, signed by `signer` for tower `tower`
+/// with counter `n`.
 fn signed_request(
+    tower: &[u8; 32],
+    n: u64,
     a: &Appointment,
     user: &bitcoin::secp256k1::PublicKey,
     signer: &bitcoin::secp256k1::SecretKey,
@@ -45,7 +74,8 @@ fn signed_request(
             "encrypted_blob": hex::encode(&a.encrypted_blob),
             "to_self_delay": a.to_self_delay,
         },
-        "signature": sig::sign(&a.message(), signer),
+        "counter": n,
+        "signature": sig::sign(&appointment::request_message(tower, n, &a.message()), signer),
     })
 }
 
@@ -94,27 +124,50 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
         refused_code(client.add_appointment(&good).await),
         (401, "unknown_user".into())
     );
-    client.register().await.unwrap();
-
-    // Signed by someone else, malformed, or over different bytes.
+    // Registration must be signed: with no signature, or another key's, it is refused.
+    let tid = tower_id(url).await;
     let me = client.user_id();
     let (s, v) = post(
-        &format!("{url}/v1/appointments"),
-        signed_request(&good, &me, &key(61)),
+        &format!("{url}/v1/register"),
+        json!({"user_id": me.to_string()}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{v}"
+    );
+    let n = counter();
+    let (s, v) = post(
+        &format!("{url}/v1/register"),
+        json!({"user_id": me.to_string(), "counter": n,
+               "signature": sig::sign(&appointment::request_message(&tid, n, &appointment::register_message()), &key(61))}),
     )
     .await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (401, Some("invalid_signature"))
     );
-    let mut req = signed_request(&good, &me, &key(60));
+    client.register().await.unwrap();
+
+    // Signed by someone else, malformed, or over different bytes.
+    let (s, v) = post(
+        &format!("{url}/v1/appointments"),
+        signed_request(&tid, counter(), &good, &me, &key(61)),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let mut req = signed_request(&tid, counter(), &good, &me, &key(60));
     req["signature"] = json!("not-a-signature");
     let (s, v) = post(&format!("{url}/v1/appointments"), req).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (401, Some("invalid_signature"))
     );
-    let mut req = signed_request(&good, &me, &key(60));
+    let mut req = signed_request(&tid, counter(), &good, &me, &key(60));
     req["appointment"]["to_self_delay"] = json!(145);
     let (s, v) = post(&format!("{url}/v1/appointments"), req).await;
     assert_eq!(
@@ -123,21 +176,21 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
     );
 
     // Malformed fields and bodies.
-    let mut req = signed_request(&good, &me, &key(60));
+    let mut req = signed_request(&tid, counter(), &good, &me, &key(60));
     req["appointment"]["locator"] = json!("abcd");
     let (s, v) = post(&format!("{url}/v1/appointments"), req).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("invalid_locator"))
     );
-    let mut req = signed_request(&good, &me, &key(60));
+    let mut req = signed_request(&tid, counter(), &good, &me, &key(60));
     req["appointment"]["encrypted_blob"] = json!("zz");
     let (s, v) = post(&format!("{url}/v1/appointments"), req).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (400, Some("invalid_blob"))
     );
-    let mut req = signed_request(&good, &me, &key(60));
+    let mut req = signed_request(&tid, counter(), &good, &me, &key(60));
     req["user_id"] = json!("02abcd");
     let (s, v) = post(&format!("{url}/v1/appointments"), req).await;
     assert_eq!(
@@ -266,10 +319,11 @@ async fn bad_input_is_refused_and_nothing_is_lost() {
         (404, "appointment_not_found".into())
     );
     // A delete signed by someone else is refused.
+    let n = counter();
     let (s, v) = post(
         &format!("{url}/v1/appointments/delete"),
-        json!({"user_id": me.to_string(), "tag": hex::encode([7u8; 16]),
-               "signature": sig::sign(&appointment::delete_tag_message(&[7u8; 16]), &key(62))}),
+        json!({"user_id": me.to_string(), "tag": hex::encode([7u8; 16]), "counter": n,
+               "signature": sig::sign(&appointment::request_message(&tid, n, &appointment::delete_tag_message(&[7u8; 16])), &key(62))}),
     )
     .await;
     assert_eq!(
@@ -322,4 +376,77 @@ async fn the_tower_takes_no_more_users_than_it_is_set_to() {
         refused_code(c.add_appointment(&appointment).await),
         (401, "unknown_user".into())
     );
+}
+
+/// Every request that changes something names the tower and a counter that must grow:
+/// a captured request is refused when replayed, at another tower, or once it is old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_or_misdirected_requests_are_refused() {
+    let chain = chain(2).await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let tower = spawn_tower(&chain.rpc_url, dirs[0].path(), &[]);
+    let other_tower = spawn_tower(&chain.rpc_url, dirs[1].path(), &[]);
+    let url = &tower.url;
+    let client = TowerClient::new(url, key(90));
+    client.register().await.unwrap();
+    TowerClient::new(&other_tower.url, key(90))
+        .register()
+        .await
+        .unwrap();
+    let me = client.user_id();
+    let tid = tower_id(url).await;
+    assert_ne!(
+        tid,
+        tower_id(&other_tower.url).await,
+        "each tower has its own id"
+    );
+    let b = chain.breach();
+    let a = Appointment::new(b.breach.compute_txid(), &b.justice, 144);
+
+    // The same signed request twice: taken once.
+    let req = signed_request(&tid, counter(), &a, &me, &key(90));
+    let (s, v) = post(&format!("{url}/v1/appointments"), req.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post(&format!("{url}/v1/appointments"), req.clone()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("replayed_request"))
+    );
+    // An older one, captured before, after a newer one went through: refused too (it
+    // would roll the appointment back).
+    let older = signed_request(&tid, counter(), &a, &me, &key(90));
+    let newer = signed_request(&tid, counter(), &a, &me, &key(90));
+    assert_eq!(post(&format!("{url}/v1/appointments"), newer).await.0, 200);
+    let (s, v) = post(&format!("{url}/v1/appointments"), older).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("replayed_request"))
+    );
+    // Sent to another tower, where the same key is registered: the signature names the
+    // first tower, so it is not valid there.
+    let (s, v) = post(
+        &format!("{}/v1/appointments", other_tower.url),
+        signed_request(&tid, counter(), &a, &me, &key(90)),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    // A counter eleven minutes old (or ahead) is refused whatever came before.
+    for skew in [-11i64, 11] {
+        let n = (counter() as i64 + skew * 60_000) as u64;
+        let (s, v) = post(
+            &format!("{url}/v1/appointments"),
+            signed_request(&tid, n, &a, &me, &key(90)),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_counter")),
+            "{skew}"
+        );
+    }
+    // The client library keeps working after all this.
+    assert!(client.add_appointment(&a).await.unwrap().updated);
 }

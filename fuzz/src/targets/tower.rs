@@ -3,14 +3,14 @@
 
 use bitcoin::hashes::Hash;
 use bitcoin::Txid;
-use watchtower::appointment::{appointment_message, decrypt, spends, Locator};
+use watchtower::appointment::{appointment_message, decrypt, request_message, spends, Locator};
 use watchtower::msgs::AddAppointmentRequest;
 use watchtower::sig::{recover, zbase32_decode};
 
 use super::tag;
 
 /// Reads the input as an `add appointment` request (checking what the tower checks:
-/// hex fields, locator length, signature recovery over the signed message) and as a raw
+/// hex fields, locator length, signature recovery over the request message) and as a raw
 /// blob decrypted under a txid taken from its first bytes.
 pub fn watchtower_appointment(data: &[u8]) -> u64 {
     let mut label = 0u64;
@@ -25,7 +25,8 @@ pub fn watchtower_appointment(data: &[u8]) -> u64 {
         if let (Some(l), Some(b)) = (locator, blob) {
             let t = tag_bytes.and_then(Result::ok);
             let msg = appointment_message(&l, &b, a.to_self_delay, t.as_deref());
-            label ^= tag(&recover(&msg, &req.signature)).rotate_left(3);
+            let signed = request_message(&[0u8; 32], req.counter, &msg);
+            label ^= tag(&recover(&signed, &req.signature)).rotate_left(3);
         }
         label ^= tag(&zbase32_decode(&req.signature)).rotate_left(4);
     }
@@ -60,7 +61,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
     };
     let breach = Txid::from_byte_array([7; 32]);
     let a = watchtower::client::Appointment::new(breach, &tx, 144).with_tag(vec![1u8; 16]);
-    let signature = watchtower::sig::sign(&a.message(), &key);
+    let counter = 1_800_000_000_000u64;
+    let signature =
+        watchtower::sig::sign(&request_message(&[0u8; 32], counter, &a.message()), &key);
     let user = bitcoin::secp256k1::PublicKey::from_secret_key(watchtower::sig::secp(), &key);
     let body = serde_json::json!({
         "user_id": user.to_string(),
@@ -70,6 +73,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             "to_self_delay": 144,
             "tag": hex::encode([1u8; 16]),
         },
+        "counter": counter,
         "signature": signature,
     });
     let mut raw = breach.to_byte_array().to_vec();
