@@ -155,6 +155,18 @@ struct Signed<'a> {
     registering: bool,
 }
 
+impl<'a> Signed<'a> {
+    /// A request of a registered key.
+    fn change(what: &'a [u8], counter: u64, signature: &'a str) -> Self {
+        Signed {
+            what,
+            counter,
+            signature,
+            registering: false,
+        }
+    }
+}
+
 /// Checks a request that changes something: `user` signed the request message naming
 /// this tower and the counter, and the counter is new.
 fn verify_request(tower: &Tower, req: Signed<'_>, user: &PublicKey) -> Result<(), ApiError> {
@@ -275,12 +287,7 @@ async fn add_appointment(
         appointment::appointment_message(&locator, &blob, a.to_self_delay, tag.as_deref());
     verify_request(
         &tower,
-        Signed {
-            what: &message,
-            counter: req.counter,
-            signature: &req.signature,
-            registering: false,
-        },
+        Signed::change(&message, req.counter, &req.signature),
         &user,
     )?;
     let (updated, standing) = tower
@@ -370,12 +377,7 @@ async fn delete(
     };
     verify_request(
         &tower,
-        Signed {
-            what: &message,
-            counter: req.counter,
-            signature: &req.signature,
-            registering: false,
-        },
+        Signed::change(&message, req.counter, &req.signature),
         &user,
     )?;
     let (deleted, standing) = tower.delete(&user, tag.as_deref(), &locators).await?;
