@@ -133,9 +133,10 @@ fn unreasonable_opens_are_refused() {
             OpenError::ReserveBelowDust,
         ),
         (Box::new(|m| m.feerate_per_kw = 1), OpenError::Feerate(1)),
+        // A peer may not ask us to keep more than 20% of the channel.
         (
-            Box::new(|m| m.channel_reserve_satoshis = 995_000),
-            OpenError::ReserveTooLarge,
+            Box::new(|m| m.channel_reserve_satoshis = 200_001),
+            OpenError::ReserveAbovePolicy(200_001),
         ),
     ];
     for (mutate, want) in cases {
@@ -143,7 +144,31 @@ fn unreasonable_opens_are_refused() {
         mutate(&mut m);
         assert_eq!(check_open_channel(&m, &ours, &policy), Err(want));
     }
+    // Under a policy that lets a peer ask for anything, reserves that eat the channel
+    // are still refused.
+    let mut m = open_msg(&funder);
+    m.channel_reserve_satoshis = 995_000;
+    let lax = OpenPolicy {
+        max_reserve_permille: 1000,
+        ..OpenPolicy::default()
+    };
+    assert_eq!(
+        check_open_channel(&m, &ours, &lax),
+        Err(OpenError::ReserveTooLarge)
+    );
+    let mut m = open_msg(&funder);
+    m.channel_reserve_satoshis = 200_000;
+    assert!(
+        check_open_channel(&m, &ours, &policy).is_ok(),
+        "20% is allowed"
+    );
     let open = open_msg(&funder);
+    let mut accept = accept_msg(&fundee);
+    accept.channel_reserve_satoshis = 250_000;
+    assert_eq!(
+        check_accept_channel(&open, &accept, &policy),
+        Err(OpenError::ReserveAbovePolicy(250_000))
+    );
     let mut accept = accept_msg(&fundee);
     accept.minimum_depth = 1000;
     assert_eq!(

@@ -27,6 +27,9 @@ pub struct OpenPolicy {
     /// Largest dust limit we let the peer set: outputs below it leave its commitments
     /// and the closing transaction, as fees.
     pub max_dust_limit_sat: u64,
+    /// Largest reserve the peer may require us to keep, in thousandths of the capacity:
+    /// a peer asking for nearly the whole channel would make our side of it unusable.
+    pub max_reserve_permille: u64,
 }
 
 impl Default for OpenPolicy {
@@ -39,6 +42,8 @@ impl Default for OpenPolicy {
             feerate_range: (FeeratePerKw(253), FeeratePerKw(100_000)),
             // The largest standard dust threshold (P2PKH), as LDK allows.
             max_dust_limit_sat: 546,
+            // 20%, as LND bounds the reserve a peer may ask of it.
+            max_reserve_permille: 200,
         }
     }
 }
@@ -70,6 +75,9 @@ pub enum OpenError {
     /// The reserves eat the channel.
     #[error("channel reserves leave nothing to spend")]
     ReserveTooLarge,
+    /// The reserve the peer requires of us is above our policy's share of the capacity.
+    #[error("channel_reserve_satoshis {0} is more than we keep in a channel of this size")]
+    ReserveAbovePolicy(u64),
     /// Fee rate outside our range.
     #[error("feerate_per_kw {0} unreasonable")]
     Feerate(u32),
@@ -139,6 +147,18 @@ pub fn basepoints_from_accept(m: &AcceptChannel) -> Basepoints {
     }
 }
 
+/// The reserve the peer requires us to keep, against our policy's share of `funding_sat`.
+fn check_reserve_asked(
+    reserve_sat: u64,
+    funding_sat: u64,
+    policy: &OpenPolicy,
+) -> Result<(), OpenError> {
+    if reserve_sat.saturating_mul(1000) > funding_sat.saturating_mul(policy.max_reserve_permille) {
+        return Err(OpenError::ReserveAbovePolicy(reserve_sat));
+    }
+    Ok(())
+}
+
 fn check_params(p: &ChannelParams, policy: &OpenPolicy) -> Result<(), OpenError> {
     if p.to_self_delay > policy.max_to_self_delay {
         return Err(OpenError::ToSelfDelay(p.to_self_delay));
@@ -172,6 +192,7 @@ pub fn check_open_channel(
     }
     let theirs = params_from_open(m);
     check_params(&theirs, policy)?;
+    check_reserve_asked(m.channel_reserve_satoshis, m.funding_satoshis, policy)?;
     if m.dust_limit_satoshis > m.channel_reserve_satoshis
         || ours.channel_reserve_sat < theirs.dust_limit_sat
         || ours.dust_limit_sat > theirs.channel_reserve_sat
@@ -228,6 +249,7 @@ pub fn check_accept_channel(
     }
     let theirs = params_from_accept(m);
     check_params(&theirs, policy)?;
+    check_reserve_asked(m.channel_reserve_satoshis, open.funding_satoshis, policy)?;
     if m.channel_reserve_satoshis < open.dust_limit_satoshis
         || open.channel_reserve_satoshis < m.dust_limit_satoshis
     {
