@@ -203,3 +203,85 @@ async fn a_set_short_of_its_total_times_out_and_disagreeing_totals_fail_whole() 
     })
     .await;
 }
+
+/// The attacks an earlier version allowed: a part held in its set was checked again on
+/// its own each time its channel moved, so a part whose expiry had become too close was
+/// failed back to the payer while still counted, and a 1-msat part then completed the set
+/// and got the preimage; and once an invoice was paid, any HTLC with its payment secret,
+/// 1 msat included, got the preimage. Now a held part is the set's alone to decide, and a
+/// paid invoice pays the parts that paid it and no one else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_part_cannot_be_failed_out_of_its_set_and_a_paid_invoice_pays_no_one_else() {
+    let (devnet, _dir, hub, mut m, mut ch) = hub_and_payer(hub::node::DEFAULT_MPP_TIMEOUT).await;
+    let id = ch.channel_id();
+    let mut kept = Vec::new();
+    let inv = hub
+        .create_invoice(Some(200_000_000), "exact", 3600, "")
+        .await
+        .unwrap();
+    let total = 200_000_000;
+
+    // P1, all but 1 msat, expiring exactly at the invoice's minimum from the tip.
+    let tip = m.source.tip().await.unwrap().height;
+    let expiry = tip + inv.min_final_cltv_expiry_delta;
+    let (onion, _) = part_onion(&hub, &inv, total - 1, total, expiry, 8);
+    let p1 = ch
+        .send_add_htlc(Msat(total - 1), inv.payment_hash, expiry, onion)
+        .unwrap();
+    m.w.send(&Message::UpdateAddHtlc(p1)).await.unwrap();
+    m.sign_if_needed(&mut ch).await;
+    m.serve_until(&mut ch, &[], &mut kept, settled_with(1))
+        .await;
+
+    // A block: P1's expiry is now closer than the invoice's minimum. Then an HTLC the
+    // hub cannot read, which makes it look at the channel's HTLCs again.
+    devnet
+        .generate_to_script(1, &elsewhere().script_pubkey())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let junk = ch
+        .send_add_htlc(
+            Msat(10_000),
+            PaymentHash([0x66; 32]),
+            expiry + 100,
+            Default::default(),
+        )
+        .unwrap();
+    m.w.send(&Message::UpdateAddHtlc(junk)).await.unwrap();
+    m.sign_if_needed(&mut ch).await;
+    m.serve_until(&mut ch, &[], &mut kept, |c| {
+        settled_with(1)(c) && c.view(ViewOf::CurrentLocal).htlcs[0].amount == Msat(total - 1)
+    })
+    .await;
+    assert!(
+        m.failures.is_empty(),
+        "P1 failed back while held: {:?}",
+        m.failures
+    );
+
+    // P2, 1 msat, completes the set: both fulfilled, the hub has the whole amount.
+    send_part(&mut m, &mut ch, &hub, &inv, 1, total, 9).await;
+    m.serve_until(&mut ch, &[], &mut kept, settled_with(0))
+        .await;
+    assert!(m.failures.is_empty(), "{:?}", m.failures);
+    assert_eq!(hub.invoice(&inv.payment_hash, None).unwrap().status, "paid");
+    wait_until("the hub holds the whole amount", || async {
+        hub.channel(&id).await.unwrap().local == Msat(total)
+    })
+    .await;
+
+    // Paid: 1 msat with the right secret gets no preimage.
+    let start = ch.local_commitment_number().0;
+    let secrets = send_part(&mut m, &mut ch, &hub, &inv, 1, 1, 10).await;
+    // Two dances: the add, then its removal.
+    m.serve_until(&mut ch, &[], &mut kept, |c| {
+        settled_with(0)(c) && c.local_commitment_number().0 >= start + 2
+    })
+    .await;
+    let (htlc, _) = m.failures.last().cloned().expect("the extra HTLC failed");
+    assert_eq!(
+        failure_code(&m, htlc, &secrets),
+        INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS
+    );
+    assert_eq!(hub.channel(&id).await.unwrap().local, Msat(total));
+}

@@ -121,8 +121,9 @@ pub struct TowerClient {
     key: SecretKey,
     user_id: PublicKey,
     http: reqwest::Client,
-    /// The tower's id, read from `/v1/info` at the first signed request.
-    tower_id: Arc<tokio::sync::OnceCell<[u8; 32]>>,
+    /// The tower's id, read from `/v1/info` at the first signed request (and again
+    /// after the tower refused a signature: it may have a new id).
+    tower_id: Arc<std::sync::Mutex<Option<[u8; 32]>>>,
     /// The last counter used (Unix milliseconds, or one more than the last).
     counter: Arc<AtomicU64>,
 }
@@ -154,18 +155,18 @@ impl TowerClient {
         }
     }
 
-    /// The tower's id (fetched once).
+    /// The tower's id (fetched once, and again after a refused signature).
     async fn tower_id(&self) -> Result<[u8; 32], ClientError> {
-        self.tower_id
-            .get_or_try_init(|| async {
-                let info = self.info().await?;
-                hex::decode(&info.tower_id)
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| ClientError::InvalidResponse("tower_id is not 32 bytes".into()))
-            })
-            .await
-            .copied()
+        if let Some(id) = *self.tower_id.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(id);
+        }
+        let info = self.info().await?;
+        let id = hex::decode(&info.tower_id)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| ClientError::InvalidResponse("tower_id is not 32 bytes".into()))?;
+        *self.tower_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        Ok(id)
     }
 
     /// A counter above every earlier one: the clock in Unix milliseconds, or one more
@@ -221,11 +222,18 @@ impl TowerClient {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::InvalidResponse(e.to_string()))
         } else {
             match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => Err(ClientError::Refused {
-                    status: status.as_u16(),
-                    code: b.error.code,
-                    message: b.error.message,
-                }),
+                Ok(b) => {
+                    if b.error.code == "invalid_signature" {
+                        // The tower may have another id now (a new database): read it
+                        // again before the next signed request.
+                        *self.tower_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                    Err(ClientError::Refused {
+                        status: status.as_u16(),
+                        code: b.error.code,
+                        message: b.error.message,
+                    })
+                }
                 Err(_) => Err(ClientError::Refused {
                     status: status.as_u16(),
                     code: "http".into(),

@@ -116,9 +116,15 @@ impl Gatekeeper {
         self.lock().get(user).map(|u| self.standing(u))
     }
 
-    /// Users registered.
-    pub fn users(&self) -> usize {
-        self.users.lock().unwrap_or_else(|e| e.into_inner()).len()
+    /// Users whose subscription runs past `height` (an expired one holds no room: it
+    /// cannot fill the tower for good by registering once).
+    pub fn active_users(&self, height: u32) -> usize {
+        self.users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|u| u.expiry_height > height)
+            .count()
     }
 
     /// Whether `user` is registered.

@@ -36,7 +36,8 @@ pub struct TowerConfig {
     pub max_blob_size: usize,
     /// How often the chain is polled.
     pub poll_interval: Duration,
-    /// Users registered at once; beyond, a new user is refused (`tower_full`).
+    /// Users with a running subscription at once; beyond, a new user is refused
+    /// (`tower_full`).
     pub max_users: usize,
 }
 
@@ -263,7 +264,9 @@ impl Tower {
     /// Registers `user` (or renews it): its subscription lasts `subscription_blocks` from
     /// now. Durable before it returns.
     pub async fn register(&self, user: PublicKey) -> Result<Standing, TowerError> {
-        if !self.gatekeeper.is_known(&user) && self.gatekeeper.users() >= self.config.max_users {
+        if !self.gatekeeper.is_known(&user)
+            && self.gatekeeper.active_users(self.height()) >= self.config.max_users
+        {
             return Err(TowerError::Full(self.config.max_users));
         }
         let expiry = self
@@ -295,7 +298,7 @@ impl Tower {
             if !registering {
                 return Err(GateError::UnknownUser.into());
             }
-            if self.gatekeeper.users() >= self.config.max_users {
+            if self.gatekeeper.active_users(self.height()) >= self.config.max_users {
                 return Err(TowerError::Full(self.config.max_users));
             }
         }

@@ -103,6 +103,7 @@ impl Node {
             preimage,
             payment_secret,
             owner: owner.into(),
+            paid_parts: Vec::new(),
         };
         let mut writes: Vec<Write> = Vec::new();
         // Written and kept in memory before the API returns it, so a payment arriving

@@ -70,14 +70,23 @@ pub(super) enum SetDecision {
     /// The set is not complete yet: hold the HTLC.
     Wait,
     /// The set is complete: fulfill every part. `received_msat` is the sum of the
-    /// parts' HTLC amounts, `channels` every channel that carries a part.
+    /// parts' HTLC amounts, `parts` every part.
     Complete {
         received_msat: u64,
-        channels: Vec<ChannelId>,
+        parts: Vec<PartKey>,
     },
     /// Fail this part with the BOLT 4 code; `channels` carry other parts of the set
     /// failed with it (to be looked at again).
     Fail { code: u16, channels: Vec<ChannelId> },
+}
+
+/// What became of a part taken into a set.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum PartFate {
+    /// Its set is still gathering: hold it.
+    Held,
+    /// Its set was given up: fail it with this BOLT 4 code.
+    Failed(u16),
 }
 
 /// Every HTLC set being gathered, and the parts of sets given up on that are still to be
@@ -85,7 +94,10 @@ pub(super) enum SetDecision {
 #[derive(Default, Debug)]
 pub(super) struct HtlcSets {
     sets: HashMap<PaymentHash, HtlcSet>,
-    failing: HashMap<PartKey, u16>,
+    /// The set each held part is in.
+    held: HashMap<PartKey, PaymentHash>,
+    /// Parts of sets given up on, with the code to fail them with and when.
+    failing: HashMap<PartKey, (u16, Instant)>,
 }
 
 impl HtlcSets {
@@ -101,7 +113,7 @@ impl HtlcSets {
         total_msat: u64,
         now: Instant,
     ) -> SetDecision {
-        if let Some(code) = self.failing.remove(&key) {
+        if let Some((code, _)) = self.failing.remove(&key) {
             return SetDecision::Fail {
                 code,
                 channels: vec![],
@@ -115,7 +127,7 @@ impl HtlcSets {
         if set.total_msat != total_msat {
             // BOLT 4: the whole set fails when its parts disagree on the total.
             let code = codes::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS;
-            let channels = self.give_up(&hash, code, Some(key));
+            let channels = self.give_up(&hash, code, Some(key), now);
             return SetDecision::Fail { code, channels };
         }
         set.parts.insert(
@@ -125,17 +137,28 @@ impl HtlcSets {
                 htlc_msat,
             },
         );
+        self.held.insert(key, hash);
         let paid: u64 = set.parts.values().map(|p| p.pays_msat).sum();
         if paid < set.total_msat {
             return SetDecision::Wait;
         }
         let set = self.sets.remove(&hash).expect("the set was just looked at");
-        let mut channels: Vec<ChannelId> = set.parts.keys().map(|k| k.0).collect();
-        channels.dedup();
+        for k in set.parts.keys() {
+            self.held.remove(k);
+        }
         SetDecision::Complete {
             received_msat: set.parts.values().map(|p| p.htlc_msat).sum(),
-            channels,
+            parts: set.parts.keys().copied().collect(),
         }
+    }
+
+    /// What became of `key`, if it was taken into a set and not yet decided: held while
+    /// its set gathers, or to be failed (once) since its set was given up.
+    pub(super) fn fate(&mut self, key: &PartKey) -> Option<PartFate> {
+        if let Some((code, _)) = self.failing.remove(key) {
+            return Some(PartFate::Failed(code));
+        }
+        self.held.contains_key(key).then_some(PartFate::Held)
     }
 
     /// Gives up on every set started more than `timeout` before `now`: their parts are
@@ -149,8 +172,12 @@ impl HtlcSets {
             .collect();
         let mut channels = Vec::new();
         for hash in late {
-            channels.extend(self.give_up(&hash, codes::MPP_TIMEOUT, None));
+            channels.extend(self.give_up(&hash, codes::MPP_TIMEOUT, None, now));
         }
+        // A part to fail whose channel never came back to it (closed since): forgotten
+        // after a while, so the map does not grow.
+        self.failing
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) < timeout * 10);
         channels.sort();
         channels.dedup();
         channels
@@ -167,14 +194,18 @@ impl HtlcSets {
         hash: &PaymentHash,
         code: u16,
         except: Option<PartKey>,
+        now: Instant,
     ) -> Vec<ChannelId> {
         let Some(set) = self.sets.remove(hash) else {
             return vec![];
         };
         let mut channels = Vec::new();
-        for key in set.parts.into_keys().filter(|k| Some(*k) != except) {
-            self.failing.insert(key, code);
-            channels.push(key.0);
+        for key in set.parts.into_keys() {
+            self.held.remove(&key);
+            if Some(key) != except {
+                self.failing.insert(key, (code, now));
+                channels.push(key.0);
+            }
         }
         channels.sort();
         channels.dedup();
@@ -205,10 +236,15 @@ mod tests {
             s.add(HASH, key(1, 1), 100, 102, 1000, t),
             SetDecision::Complete {
                 received_msat: 1003,
-                channels: vec![ChannelId([1; 32]), ChannelId([2; 32])],
+                parts: vec![key(1, 0), key(1, 1), key(2, 5)],
             }
         );
         assert_eq!(s.parts_held(), 0);
+        assert_eq!(
+            s.fate(&key(1, 0)),
+            None,
+            "decided: no longer the sets' to decide"
+        );
     }
 
     #[test]
@@ -217,6 +253,7 @@ mod tests {
         let t = Instant::now();
         assert_eq!(s.add(HASH, key(1, 0), 400, 400, 1000, t), SetDecision::Wait);
         assert_eq!(s.add(HASH, key(2, 0), 400, 400, 1000, t), SetDecision::Wait);
+        assert_eq!(s.fate(&key(1, 0)), Some(PartFate::Held));
         assert_eq!(
             s.add(HASH, key(3, 0), 400, 400, 800, t),
             SetDecision::Fail {

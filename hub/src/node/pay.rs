@@ -9,7 +9,7 @@
 
 use super::channels::{ChannelEntry, ChannelStatus, Outcome};
 use super::events::Event;
-use super::mpp::SetDecision;
+use super::mpp::{PartFate, SetDecision};
 use crate::store::{unix_now, Record, Write};
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{PublicKey, SecretKey};
@@ -157,6 +157,11 @@ pub struct InvoiceRecord {
     /// The merchant it belongs to (`""` for the operator).
     #[serde(default)]
     pub owner: String,
+    /// The HTLCs (channel, id) that paid it: the parts of the set that completed. Only
+    /// they are fulfilled; written with the `paid` status, so a restart in the middle
+    /// of fulfilling them still fulfills them all.
+    #[serde(default)]
+    pub paid_parts: Vec<(ChannelId, u64)>,
 }
 
 /// A payment this node sends.
@@ -665,6 +670,13 @@ fn decide(e: &ChannelEntry, ctx: &mut Ctx<'_>, h: &Htlc, out: &mut Outcome) -> D
     // a force close its value would go to miners.
     let (onion::PeeledRaw::Final { shared_secret, .. }
     | onion::PeeledRaw::Forward { shared_secret, .. }) = &peeled;
+    // A part of a multi-part payment, once taken into its set, is decided by the set
+    // alone: held, fulfilled with it, or failed with it; never checked again on its own
+    // (a part failed back while still counted would let the payer complete the set with
+    // less than the total).
+    if let Some(d) = decided_by_set(ctx, channel_id, h, shared_secret) {
+        return d;
+    }
     if e.channel.is_dust(h)
         && e.channel.dust_exposure(None) > channel::state::MAX_DUST_HTLC_EXPOSURE
     {
@@ -690,6 +702,29 @@ fn decide(e: &ChannelEntry, ctx: &mut Ctx<'_>, h: &Htlc, out: &mut Outcome) -> D
             Ok(p) => decide_forward(e, ctx, h, p, next, shared_secret, out),
             Err(e) => invalid_payload(&shared_secret, e.tlv_type()),
         },
+    }
+}
+
+/// What the HTLC sets say of incoming HTLC `h` on `channel_id`, if it is one of their
+/// parts: held, fulfilled (its set completed and paid the invoice), or failed with its set.
+fn decided_by_set(
+    ctx: &mut Ctx<'_>,
+    channel_id: ChannelId,
+    h: &Htlc,
+    ss: &[u8; 32],
+) -> Option<Decision> {
+    let key = (channel_id, h.id.0);
+    if let Some(inv) = ctx.pay.invoices.get(&h.payment_hash) {
+        if inv.paid_parts.contains(&key) {
+            return Some(Decision::Fulfill(inv.preimage));
+        }
+    }
+    match ctx.pay.htlc_sets.fate(&key)? {
+        PartFate::Held => Some(Decision::Wait),
+        PartFate::Failed(code) if code == codes::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS => {
+            Some(unknown_details(ss, h, ctx.pay.tip_height))
+        }
+        PartFate::Failed(code) => Some(fail_with(ss, code, &[])),
     }
 }
 
@@ -755,8 +790,10 @@ fn decide_final(
             return unknown_details(ss, h, height);
         };
         if inv.status == "paid" {
-            // The rest of a complete set (or the payer paying again).
-            return Decision::Fulfill(inv.preimage);
+            // Paid already, and this HTLC was not one of the parts that paid it: refused,
+            // as LND and LDK refuse a payment to a settled invoice (the preimage goes to
+            // the parts of the set that paid, and to nothing else).
+            return unknown_details(ss, h, height);
         }
         let amount_ok = total >= payload.amt_to_forward
             && inv
@@ -794,12 +831,16 @@ fn decide_final(
             }
             SetDecision::Complete {
                 received_msat,
-                channels,
+                parts,
             } => {
                 let mut inv = inv;
                 inv.status = "paid".into();
                 inv.amount_received_msat = Some(received_msat);
                 inv.paid_at = Some(now);
+                let mut channels: Vec<ChannelId> = parts.iter().map(|k| k.0).collect();
+                channels.sort();
+                channels.dedup();
+                inv.paid_parts = parts;
                 crate::metrics::invoice_paid();
                 ctx.pay.events.emit(
                     Event::new("invoice.paid", &inv.owner, invoice_event(&inv)),

@@ -88,7 +88,15 @@ impl Node {
                     continue;
                 }
             };
-            let length = reg.subscription_expiry.saturating_sub(tip);
+            if reg.subscription_expiry <= tip {
+                tracing::warn!(
+                    tower = %url,
+                    expiry = reg.subscription_expiry,
+                    "the tower granted a subscription that has already ended; will retry"
+                );
+                continue;
+            }
+            let length = reg.subscription_expiry - tip;
             let sub = Subscription {
                 tower: url.clone(),
                 expiry_height: reg.subscription_expiry,

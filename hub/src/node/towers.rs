@@ -262,8 +262,12 @@ impl Node {
                 .with_tag(job.tag.to_vec());
             match client.add_appointment(&appointment).await {
                 Ok(_) => self.forget_job(&job).await,
+                // Unknown or expired there, or the tower has a new id (its database was
+                // replaced): it holds none of ours any more.
                 Err(ClientError::Refused { code, .. })
-                    if code == "unknown_user" || code == "subscription_expired" =>
+                    if code == "unknown_user"
+                        || code == "subscription_expired"
+                        || code == "invalid_signature" =>
                 {
                     self.subscription_lapsed(&job.tower).await;
                     self.retry_later(job).await;
