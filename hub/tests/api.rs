@@ -23,29 +23,15 @@ async fn serve(node: Arc<Node>, key: &str) -> String {
 }
 
 async fn node(devnet: &Arc<Devnet>, dir: &std::path::Path) -> Arc<Node> {
-    Node::start(NodeConfig {
-        role: hub::node::Role::Hub,
-        data_dir: dir.to_path_buf(),
-        database_url: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        chain: devnet.clone(),
-        network: Network::Regtest,
-        minimum_depth: 1,
-        chain_poll: Duration::from_millis(50),
-        policy: Default::default(),
-        webhook_retry: Default::default(),
-        webhook_allow_ips: vec![],
-        towers: vec![],
-        anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
-        max_inbound: hub::node::DEFAULT_MAX_INBOUND,
-        max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
-        mpp_timeout: hub::node::DEFAULT_MPP_TIMEOUT,
-        merchant_quotas: Default::default(),
-        webhook_concurrency: hub::node::DEFAULT_WEBHOOK_CONCURRENCY,
-        webhook_concurrency_per_owner: hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
-    })
-    .await
-    .unwrap()
+    let mut config = NodeConfig::new(
+        hub::node::Role::Hub,
+        dir.to_path_buf(),
+        devnet.clone(),
+        Network::Regtest,
+    );
+    config.minimum_depth = 1;
+    config.chain_poll = Duration::from_millis(50);
+    Node::start(config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

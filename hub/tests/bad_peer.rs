@@ -90,31 +90,7 @@ async fn light_node_talks_only_to_its_hub() {
     let devnet = Arc::new(chain::Devnet::in_memory());
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let hub_node = start(&devnet, d1.path(), None).await;
-    let light = hub::node::Node::start(hub::node::NodeConfig {
-        role: hub::node::Role::Light {
-            hub: Some(hub_node.node_id()),
-        },
-        data_dir: d2.path().to_path_buf(),
-        database_url: None,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        chain: devnet.clone(),
-        network: Network::Regtest,
-        minimum_depth: 3,
-        chain_poll: std::time::Duration::from_millis(50),
-        policy: Default::default(),
-        webhook_retry: Default::default(),
-        webhook_allow_ips: vec![],
-        towers: vec![],
-        anchor_reserve_sat: hub::node::DEFAULT_ANCHOR_RESERVE_SAT,
-        max_inbound: hub::node::DEFAULT_MAX_INBOUND,
-        max_inbound_per_ip: hub::node::DEFAULT_MAX_INBOUND_PER_IP,
-        mpp_timeout: hub::node::DEFAULT_MPP_TIMEOUT,
-        merchant_quotas: Default::default(),
-        webhook_concurrency: hub::node::DEFAULT_WEBHOOK_CONCURRENCY,
-        webhook_concurrency_per_owner: hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
-    })
-    .await
-    .unwrap();
+    let light = light(&devnet, d2.path(), &hub_node).await;
     // A stranger completes the handshake but is dropped.
     let stranger = SecretKey::from_slice(&[0xab; 32]).unwrap();
     let (_w, mut r) =
