@@ -10,6 +10,7 @@
 pub mod channel_type;
 pub mod close;
 pub mod commitment;
+pub mod gossip;
 pub mod invoice;
 pub mod keys;
 pub mod msgs;

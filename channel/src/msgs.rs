@@ -92,10 +92,28 @@ impl TlvValue for FeeRange {
 impl ChannelUpdate {
     /// The double SHA-256 the signature covers: the encoded message after the signature.
     pub fn signing_hash(&self) -> [u8; 32] {
-        use bitcoin::hashes::{sha256d, Hash};
-        let encoded = Message::ChannelUpdate(self.clone()).encode();
-        sha256d::Hash::hash(&encoded[2 + 64..]).to_byte_array()
+        signed_part_hash(&Message::ChannelUpdate(self.clone()), 64)
     }
+}
+
+impl ChannelAnnouncement {
+    /// The double SHA-256 the four signatures cover: the message after them.
+    pub fn signing_hash(&self) -> [u8; 32] {
+        signed_part_hash(&Message::ChannelAnnouncement(self.clone()), 4 * 64)
+    }
+}
+
+impl NodeAnnouncement {
+    /// The double SHA-256 the signature covers: the encoded message after the signature.
+    pub fn signing_hash(&self) -> [u8; 32] {
+        signed_part_hash(&Message::NodeAnnouncement(self.clone()), 64)
+    }
+}
+
+/// The double SHA-256 of an encoded message past its type and its first `skip` bytes.
+fn signed_part_hash(m: &Message, skip: usize) -> [u8; 32] {
+    use bitcoin::hashes::{sha256d, Hash};
+    sha256d::Hash::hash(&m.encode()[2 + skip..]).to_byte_array()
 }
 
 macro_rules! messages {
@@ -159,8 +177,9 @@ macro_rules! messages {
         #[allow(clippy::large_enum_variant)]
         pub enum Message {
             $( $(#[$doc])* $name($name), )*
-            /// BOLT 7 announcements (`channel_announcement` 256, `node_announcement` 257,
-            /// `announcement_signatures` 259): known types this node does not process.
+            /// A gossip message (`channel_announcement` 256, `node_announcement` 257,
+            /// `channel_update` 258) that does not parse: others' gossip is never a reason
+            /// to drop a connection (BOLT 7), so it is kept opaque and ignored.
             Announcement {
                 /// Its type.
                 msg_type: u16,
@@ -202,8 +221,14 @@ macro_rules! messages {
                 let mut r = Reader::new(bytes);
                 let msg_type = u16::read(&mut r)?;
                 match msg_type {
-                    $( $ty => Ok(Message::$name($name::read_payload(&mut r)?)), )*
-                    256 | 257 | 259 => Ok(Message::Announcement { msg_type, payload: r.remaining().to_vec() }),
+                    $( $ty => match $name::read_payload(&mut r) {
+                        Ok(m) => Ok(Message::$name(m)),
+                        Err(_) if (256..=258).contains(&msg_type) => Ok(Message::Announcement {
+                            msg_type,
+                            payload: bytes[2..].to_vec(),
+                        }),
+                        Err(e) => Err(e),
+                    }, )*
                     t if t % 2 == 1 => Ok(Message::Unknown { msg_type: t, payload: r.remaining().to_vec() }),
                     t => Err(DecodeError::UnknownEvenMessage(t)),
                 }
@@ -552,6 +577,65 @@ messages! {
         first_timestamp: u32,
         /// Width of the window.
         timestamp_range: u32,
+    } tlvs {}
+
+    /// BOLT 7 `announcement_signatures` (type 259): the sender's two signatures of the
+    /// channel's `channel_announcement`, exchanged once the funding is six blocks deep.
+    AnnouncementSignatures = 259 {
+        /// The channel.
+        channel_id: ChannelId,
+        /// Its short channel id (the real one, never an alias).
+        short_channel_id: u64,
+        /// Signature by the sender's node key.
+        node_signature: Signature,
+        /// Signature by the sender's funding key.
+        bitcoin_signature: Signature,
+    } tlvs {}
+
+    /// BOLT 7 `channel_announcement` (type 256): proof that the two nodes own the funding
+    /// output named by `short_channel_id`.
+    ChannelAnnouncement = 256 {
+        /// `node_id_1`'s node-key signature.
+        node_signature_1: Signature,
+        /// `node_id_2`'s node-key signature.
+        node_signature_2: Signature,
+        /// `node_id_1`'s funding-key signature.
+        bitcoin_signature_1: Signature,
+        /// `node_id_2`'s funding-key signature.
+        bitcoin_signature_2: Signature,
+        /// Channel features.
+        features: Vec<u8>,
+        /// Genesis hash of the chain.
+        chain_hash: [u8; 32],
+        /// The funding output: block height, transaction index, output index.
+        short_channel_id: u64,
+        /// The lesser of the two node ids.
+        node_id_1: PublicKey,
+        /// The greater of the two node ids.
+        node_id_2: PublicKey,
+        /// `node_id_1`'s funding key.
+        bitcoin_key_1: PublicKey,
+        /// `node_id_2`'s funding key.
+        bitcoin_key_2: PublicKey,
+    } tlvs {}
+
+    /// BOLT 7 `node_announcement` (type 257): a node's features, alias, colour and
+    /// addresses, signed by its node key.
+    NodeAnnouncement = 257 {
+        /// Signature of the double SHA-256 of everything after this field.
+        signature: Signature,
+        /// Node features.
+        features: Vec<u8>,
+        /// Unix seconds; a newer announcement replaces an older one.
+        timestamp: u32,
+        /// The node.
+        node_id: PublicKey,
+        /// Red, green, blue.
+        rgb_color: [u8; 3],
+        /// UTF-8, zero-padded.
+        alias: [u8; 32],
+        /// Address descriptors, in ascending type order.
+        addresses: Vec<u8>,
     } tlvs {}
 
     /// BOLT 7 `channel_update` (type 258): the sender's forwarding policy for one

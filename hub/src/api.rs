@@ -277,6 +277,8 @@ struct ChannelJson {
     closing_txid: Option<String>,
     active: bool,
     channel_type: &'static str,
+    public: bool,
+    announced: bool,
 }
 
 impl From<ChannelSummary> for ChannelJson {
@@ -295,6 +297,8 @@ impl From<ChannelSummary> for ChannelJson {
             peer_policy: c.peer_policy,
             closing_txid: c.closing_tx.map(|t| t.compute_txid().to_string()),
             active: c.active,
+            public: c.public,
+            announced: c.announced,
             channel_type: match c.channel_type {
                 channel::channel_type::ChannelType::AnchorsZeroFeeHtlcTx => {
                     "anchors_zero_fee_htlc_tx"
@@ -350,6 +354,7 @@ async fn info(
         .sum();
     let mut v = json!({
         "node_id": app.node.node_id().to_string(),
+        "alias": app.node.alias(),
         "listen": app.node.listen_addr().to_string(),
         "network": app.node.network().to_string(),
         "block_height": tip.height,
@@ -426,6 +431,9 @@ struct OpenRequest {
     capacity_sat: u64,
     #[serde(default)]
     push_msat: u64,
+    /// A public channel, announced to the network (operator only).
+    #[serde(default)]
+    announce: bool,
 }
 
 /// Smallest and largest channel the node opens.
@@ -487,11 +495,18 @@ async fn open_channel(
             "a merchant cannot ask for pushed funds",
         ));
     }
+    if matches!(caller, Caller::Merchant(_)) && req.announce {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a merchant's channels are not announced",
+        ));
+    }
     let id = match &caller {
         Caller::Merchant(m) => app.node.open_merchant_channel(m, req.capacity_sat).await?,
         Caller::Operator => {
             app.node
-                .open_channel(peer, req.capacity_sat, Msat(req.push_msat))
+                .open_channel_with(peer, req.capacity_sat, Msat(req.push_msat), req.announce)
                 .await?
         }
     };

@@ -149,6 +149,20 @@ struct Args {
     /// Webhook deliveries under way at once for one merchant (or the operator).
     #[arg(long, env = "HUB_WEBHOOK_CONCURRENCY_PER_MERCHANT", default_value_t = hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER)]
     webhook_concurrency_per_merchant: usize,
+    /// The node's name in its node_announcement (at most 32 bytes of UTF-8).
+    #[arg(long, env = "HUB_ALIAS", default_value = hub::node::DEFAULT_ALIAS, value_parser = parse_alias)]
+    alias: String,
+    /// The node's colour in its node_announcement, as six hex digits (RRGGBB).
+    #[arg(long, env = "HUB_COLOR", default_value = "3a7bd5", value_parser = parse_color)]
+    color: [u8; 3],
+    /// An address (ip:port, [ipv6]:port or host:port) the node_announcement offers for
+    /// connections; repeat for several. None by default.
+    #[arg(
+        long = "announce-addr",
+        env = "HUB_ANNOUNCE_ADDR",
+        value_delimiter = ','
+    )]
+    announce_addr: Vec<channel::gossip::NetAddress>,
     /// Seconds before the first retry of a failed webhook delivery (doubled after each).
     #[arg(long, env = "HUB_WEBHOOK_RETRY_SECS", default_value_t = 5)]
     webhook_retry_secs: u64,
@@ -286,6 +300,9 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         mpp_timeout: Duration::from_secs(args.mpp_timeout_secs.max(1)),
         webhook_concurrency: args.webhook_concurrency,
         webhook_concurrency_per_owner: args.webhook_concurrency_per_merchant,
+        alias: args.alias.clone(),
+        color: args.color,
+        announce_addresses: args.announce_addr.clone(),
         merchant_quotas: hub::node::MerchantQuotas {
             max_channels: args.merchant_max_channels,
             max_capacity_sat: args.merchant_max_capacity_sat,
@@ -364,4 +381,20 @@ fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
         path.display()
     );
     Ok(secret)
+}
+
+/// `--alias`: UTF-8 of at most 32 bytes (BOLT 7).
+fn parse_alias(s: &str) -> Result<String, String> {
+    if s.len() > 32 {
+        return Err(format!("{} bytes; at most 32", s.len()));
+    }
+    Ok(s.to_string())
+}
+
+/// `--color`: RRGGBB in hex.
+fn parse_color(s: &str) -> Result<[u8; 3], String> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| <[u8; 3]>::try_from(b).ok())
+        .ok_or_else(|| "six hex digits, RRGGBB".to_string())
 }

@@ -177,6 +177,84 @@ fn hub_opens_to(w: &World, ldk: &ldk_node::Node, capacity_sat: u64) -> String {
     id
 }
 
+/// Public channels (BOLT 7) with LDK, opened by each side: at six confirmations the two
+/// exchange announcement_signatures, and LDK's network graph, which checks every
+/// signature, holds each channel with both ends' channel_updates and the hub's
+/// node_announcement. A payment then crosses the first one.
+#[test]
+fn public_channels_are_announced_with_ldk_both_ways() {
+    use ldk_node::lightning::routing::gossip::NodeId;
+    let w = World::new();
+    let ldk = ldk_node_with_alias(&w, "public", Some("ldk-public"));
+    fund_ldk(&w, &ldk);
+    let hub_node = NodeId::from_pubkey(&w.hub_id());
+    let in_graph = |scid: u64| {
+        let graph = ldk.network_graph();
+        let Some(c) = graph.channel(scid) else {
+            return false;
+        };
+        let hub_known = graph
+            .node(&hub_node)
+            .and_then(|n| n.announcement_info)
+            .is_some_and(|a| a.alias().to_string() == "hub");
+        c.one_to_two.is_some() && c.two_to_one.is_some() && hub_known
+    };
+
+    // LDK opens an announced channel to the hub.
+    ldk.open_announced_channel(w.hub_id(), w.hub_addr(), 1_000_000, None, None)
+        .expect("LDK opens an announced channel");
+    next_event(&ldk, "ChannelPending", |e| {
+        matches!(e, Event::ChannelPending { .. }).then_some(())
+    });
+    w.mine(6);
+    let id = wait_channel_usable(&w, &ldk);
+    assert_eq!(w.hub_channel(&id)["public"], true);
+    let scid_of = |funding_txid: &str| {
+        ldk.list_channels()
+            .iter()
+            .find(|c| c.funding_txo.is_some_and(|o| o.txid.to_string() == funding_txid))
+            .and_then(|c| c.short_channel_id)
+            .expect("LDK's short channel id")
+    };
+    let scid = scid_of(w.hub_channel(&id)["funding_txid"].as_str().expect("txid"));
+    wait("LDK's graph holds the channel, both updates and the hub's announcement", || {
+        in_graph(scid)
+    });
+    wait("the hub reports the channel announced", || {
+        w.hub_channel(&id)["announced"] == true
+    });
+    let graph = ldk.network_graph();
+    let c = graph.channel(scid).expect("in the graph");
+    let hub_update = if c.node_one == hub_node {
+        c.one_to_two.clone()
+    } else {
+        c.two_to_one.clone()
+    }
+    .expect("the hub's update");
+    assert!(hub_update.enabled);
+    assert!(hub_update.htlc_maximum_msat <= 1_000_000_000);
+    let fee = ldk_pay(&ldk, &w.hub_invoice(20_000_000, "over a public channel"));
+    assert_eq!(fee, 0);
+
+    // The hub opens an announced channel to LDK.
+    let opened = w.hub(
+        "POST",
+        "/v1/channels",
+        Some(json!({"peer_id": ldk.node_id().to_string(), "capacity_sat": 500_000, "announce": true})),
+    );
+    let id2 = opened["channel_id"].as_str().expect("channel_id").to_string();
+    w.mine(6);
+    wait("the hub's public channel usable", || {
+        w.hub_channel(&id2)["status"] == "normal"
+    });
+    let scid2 = scid_of(w.hub_channel(&id2)["funding_txid"].as_str().expect("txid"));
+    wait("LDK's graph holds the hub's channel", || in_graph(scid2));
+    wait("the hub reports its channel announced", || {
+        w.hub_channel(&id2)["announced"] == true
+    });
+    ldk.stop().expect("LDK stops");
+}
+
 /// The hub's use: a user on LDK pays a merchant's BOLT 11 invoice; the merchant runs a
 /// light node whose invoices carry a route hint through the hub. LDK routes over its
 /// channel to the hub and the hint; the hub forwards and earns its fee.

@@ -3,6 +3,7 @@
 //! reply leaves.
 
 use super::events::Event;
+use super::gossip::{AnnouncementLink, AnnouncementState};
 use super::pay::ForwardingPolicy;
 use super::pay::{codes, usable, Ctx, Failure, FollowUp};
 use super::{Node, NodeError, Role};
@@ -88,6 +89,10 @@ struct Stored {
     opened_reported: bool,
     #[serde(default)]
     closed_reported: bool,
+    #[serde(default)]
+    announce: bool,
+    #[serde(default)]
+    announcement: AnnouncementState,
 }
 
 /// A channel and the node's bookkeeping about it.
@@ -130,6 +135,12 @@ pub(super) struct ChannelEntry {
     /// The channel id under which the event book knows this channel's peer (not stored:
     /// set when loaded).
     pub peer_noted: Option<ChannelId>,
+    /// Opened with `announce_channel`: a public channel (BOLT 7).
+    pub announce: bool,
+    /// The peer's announcement signatures and channel_update, for a public channel.
+    pub announcement: AnnouncementState,
+    /// This connection's announcement_signatures exchange (not stored).
+    pub announcement_link: AnnouncementLink,
 }
 
 /// A channel being opened, before the funding signatures.
@@ -187,11 +198,17 @@ pub struct ChannelSummary {
     pub peer_policy: Option<ForwardingPolicy>,
     /// The commitment format negotiated at open.
     pub channel_type: ChannelType,
+    /// Opened with `announce_channel`: to be announced to the network.
+    pub public: bool,
+    /// Both ends have signed its channel_announcement (and the funding is unspent).
+    pub announced: bool,
 }
 
 /// Things to do after a channel's new state is durable.
 pub(super) enum Effect {
     Broadcast(Transaction),
+    /// Our own gossip, for every connected peer.
+    Gossip(Vec<Message>),
 }
 
 /// What one step on a channel produced.
@@ -203,7 +220,7 @@ pub(super) struct Outcome {
     pub follow: Vec<FollowUp>,
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -265,6 +282,9 @@ impl ChannelEntry {
             opened_reported: false,
             closed_reported: false,
             peer_noted: None,
+            announce: false,
+            announcement: AnnouncementState::default(),
+            announcement_link: AnnouncementLink::default(),
         }
     }
 
@@ -287,6 +307,8 @@ impl ChannelEntry {
             remote_alias: self.remote_alias,
             opened_reported: self.opened_reported,
             closed_reported: self.closed_reported,
+            announce: self.announce,
+            announcement: self.announcement.clone(),
         };
         StoredChannel {
             channel_id: self.channel.channel_id().0,
@@ -315,6 +337,8 @@ impl ChannelEntry {
             short_channel_id: self.scid,
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
+            public: self.announce,
+            announced: self.announce && self.announcement.remote.is_some() && !self.funding_spent,
             channel_type: if self.channel.anchors() {
                 ChannelType::AnchorsZeroFeeHtlcTx
             } else {
@@ -410,6 +434,9 @@ impl Node {
                 opened_reported: stored.opened_reported,
                 closed_reported: stored.closed_reported,
                 peer_noted: Some(ChannelId(row.channel_id)),
+                announce: stored.announce,
+                announcement: stored.announcement,
+                announcement_link: AnnouncementLink::default(),
             };
             {
                 let mut pay = self.pay.lock().expect("pay lock");
@@ -734,6 +761,12 @@ impl Node {
                         tracing::warn!(txid = %tx.compute_txid(), "broadcast failed: {e}");
                     }
                 }
+                Effect::Gossip(messages) => {
+                    let peers: Vec<PublicKey> = self.peers.lock().await.keys().copied().collect();
+                    for peer in peers {
+                        self.send_all(&peer, messages.clone()).await;
+                    }
+                }
             }
         }
     }
@@ -747,6 +780,19 @@ impl Node {
         peer: PublicKey,
         capacity_sat: u64,
         push: Msat,
+    ) -> Result<ChannelId, NodeError> {
+        self.open_channel_with(peer, capacity_sat, push, false)
+            .await
+    }
+
+    /// [`Node::open_channel`], for a public channel when `announce` is set: once its
+    /// funding is six blocks deep it is announced to the network (BOLT 7).
+    pub async fn open_channel_with(
+        &self,
+        peer: PublicKey,
+        capacity_sat: u64,
+        push: Msat,
+        announce: bool,
     ) -> Result<ChannelId, NodeError> {
         if !self.peers.lock().await.contains_key(&peer) {
             return Err(NodeError::NotConnected);
@@ -799,7 +845,8 @@ impl Node {
             delayed_payment_basepoint: b.delayed_payment_basepoint,
             htlc_basepoint: b.htlc_basepoint,
             first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
-            channel_flags: 0,
+            // announce_channel (BOLT 2/7): a public channel.
+            channel_flags: u8::from(announce),
             upfront_shutdown_script: None,
             channel_type: Some(channel_type.to_bytes()),
         };
@@ -1015,13 +1062,14 @@ impl Node {
             funding_output_index: outpoint.vout as u16,
             signature: channel.sign_initial_remote_commitment()?,
         };
-        let entry = ChannelEntry::opened(
+        let mut entry = ChannelEntry::opened(
             channel,
             peer,
             pending.index,
             accept.minimum_depth,
             Some(funding.tx),
         );
+        entry.announce = pending.open.channel_flags & 1 == 1;
         self.unsigned_funder
             .lock()
             .await
@@ -1057,13 +1105,14 @@ impl Node {
             channel_id: channel.channel_id(),
             signature: channel.sign_initial_remote_commitment()?,
         };
-        let entry = ChannelEntry::opened(
+        let mut entry = ChannelEntry::opened(
             channel,
             peer,
             pending.index,
             self.config.minimum_depth,
             None,
         );
+        entry.announce = pending.open.channel_flags & 1 == 1;
         let id = entry.channel.channel_id();
         {
             // The channel id is the funding outpoint: one that names the outpoint of a
@@ -1147,6 +1196,7 @@ impl Node {
             Message::Shutdown(m) => m.channel_id,
             Message::ClosingSigned(m) => m.channel_id,
             Message::ChannelReestablish(m) => m.channel_id,
+            Message::AnnouncementSignatures(m) => m.channel_id,
             Message::ChannelUpdate(m) => return self.on_channel_update(peer, m.clone()).await,
             _ => return Ok(()),
         };
@@ -1314,6 +1364,11 @@ impl Node {
                         ready.short_channel_id = Some(self.scid_alias(e.index));
                         out.messages.insert(0, Message::ChannelReady(ready));
                     }
+                    // BOLT 7: announcement_signatures again until the peer's arrive.
+                    self.announcement_signatures_due(e, out);
+                }
+                Message::AnnouncementSignatures(m) => {
+                    self.on_announcement_signatures(e, &m, out)?;
                 }
                 _ => {}
             }
@@ -1448,6 +1503,7 @@ impl Node {
                 return Err(NodeError::UnknownChannel);
             }
             e.remote_policy = Some(policy);
+            Self::keep_remote_update(e, &m);
             Ok(())
         })
         .await
@@ -1487,18 +1543,28 @@ impl Node {
         let ours = self.node_id().serialize();
         let direction = u8::from(ours > e.peer.serialize());
         let policy = self.config.policy;
+        let remote = e.channel.setup().remote_params;
+        let htlc_minimum_msat = remote.htlc_minimum.0;
+        // BOLT 7: at most the capacity and the peer's max_htlc_value_in_flight_msat.
+        let htlc_maximum_msat = e
+            .channel
+            .capacity()
+            .0
+            .min(remote.max_htlc_value_in_flight.0)
+            .max(htlc_minimum_msat);
         let mut m = ChannelUpdate {
             signature: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[1u8; 64]).ok()?,
             chain_hash: self.chain_hash(),
             short_channel_id: scid,
             timestamp: now() as u32,
-            message_flags: 1,
+            // must_be_one, and dont_forward for a channel that is not announced.
+            message_flags: if e.announce { 1 } else { 3 },
             channel_flags: direction,
             cltv_expiry_delta: policy.cltv_expiry_delta,
-            htlc_minimum_msat: 1,
+            htlc_minimum_msat,
             fee_base_msat: policy.fee_base_msat,
             fee_proportional_millionths: policy.fee_proportional_millionths,
-            htlc_maximum_msat: e.channel.capacity().0,
+            htlc_maximum_msat,
         };
         let msg = bitcoin::secp256k1::Message::from_digest(m.signing_hash());
         m.signature = channel::keys::secp().sign_ecdsa(&msg, &self.node_key);

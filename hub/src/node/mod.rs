@@ -7,6 +7,7 @@
 
 mod channels;
 mod events;
+mod gossip;
 mod invoices;
 mod merchants;
 mod mpp;
@@ -109,6 +110,13 @@ pub struct NodeConfig {
     pub webhook_concurrency: usize,
     /// Webhook deliveries under way at once for one owner (a merchant, or the operator).
     pub webhook_concurrency_per_owner: usize,
+    /// The name in our node_announcement (UTF-8, at most 32 bytes).
+    pub alias: String,
+    /// The colour in our node_announcement.
+    pub color: [u8; 3],
+    /// The addresses our node_announcement offers for connections (none by default:
+    /// the listening address is often not reachable from outside).
+    pub announce_addresses: Vec<channel::gossip::NetAddress>,
 }
 
 impl NodeConfig {
@@ -139,10 +147,17 @@ impl NodeConfig {
             merchant_quotas: MerchantQuotas::default(),
             webhook_concurrency: events::DEFAULT_WEBHOOK_CONCURRENCY,
             webhook_concurrency_per_owner: events::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
+            alias: DEFAULT_ALIAS.to_string(),
+            color: DEFAULT_COLOR,
+            announce_addresses: Vec::new(),
         }
     }
 }
 
+/// The default of [`NodeConfig::alias`].
+pub const DEFAULT_ALIAS: &str = "hub";
+/// The default of [`NodeConfig::color`].
+pub const DEFAULT_COLOR: [u8; 3] = [0x3a, 0x7b, 0xd5];
 /// The default of [`NodeConfig::anchor_reserve_sat`]: LDK's default per-channel reserve.
 pub const DEFAULT_ANCHOR_RESERVE_SAT: u64 = 25_000;
 /// The default of [`NodeConfig::max_inbound`].
@@ -168,6 +183,9 @@ pub enum NodeError {
     /// The channel state machine refused.
     #[error("channel: {0}")]
     Channel(#[from] channel::state::ChannelError),
+    /// A peer's announcement_signatures or gossip query did not check out.
+    #[error("gossip: {0}")]
+    Gossip(#[from] channel::gossip::GossipError),
     /// No such channel.
     #[error("unknown channel")]
     UnknownChannel,
@@ -259,6 +277,10 @@ pub struct Node {
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
     synced_blocks: std::sync::atomic::AtomicU64,
+    /// Our node_announcement, made once per run when first needed.
+    node_announcement: std::sync::Mutex<Option<channel::msgs::NodeAnnouncement>>,
+    /// Peers whose connection has had our gossip (after their gossip_timestamp_filter).
+    gossip_peers: std::sync::Mutex<std::collections::HashSet<PublicKey>>,
     listen_addr: SocketAddr,
     /// Every background task (listener, peers, chain follower, workers): aborted by
     /// `shutdown`, so a stopped node is silent even when its process lives on.
@@ -359,6 +381,8 @@ impl Node {
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
             synced_blocks: std::sync::atomic::AtomicU64::new(0),
+            node_announcement: std::sync::Mutex::new(None),
+            gossip_peers: std::sync::Mutex::new(std::collections::HashSet::new()),
             listen_addr,
             tasks: Default::default(),
         });
@@ -410,6 +434,11 @@ impl Node {
     /// This node's id (BOLT 8 static key).
     pub fn node_id(&self) -> PublicKey {
         PublicKey::from_secret_key(secp(), &self.node_key)
+    }
+
+    /// The name in our node_announcement.
+    pub fn alias(&self) -> &str {
+        &self.config.alias
     }
 
     /// Where peers can connect.

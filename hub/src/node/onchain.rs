@@ -103,6 +103,7 @@ impl Node {
             self.forget_unconfirmed_fundings(tip.height).await;
         }
         self.assign_short_channel_ids().await;
+        self.announce_channels().await;
         self.reconcile_forwards().await;
     }
 

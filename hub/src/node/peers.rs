@@ -4,9 +4,7 @@
 use super::{Node, NodeError};
 use crate::peer::{accept, connect, PeerReader, PeerWriter};
 use bitcoin::secp256k1::PublicKey;
-use channel::msgs::{
-    ErrorMessage, Message, QueryChannelRange, ReplyChannelRange, ReplyShortChannelIdsEnd, Warning,
-};
+use channel::msgs::{ErrorMessage, Message, Warning};
 use channel::ChannelId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -351,40 +349,24 @@ impl Node {
             | Message::Announcement { .. }
             | Message::ReplyChannelRange(_)
             | Message::ReplyShortChannelIdsEnd(_) => Ok(()),
-            // This node relays no gossip, so every filter is honoured by sending none; its
-            // own channel_update goes to its channel peer directly, as BOLT 7 allows for
-            // unannounced channels.
-            Message::GossipTimestampFilter(_) => Ok(()),
+            // Others' gossip is not relayed; a peer's filter gets our own gossip.
+            Message::ChannelAnnouncement(_) | Message::NodeAnnouncement(_) => Ok(()),
+            Message::GossipTimestampFilter(f) => {
+                self.on_gossip_filter(&peer, f.chain_hash).await;
+                Ok(())
+            }
             Message::QueryChannelRange(q) => {
-                self.send_all(&peer, vec![self.reply_channel_range(&q)])
-                    .await;
+                let reply = self.reply_channel_range(&q).await;
+                self.send_all(&peer, reply).await;
                 Ok(())
             }
             Message::QueryShortChannelIds(q) => {
-                let full_information = u8::from(q.chain_hash == self.chain_hash());
-                let reply = Message::ReplyShortChannelIdsEnd(ReplyShortChannelIdsEnd {
-                    chain_hash: q.chain_hash,
-                    full_information,
-                });
-                self.send_all(&peer, vec![reply]).await;
+                let reply = self.reply_short_channel_ids(&q).await?;
+                self.send_all(&peer, reply).await;
                 Ok(())
             }
             other => self.on_channel_message(peer, other).await,
         }
-    }
-
-    /// BOLT 7 answer to `query_channel_range`: this node announces no channels (they are
-    /// all unannounced), so one reply covers the whole range with no ids. `sync_complete`
-    /// is 0 for a chain we do not follow.
-    fn reply_channel_range(&self, q: &QueryChannelRange) -> Message {
-        Message::ReplyChannelRange(ReplyChannelRange {
-            chain_hash: q.chain_hash,
-            first_blocknum: q.first_blocknum,
-            number_of_blocks: q.number_of_blocks,
-            sync_complete: u8::from(q.chain_hash == self.chain_hash()),
-            // Encoding type 0 (uncompressed), no short channel ids.
-            encoded_short_ids: vec![0],
-        })
     }
 
     /// Whether `tx` is the sender of `peer`'s current connection.
@@ -408,6 +390,7 @@ impl Node {
 
     /// BOLT 2: forget uncommitted updates of every channel with this peer.
     async fn on_peer_disconnected(&self, peer: PublicKey) {
+        self.forget_gossip_peer(&peer);
         let ids: Vec<ChannelId> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();
@@ -422,6 +405,7 @@ impl Node {
             let _ = self
                 .with_channel(&id, |e, out| {
                     e.reestablished = false;
+                    e.announcement_link = Default::default();
                     let channel_id = e.channel.channel_id();
                     for dropped in e.channel.on_disconnect() {
                         if let channel::state::UpdateKind::Add(h) = dropped {
@@ -467,6 +451,7 @@ fn channel_of(msg: &Message) -> Option<ChannelId> {
         Message::Shutdown(m) => m.channel_id,
         Message::ClosingSigned(m) => m.channel_id,
         Message::ChannelReestablish(m) => m.channel_id,
+        Message::AnnouncementSignatures(m) => m.channel_id,
         Message::ChannelReady(m) => m.channel_id,
         _ => return None,
     })

@@ -218,8 +218,23 @@ impl Mallory {
         temp: u8,
         push_msat: u64,
     ) -> Channel {
+        self.open_usable_flags(devnet, hub, secrets, temp, push_msat, 0)
+            .await
+    }
+
+    /// [`Mallory::open_usable`] with `channel_flags` in her open_channel (1: announce).
+    pub async fn open_usable_flags(
+        &mut self,
+        devnet: &Arc<Devnet>,
+        hub: &Node,
+        secrets: ChannelSecrets,
+        temp: u8,
+        push_msat: u64,
+        channel_flags: u8,
+    ) -> Channel {
         let mut open = Mallory::open_msg(&secrets, temp);
         open.push_msat = push_msat;
+        open.channel_flags = channel_flags;
         let accept = self.open(&open).await;
         let outpoint = self
             .pay_to(devnet, funding_spk(&open, &accept), FUNDING_SAT)

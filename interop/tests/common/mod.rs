@@ -159,7 +159,18 @@ pub fn free_port() -> u16 {
 
 /// A stock LDK node (default configuration: anchors enabled, as LDK ships) on the devnet.
 pub fn ldk_node(w: &World, name: &str) -> Arc<Node> {
+    ldk_node_with_alias(w, name, None)
+}
+
+/// [`ldk_node`] with a node alias: with one (and its listening address) LDK may open and
+/// accept announced channels, as a routing node does.
+pub fn ldk_node_with_alias(w: &World, name: &str, alias: Option<&str>) -> Arc<Node> {
     let dir = w.dirs[1].path().join(format!("ldk-{name}"));
+    let node_alias = alias.map(|a| {
+        let mut bytes = [0u8; 32];
+        bytes[..a.len()].copy_from_slice(a.as_bytes());
+        ldk_node::lightning::routing::gossip::NodeAlias(bytes)
+    });
     let config = Config {
         storage_dir_path: dir.to_str().expect("utf-8").to_string(),
         network: Network::Regtest,
@@ -168,6 +179,7 @@ pub fn ldk_node(w: &World, name: &str) -> Arc<Node> {
             free_port()
         ))
         .expect("addr")]),
+        node_alias,
         ..Config::default()
     };
     let mut builder = Builder::from_config(config);
