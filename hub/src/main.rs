@@ -149,6 +149,10 @@ struct Args {
     /// Webhook deliveries under way at once for one merchant (or the operator).
     #[arg(long, env = "HUB_WEBHOOK_CONCURRENCY_PER_MERCHANT", default_value_t = hub::node::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER)]
     webhook_concurrency_per_merchant: usize,
+    /// Failed forwards kept for `GET /v1/forwards`; the oldest beyond are forgotten
+    /// (settled ones are all kept).
+    #[arg(long, env = "HUB_FAILED_FORWARD_RETENTION", default_value_t = hub::node::DEFAULT_FAILED_FORWARD_RETENTION)]
+    failed_forward_retention: usize,
     /// The node's name in its node_announcement (at most 32 bytes of UTF-8).
     #[arg(long, env = "HUB_ALIAS", default_value = hub::node::DEFAULT_ALIAS, value_parser = parse_alias)]
     alias: String,
@@ -300,6 +304,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         mpp_timeout: Duration::from_secs(args.mpp_timeout_secs.max(1)),
         webhook_concurrency: args.webhook_concurrency,
         webhook_concurrency_per_owner: args.webhook_concurrency_per_merchant,
+        failed_forward_retention: args.failed_forward_retention,
         alias: args.alias.clone(),
         color: args.color,
         announce_addresses: args.announce_addr.clone(),

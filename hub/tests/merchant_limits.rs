@@ -43,8 +43,25 @@ async fn a_merchant_is_held_to_its_quotas_and_its_key_is_the_operators_to_rotate
         &hub.node_id,
     ));
     let api = Api::default();
-    fund_all(&api, &[(&hub.api, OP)], &rpc(&devnet)).await;
+    fund_all(
+        &api,
+        &[(&hub.api, OP), (&merchant.api, "op-merchant")],
+        &rpc(&devnet),
+    )
+    .await;
     api.connect(&merchant.api, "op-merchant", &hub).await;
+    // A channel the merchant's node funds itself costs the hub nothing: it counts
+    // against no quota below.
+    let own = api
+        .ok(
+            &merchant.api,
+            "op-merchant",
+            "POST",
+            "/v1/channels",
+            Some(json!({"peer_id": hub.node_id, "capacity_sat": 250_000})),
+        )
+        .await;
+    assert!(own["channel_id"].is_string(), "{own}");
     let m = api
         .ok(
             &hub.api,
@@ -91,7 +108,8 @@ async fn a_merchant_is_held_to_its_quotas_and_its_key_is_the_operators_to_rotate
         .await;
     assert_eq!(status, 404, "an unknown merchant");
 
-    // Channels from the hub: at most 2, holding at most 300,000 sat together.
+    // Channels from the hub: at most 2, holding at most 300,000 sat together (the
+    // merchant's own channel of 250,000 sat is not among them).
     let open = |cap: u64| {
         let api = api.clone();
         let base = hub.api.clone();
@@ -124,13 +142,13 @@ async fn a_merchant_is_held_to_its_quotas_and_its_key_is_the_operators_to_rotate
     let before = onchain().await;
     let (status, v) = open(250_000).await;
     assert_eq!((status, code(&v)), (429, "quota_exceeded"), "{v}");
-    assert_eq!(channels(api.clone(), hub.api.clone()).await, 1);
+    assert_eq!(channels(api.clone(), hub.api.clone()).await, 2);
     assert_eq!(onchain().await, before, "a refused open spends nothing");
     // The hub's one coin is in the first funding, its change not yet confirmed: an open
     // within the quotas is refused at once for want of coins, nothing changed.
     let (status, v) = open(200_000).await;
     assert_eq!((status, code(&v)), (422, "insufficient_capacity"), "{v}");
-    assert_eq!(channels(api.clone(), hub.api.clone()).await, 1);
+    assert_eq!(channels(api.clone(), hub.api.clone()).await, 2);
     mine(&rpc(&devnet), 1).await;
     wait_for("the change confirmed", async || {
         onchain().await.as_u64() > Some(0)
@@ -140,7 +158,7 @@ async fn a_merchant_is_held_to_its_quotas_and_its_key_is_the_operators_to_rotate
     assert_eq!(status, 201, "{v}: 300,000 in all is allowed");
     let (status, v) = open(20_000).await;
     assert_eq!((status, code(&v)), (429, "quota_exceeded"), "{v}");
-    assert_eq!(channels(api.clone(), hub.api.clone()).await, 2);
+    assert_eq!(channels(api.clone(), hub.api.clone()).await, 3);
 
     // No force close from a merchant key (the hub would pay and wait out the delay).
     let (status, v) = api
@@ -244,7 +262,7 @@ async fn a_merchant_is_held_to_its_quotas_and_its_key_is_the_operators_to_rotate
     assert_eq!((status, code(&v)), (401, "unauthorized"));
     let listed = api.ok(&hub.api, OP, "GET", "/v1/merchants", None).await;
     assert_eq!(listed[0]["key_active"], false, "{listed}");
-    assert_eq!(channels(api.clone(), hub.api.clone()).await, 2);
+    assert_eq!(channels(api.clone(), hub.api.clone()).await, 3);
     // A new key after a revocation works.
     let key = api
         .ok(

@@ -257,6 +257,8 @@ pub struct Channel {
     secrets: ChannelSecrets,
     local_basepoints: Basepoints,
     s: ChannelState,
+    /// The dust exposure this side accepts (not stored: the node's setting).
+    max_dust_exposure: Msat,
 }
 
 impl std::fmt::Debug for Channel {
@@ -361,6 +363,7 @@ impl Channel {
             secrets,
             local_basepoints,
             s: state,
+            max_dust_exposure: MAX_DUST_HTLC_EXPOSURE,
         };
         let keys = ch.s.remote_tx.keys;
         ch.s.remote_tx = ch.build_remote(0, &keys, &ch.s.log.view(ViewOf::CurrentRemote));
@@ -382,7 +385,15 @@ impl Channel {
             secrets,
             local_basepoints,
             s: state,
+            max_dust_exposure: MAX_DUST_HTLC_EXPOSURE,
         })
+    }
+
+    /// Sets the dust exposure this side accepts when it offers an HTLC or takes an
+    /// update_fee (default [`MAX_DUST_HTLC_EXPOSURE`]). The tests' scripted attacker
+    /// raises it to play a peer that ignores the limit.
+    pub fn set_max_dust_exposure(&mut self, max: Msat) {
+        self.max_dust_exposure = max;
     }
 
     // ---- queries ------------------------------------------------------------------
@@ -860,7 +871,7 @@ impl Channel {
         self.check_add_limits(&htlc, true)?;
         if self.is_dust(&htlc) {
             let exposure = self.dust_exposure(Some(&htlc));
-            if exposure > MAX_DUST_HTLC_EXPOSURE {
+            if exposure > self.max_dust_exposure {
                 return Err(ChannelError::DustExposure(exposure));
             }
         }
@@ -1125,7 +1136,7 @@ impl Channel {
         // A higher rate trims more HTLCs: not beyond the dust exposure we accept (as LDK
         // refuses such an update_fee).
         let exposure = self.dust_exposure_at(None, feerate);
-        if exposure > MAX_DUST_HTLC_EXPOSURE {
+        if exposure > self.max_dust_exposure {
             return Err(ChannelError::DustExposure(exposure));
         }
         self.s.log.push(Side::Remote, UpdateKind::Fee(feerate));

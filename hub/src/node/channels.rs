@@ -198,6 +198,8 @@ pub struct ChannelSummary {
     pub peer_policy: Option<ForwardingPolicy>,
     /// The commitment format negotiated at open.
     pub channel_type: ChannelType,
+    /// We opened and funded it.
+    pub we_funded: bool,
     /// Opened with `announce_channel`: to be announced to the network.
     pub public: bool,
     /// Both ends have signed its channel_announcement (and the funding is unspent).
@@ -337,6 +339,7 @@ impl ChannelEntry {
             short_channel_id: self.scid,
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
+            we_funded: self.channel.setup().is_funder,
             public: self.announce,
             announced: self.announce && self.announcement.remote.is_some() && !self.funding_spent,
             channel_type: if self.channel.anchors() {

@@ -163,8 +163,10 @@ impl Node {
     }
 
     /// Opens a channel of `capacity_sat`, funded by the hub, to merchant `m`'s node,
-    /// within the merchant's quotas: its channels not yet closed, this one included, may
-    /// number at most `max_channels` and hold at most `max_capacity_sat`.
+    /// within the merchant's quotas: the hub-funded channels to its node not yet closed,
+    /// this one included, may number at most `max_channels` and hold at most
+    /// `max_capacity_sat` (channels the merchant's node funded itself cost the hub no
+    /// liquidity and do not count).
     pub async fn open_merchant_channel(
         &self,
         m: &MerchantRecord,
@@ -185,7 +187,7 @@ impl Node {
             .list_channels()
             .await
             .into_iter()
-            .filter(|c| c.peer == m.node_id)
+            .filter(|c| c.peer == m.node_id && c.we_funded)
             .filter(|c| c.status != super::ChannelStatus::Closed)
             .map(|c| c.capacity_sat)
             .collect();

@@ -7,6 +7,7 @@
 
 mod channels;
 mod events;
+mod forward_history;
 mod gossip;
 mod invoices;
 mod merchants;
@@ -19,6 +20,7 @@ mod tower_subscriptions;
 mod towers;
 pub mod webhook_target;
 
+pub use forward_history::DEFAULT_FAILED_FORWARD_RETENTION;
 pub use invoices::PaymentLimits;
 pub use mpp::DEFAULT_MPP_TIMEOUT;
 pub use towers::PRUNE_CONFIRMATIONS;
@@ -110,6 +112,8 @@ pub struct NodeConfig {
     pub webhook_concurrency: usize,
     /// Webhook deliveries under way at once for one owner (a merchant, or the operator).
     pub webhook_concurrency_per_owner: usize,
+    /// Failed forwards kept (the oldest beyond are forgotten; settled ones are kept).
+    pub failed_forward_retention: usize,
     /// The name in our node_announcement (UTF-8, at most 32 bytes).
     pub alias: String,
     /// The colour in our node_announcement.
@@ -147,6 +151,7 @@ impl NodeConfig {
             merchant_quotas: MerchantQuotas::default(),
             webhook_concurrency: events::DEFAULT_WEBHOOK_CONCURRENCY,
             webhook_concurrency_per_owner: events::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
+            failed_forward_retention: forward_history::DEFAULT_FAILED_FORWARD_RETENTION,
             alias: DEFAULT_ALIAS.to_string(),
             color: DEFAULT_COLOR,
             announce_addresses: Vec::new(),

@@ -105,6 +105,7 @@ impl Node {
         self.assign_short_channel_ids().await;
         self.announce_channels().await;
         self.reconcile_forwards().await;
+        self.prune_failed_forwards().await;
     }
 
     /// Every preimage this node may use on chain: registered, learnt, or of an invoice it

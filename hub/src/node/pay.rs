@@ -255,7 +255,7 @@ impl ForwardRecord {
     }
 }
 
-fn forward_key(channel: &ChannelId, htlc: u64) -> String {
+pub(super) fn forward_key(channel: &ChannelId, htlc: u64) -> String {
     format!("{}:{}", hex::encode(channel.0), htlc)
 }
 
