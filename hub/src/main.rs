@@ -137,6 +137,13 @@ struct Args {
     /// Webhooks one merchant may register.
     #[arg(long, env = "HUB_MERCHANT_MAX_WEBHOOKS", default_value_t = hub::node::DEFAULT_MERCHANT_MAX_WEBHOOKS)]
     merchant_max_webhooks: usize,
+    /// Seconds an invoice that expired unpaid is kept before it is forgotten.
+    #[arg(
+        long,
+        env = "HUB_UNPAID_INVOICE_RETENTION_SECS",
+        default_value_t = 86_400
+    )]
+    unpaid_invoice_retention_secs: u64,
     /// Requests per second a merchant key may make on average (beyond: 429 rate_limited).
     #[arg(long, env = "HUB_MERCHANT_RATE_PER_SEC", default_value_t = hub::api::DEFAULT_MERCHANT_RATE_PER_SEC)]
     merchant_rate_per_sec: u32,
@@ -305,6 +312,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         webhook_concurrency: args.webhook_concurrency,
         webhook_concurrency_per_owner: args.webhook_concurrency_per_merchant,
         failed_forward_retention: args.failed_forward_retention,
+        unpaid_invoice_retention: Duration::from_secs(args.unpaid_invoice_retention_secs),
         alias: args.alias.clone(),
         color: args.color,
         announce_addresses: args.announce_addr.clone(),

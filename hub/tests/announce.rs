@@ -175,6 +175,20 @@ async fn a_public_channel_is_announced_only_with_valid_signatures() {
         )
         .unwrap();
     assert!(hub.channel(&id).await.unwrap().announced);
+    // Her signatures again: answered by nothing (ours went out on this connection), and
+    // the channel is not broadcast again before its week is up.
+    m.w.send(&Message::AnnouncementSignatures(valid.clone()))
+        .await
+        .unwrap();
+    while let Some(msg) = next(&mut m.r).await {
+        assert!(
+            !matches!(
+                msg,
+                Message::ChannelAnnouncement(_) | Message::AnnouncementSignatures(_)
+            ),
+            "{msg:?}"
+        );
+    }
 
     // Gossip queries now name the channel.
     let height = scid_block(scid);

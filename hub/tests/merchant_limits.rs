@@ -219,6 +219,21 @@ async fn a_merchant_is_held_to_its_quotas_and_its_key_is_the_operators_to_rotate
     assert_eq!(status, 204);
     assert_eq!(hook(&key).await.0, 201, "room again after a delete");
 
+    // Invoices on the hub are the operator's: a merchant's key gets 403 and nothing is
+    // stored (a merchant's invoices are its own node's).
+    let (status, v) = api
+        .raw(
+            &hub.api,
+            Some(&key),
+            "POST",
+            "/v1/invoices",
+            Some(json!({"amount_msat": 1000, "description": "x"})),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (403, "forbidden"), "{v}");
+    let listed = api.ok(&hub.api, OP, "GET", "/v1/invoices", None).await;
+    assert!(listed.as_array().unwrap().is_empty(), "{listed}");
+
     // Rate: a burst of 20, then 5 a second; the operator is not limited.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut statuses = Vec::new();

@@ -3,7 +3,7 @@
 //! reply leaves.
 
 use super::events::Event;
-use super::gossip::{AnnouncementLink, AnnouncementState};
+use super::gossip::{AnnouncementLink, AnnouncementState, GossipCache};
 use super::pay::ForwardingPolicy;
 use super::pay::{codes, usable, Ctx, Failure, FollowUp};
 use super::{Node, NodeError, Role};
@@ -141,6 +141,8 @@ pub(super) struct ChannelEntry {
     pub announcement: AnnouncementState,
     /// This connection's announcement_signatures exchange (not stored).
     pub announcement_link: AnnouncementLink,
+    /// The public channel's gossip once built (not stored).
+    pub gossip_cache: Option<GossipCache>,
 }
 
 /// A channel being opened, before the funding signatures.
@@ -287,6 +289,7 @@ impl ChannelEntry {
             announce: false,
             announcement: AnnouncementState::default(),
             announcement_link: AnnouncementLink::default(),
+            gossip_cache: None,
         }
     }
 
@@ -440,6 +443,7 @@ impl Node {
                 announce: stored.announce,
                 announcement: stored.announcement,
                 announcement_link: AnnouncementLink::default(),
+                gossip_cache: None,
             };
             {
                 let mut pay = self.pay.lock().expect("pay lock");
@@ -1506,7 +1510,7 @@ impl Node {
                 return Err(NodeError::UnknownChannel);
             }
             e.remote_policy = Some(policy);
-            Self::keep_remote_update(e, &m);
+            self.keep_remote_update(e, &m);
             Ok(())
         })
         .await

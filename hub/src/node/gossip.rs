@@ -16,6 +16,14 @@ use channel::msgs::{
     QueryChannelRange, QueryShortChannelIds, ReplyChannelRange, ReplyShortChannelIdsEnd,
 };
 
+/// Blocks between two broadcasts of a public channel's gossip (a week: BOLT 7 lets the
+/// network forget a channel whose updates are two weeks old).
+pub const REBROADCAST_BLOCKS: u32 = 1008;
+
+/// How long one gossip message may wait for room in a peer's queue before the rest of
+/// the answer is dropped (the peer is not reading).
+const GOSSIP_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a public channel keeps of its announcement (stored with the channel).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct AnnouncementState {
@@ -24,6 +32,17 @@ pub(super) struct AnnouncementState {
     /// The peer's latest channel_update for the channel, as received (answered to
     /// gossip queries with ours).
     pub remote_update: Option<Vec<u8>>,
+    /// The block height at which the channel's gossip last went to every peer.
+    #[serde(default)]
+    pub published_at: Option<u32>,
+}
+
+/// What a public channel's gossip is made of once built (not stored: rebuilt after a
+/// restart), so answering queries signs nothing.
+#[derive(Clone, Debug)]
+pub(super) struct GossipCache {
+    pub announcement: ChannelAnnouncement,
+    pub update: Option<ChannelUpdate>,
 }
 
 /// What one connection has done about a channel's announcement (not stored: a new
@@ -77,21 +96,61 @@ impl Node {
     /// not shutting down, once channel_ready went both ways and the funding is six
     /// blocks deep.
     fn may_sign_announcement(&self, e: &ChannelEntry) -> bool {
-        let tip = self.pay.lock().expect("pay lock").tip_height;
         e.announce
             && e.status == ChannelStatus::Normal
             && e.ready_sent
             && e.ready_received
             && e.reestablished
             && e.channel.sent_shutdown().is_none()
-            && e.scid
-                .is_some_and(|s| tip + 1 >= scid_block(s) + ANNOUNCEMENT_DEPTH)
+            && self.announcement_deep_enough(e)
     }
 
-    /// The complete channel_announcement of a public channel both ends have signed,
-    /// while its funding is unspent.
+    /// Whether our announcement_signatures are due on this connection now.
+    pub(super) fn announcement_signatures_owed(&self, e: &ChannelEntry) -> bool {
+        !e.announcement_link.sent
+            && (e.announcement.remote.is_none() || e.announcement_link.reply_owed)
+            && self.may_sign_announcement(e)
+    }
+
+    /// The channel's gossip: its announcement and our channel_update, built once.
+    fn gossip_of(&self, e: &mut ChannelEntry) -> Option<GossipCache> {
+        if !self.channel_announcement_valid(e) {
+            return None;
+        }
+        if e.gossip_cache.is_none() {
+            let announcement = self.channel_announcement(e)?;
+            let update = self.channel_update(e);
+            e.gossip_cache = Some(GossipCache {
+                announcement,
+                update,
+            });
+        }
+        e.gossip_cache.clone()
+    }
+
+    /// A public channel both ends signed, not spent or failed.
+    fn channel_announcement_valid(&self, e: &ChannelEntry) -> bool {
+        e.announce && !e.funding_spent && !e.is_failed() && e.announcement.remote.is_some()
+    }
+
+    /// Whether the channel's funding is six blocks deep.
+    fn announcement_deep_enough(&self, e: &ChannelEntry) -> bool {
+        let tip = self.pay.lock().expect("pay lock").tip_height;
+        e.scid
+            .is_some_and(|s| tip + 1 >= scid_block(s) + ANNOUNCEMENT_DEPTH)
+    }
+
+    /// The complete channel_announcement of a public channel both ends have signed:
+    /// channel_ready went both ways (so the funding was verified), the funding is six
+    /// blocks deep and unspent.
     pub(super) fn channel_announcement(&self, e: &ChannelEntry) -> Option<ChannelAnnouncement> {
-        if !e.announce || e.funding_spent || e.is_failed() {
+        if !e.announce
+            || e.funding_spent
+            || e.is_failed()
+            || !e.ready_sent
+            || !e.ready_received
+            || !self.announcement_deep_enough(e)
+        {
             return None;
         }
         let (node_signature, bitcoin_signature) = e.announcement.remote?;
@@ -114,10 +173,7 @@ impl Node {
     /// Sends our announcement_signatures when they are due: at six confirmations, again
     /// after a reconnection until the peer's have arrived, and in answer to the peer's.
     pub(super) fn announcement_signatures_due(&self, e: &mut ChannelEntry, out: &mut Outcome) {
-        if e.announcement_link.sent
-            || (e.announcement.remote.is_some() && !e.announcement_link.reply_owed)
-            || !self.may_sign_announcement(e)
-        {
+        if !self.announcement_signatures_owed(e) {
             return;
         }
         let Some(ours) = self.our_announcement_signatures(e) else {
@@ -139,10 +195,10 @@ impl Node {
         m: &AnnouncementSignatures,
         out: &mut Outcome,
     ) -> Result<(), NodeError> {
-        if !e.announce {
-            // BOLT 7: not sent for a channel opened without announce_channel; one that
-            // arrives anyway announces nothing.
-            tracing::debug!(channel = %m.channel_id, "announcement_signatures for an unannounced channel: ignored");
+        if !e.announce || !e.ready_sent || e.is_failed() {
+            // BOLT 7: not sent for a channel opened without announce_channel, and ignored
+            // before we sent channel_ready (our funding check) or once the channel failed.
+            tracing::debug!(channel = %m.channel_id, "announcement_signatures ignored");
             return Ok(());
         }
         let Some(unsigned) = self.unsigned_announcement(e) else {
@@ -152,29 +208,41 @@ impl Node {
             return Ok(());
         };
         check_announcement_signatures(&unsigned, m, &Self::remote_end(e))?;
-        let first = e.announcement.remote.is_none();
         e.announcement.remote = Some((m.node_signature, m.bitcoin_signature));
         if !e.announcement_link.sent {
             e.announcement_link.reply_owed = true;
             self.announcement_signatures_due(e, out);
-        } else if first {
+        } else {
             self.publish_if_announced(e, out);
         }
         Ok(())
     }
 
-    /// Once both ends have signed: the announcement, our channel_update and our
-    /// node_announcement go to every connected peer (our own gossip is sent whatever
-    /// their filters, as BOLT 7 allows).
-    fn publish_if_announced(&self, e: &ChannelEntry, out: &mut Outcome) {
-        let Some(announcement) = self.channel_announcement(e) else {
+    /// Once both ends have signed, and then every [`REBROADCAST_BLOCKS`]: the
+    /// announcement, our channel_update and our node_announcement go to every connected
+    /// peer (our own gossip is sent whatever their filters, as BOLT 7 allows). A peer
+    /// sending its signatures again does not make it go out again sooner.
+    pub(super) fn publish_if_announced(&self, e: &mut ChannelEntry, out: &mut Outcome) {
+        let tip = self.pay.lock().expect("pay lock").tip_height;
+        if e.announcement
+            .published_at
+            .is_some_and(|at| tip < at.saturating_add(REBROADCAST_BLOCKS))
+        {
+            return;
+        }
+        if e.announcement.published_at.is_some() {
+            // A week on: a fresh channel_update keeps the channel in others' graphs.
+            e.gossip_cache = None;
+        }
+        let Some(gossip) = self.gossip_of(e) else {
             return;
         };
-        tracing::info!(channel = %e.channel.channel_id(), scid = announcement.short_channel_id, "channel announced");
-        let mut gossip = vec![Message::ChannelAnnouncement(announcement)];
-        gossip.extend(self.channel_update(e).map(Message::ChannelUpdate));
-        gossip.extend(self.node_announcement().map(Message::NodeAnnouncement));
-        out.effects.push(Effect::Gossip(gossip));
+        tracing::info!(channel = %e.channel.channel_id(), scid = gossip.announcement.short_channel_id, "channel announced");
+        e.announcement.published_at = Some(tip);
+        let mut messages = vec![Message::ChannelAnnouncement(gossip.announcement)];
+        messages.extend(gossip.update.map(Message::ChannelUpdate));
+        messages.extend(self.node_announcement().map(Message::NodeAnnouncement));
+        out.effects.push(Effect::Gossip(messages));
     }
 
     /// The node's node_announcement, made once per run (its timestamp is the time it was
@@ -204,9 +272,23 @@ impl Node {
         }
     }
 
-    /// The peer's channel_update for one of our public channels, kept for queries.
-    pub(super) fn keep_remote_update(e: &mut ChannelEntry, m: &ChannelUpdate) {
-        if e.announce && e.scid == Some(m.short_channel_id) {
+    /// The peer's channel_update for one of our public channels, kept for queries when it
+    /// can be relayed: the peer's direction, no dont_forward, within the capacity, and
+    /// newer than the one kept.
+    pub(super) fn keep_remote_update(&self, e: &mut ChannelEntry, m: &ChannelUpdate) {
+        let peer_is_1 = e.peer.serialize() < self.node_id().serialize();
+        let newer = match e.announcement.remote_update.as_deref().map(Message::decode) {
+            Some(Ok(Message::ChannelUpdate(kept))) => m.timestamp > kept.timestamp,
+            _ => true,
+        };
+        if e.announce
+            && e.scid == Some(m.short_channel_id)
+            && (m.channel_flags & 1 == 0) == peer_is_1
+            && m.message_flags & 2 == 0
+            && m.htlc_minimum_msat <= m.htlc_maximum_msat
+            && m.htlc_maximum_msat <= e.channel.capacity().0
+            && newer
+        {
             e.announcement.remote_update = Some(Message::ChannelUpdate(m.clone()).encode());
         }
     }
@@ -218,21 +300,22 @@ impl Node {
         let entries: Vec<_> = self.channels.lock().await.values().cloned().collect();
         let mut gossip = Vec::new();
         let mut ours_wanted = false;
+        let we = self.node_id();
         for entry in entries {
-            let e = entry.lock().await;
-            let Some(announcement) = self.channel_announcement(&e) else {
+            let mut e = entry.lock().await;
+            let Some(flags) = e.scid.and_then(&want) else {
                 continue;
             };
-            let Some(flags) = want(announcement.short_channel_id) else {
+            let Some(cached) = self.gossip_of(&mut e) else {
                 continue;
             };
-            let we_are_1 = announcement.node_id_1 == self.node_id();
+            let we_are_1 = cached.announcement.node_id_1 == we;
             let (our_bit, their_bit) = if we_are_1 { (1, 2) } else { (2, 1) };
             if flags & 1 != 0 {
-                gossip.push(Message::ChannelAnnouncement(announcement));
+                gossip.push(Message::ChannelAnnouncement(cached.announcement));
             }
             if flags & (1 << our_bit) != 0 {
-                gossip.extend(self.channel_update(&e).map(Message::ChannelUpdate));
+                gossip.extend(cached.update.map(Message::ChannelUpdate));
             }
             if flags & (1 << their_bit) != 0 {
                 if let Some(Ok(m)) = e.announcement.remote_update.as_deref().map(Message::decode) {
@@ -260,7 +343,25 @@ impl Node {
             return;
         }
         let gossip = self.own_gossip(|_| Some(0x1f)).await;
-        self.send_all(peer, gossip).await;
+        self.send_gossip(peer, gossip).await;
+    }
+
+    /// Sends gossip to `peer`, waiting for room in its queue (a long answer must not
+    /// overflow it and get the peer dropped as a non-reader); gives up on the rest after
+    /// [`GOSSIP_SEND_TIMEOUT`] without room.
+    pub(super) async fn send_gossip(&self, peer: &PublicKey, messages: Vec<Message>) {
+        let Some(tx) = self.peers.lock().await.get(peer).cloned() else {
+            return;
+        };
+        for m in messages {
+            match tokio::time::timeout(GOSSIP_SEND_TIMEOUT, tx.send(m)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::debug!(%peer, "gossip not taken in time: the rest dropped");
+                    return;
+                }
+            }
+        }
     }
 
     /// A connection ended: its gossip filter goes with it.
@@ -281,11 +382,16 @@ impl Node {
             let entries: Vec<_> = self.channels.lock().await.values().cloned().collect();
             for entry in entries {
                 let e = entry.lock().await;
-                if let Some(a) = self.channel_announcement(&e) {
-                    let block = scid_block(a.short_channel_id);
-                    if block >= q.first_blocknum && block < end {
-                        ids.push(a.short_channel_id);
-                    }
+                let Some(scid) = e.scid else { continue };
+                let block = scid_block(scid);
+                if block >= q.first_blocknum
+                    && block < end
+                    && self.channel_announcement_valid(&e)
+                    && e.ready_sent
+                    && e.ready_received
+                    && self.announcement_deep_enough(&e)
+                {
+                    ids.push(scid);
                 }
             }
         }
@@ -351,14 +457,19 @@ impl Node {
 
 impl Node {
     /// After each block: public channels whose funding just reached six confirmations
-    /// send their announcement_signatures.
+    /// send their announcement_signatures; announced ones are broadcast again weekly.
     pub(super) async fn announce_channels(&self) {
         let ids: Vec<channel::ChannelId> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();
+            let tip = self.pay.lock().expect("pay lock").tip_height;
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.announce && e.scid.is_some() && !e.announcement_link.sent {
+                let rebroadcast = e.announcement.published_at.is_some_and(|at| {
+                    tip >= at.saturating_add(REBROADCAST_BLOCKS)
+                        && self.channel_announcement_valid(&e)
+                });
+                if e.announce && (self.announcement_signatures_owed(&e) || rebroadcast) {
                     v.push(*id);
                 }
             }
@@ -367,7 +478,11 @@ impl Node {
         for id in ids {
             let _ = self
                 .with_channel(&id, |e, out| {
-                    self.announcement_signatures_due(e, out);
+                    if self.announcement_signatures_owed(e) {
+                        self.announcement_signatures_due(e, out);
+                    } else {
+                        self.publish_if_announced(e, out);
+                    }
                     Ok(())
                 })
                 .await;

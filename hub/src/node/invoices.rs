@@ -10,7 +10,7 @@ use bitcoin::secp256k1::rand::{thread_rng, RngCore};
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use channel::invoice::{Description, Invoice, InvoiceBuilder, RouteHintHop};
 use channel::msgs::Message;
-use channel::{ChannelId, Msat, PaymentPreimage};
+use channel::{ChannelId, Msat, PaymentHash, PaymentPreimage};
 use std::time::Duration;
 
 /// Longest description accepted (BOLT 11 `d` fields are at most 639 bytes).
@@ -34,6 +34,9 @@ pub struct PaymentLimits {
 }
 
 pub const MAX_MSAT: u64 = 21_000_000 * 100_000_000 * 1000;
+
+/// The default of [`super::NodeConfig::unpaid_invoice_retention`]: a day.
+pub const DEFAULT_UNPAID_INVOICE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 impl Node {
     /// Issues an invoice for `amount_msat` (or any amount), valid for `expiry_secs`.
@@ -116,6 +119,45 @@ impl Node {
         writes.extend(pay_writes);
         self.group.commit(writes).await?;
         Ok(record)
+    }
+
+    /// After each block: invoices that expired unpaid longer than the retention ago are
+    /// forgotten (memory and database), which also makes room in their merchant's quota.
+    /// None with parts still being gathered.
+    pub(super) async fn prune_expired_invoices(&self) {
+        let now = unix_now();
+        let retention = self.config.unpaid_invoice_retention.as_secs();
+        let stale: Vec<PaymentHash> = {
+            let pay = self.pay.lock().expect("pay lock");
+            pay.invoices
+                .values()
+                .filter(|i| {
+                    i.status != "paid"
+                        && i.expires_at.saturating_add(retention) < now
+                        && !pay.htlc_sets.has_set(&i.payment_hash)
+                })
+                .map(|i| i.payment_hash)
+                .collect()
+        };
+        if stale.is_empty() {
+            return;
+        }
+        let writes: Vec<Write> = stale
+            .iter()
+            .map(|h| Write::DeleteRecord {
+                kind: "invoice".into(),
+                id: hex::encode(h.0),
+            })
+            .collect();
+        if let Err(e) = self.group.commit(writes).await {
+            tracing::warn!("forgetting expired invoices: {e}");
+            return;
+        }
+        let mut pay = self.pay.lock().expect("pay lock");
+        for h in &stale {
+            pay.invoices.remove(h);
+        }
+        tracing::debug!(forgotten = stale.len(), "invoices expired unpaid forgotten");
     }
 
     /// Route hints for our invoices: each usable channel with the hub, with the hub's

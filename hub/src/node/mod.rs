@@ -114,6 +114,8 @@ pub struct NodeConfig {
     pub webhook_concurrency_per_owner: usize,
     /// Failed forwards kept (the oldest beyond are forgotten; settled ones are kept).
     pub failed_forward_retention: usize,
+    /// How long an invoice that expired unpaid is kept before it is forgotten.
+    pub unpaid_invoice_retention: Duration,
     /// The name in our node_announcement (UTF-8, at most 32 bytes).
     pub alias: String,
     /// The colour in our node_announcement.
@@ -152,6 +154,7 @@ impl NodeConfig {
             webhook_concurrency: events::DEFAULT_WEBHOOK_CONCURRENCY,
             webhook_concurrency_per_owner: events::DEFAULT_WEBHOOK_CONCURRENCY_PER_OWNER,
             failed_forward_retention: forward_history::DEFAULT_FAILED_FORWARD_RETENTION,
+            unpaid_invoice_retention: invoices::DEFAULT_UNPAID_INVOICE_RETENTION,
             alias: DEFAULT_ALIAS.to_string(),
             color: DEFAULT_COLOR,
             announce_addresses: Vec::new(),

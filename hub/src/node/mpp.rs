@@ -101,6 +101,11 @@ pub(super) struct HtlcSets {
 }
 
 impl HtlcSets {
+    /// Whether parts of `hash` are being gathered.
+    pub(super) fn has_set(&self, hash: &PaymentHash) -> bool {
+        self.sets.contains_key(hash)
+    }
+
     /// Looks at a part of `hash` (checked already against its invoice): adds it to its
     /// set, and says whether the set is complete. Looking at the same part again changes
     /// nothing.

@@ -106,6 +106,7 @@ impl Node {
         self.announce_channels().await;
         self.reconcile_forwards().await;
         self.prune_failed_forwards().await;
+        self.prune_expired_invoices().await;
     }
 
     /// Every preimage this node may use on chain: registered, learnt, or of an invoice it

@@ -357,12 +357,12 @@ impl Node {
             }
             Message::QueryChannelRange(q) => {
                 let reply = self.reply_channel_range(&q).await;
-                self.send_all(&peer, reply).await;
+                self.send_gossip(&peer, reply).await;
                 Ok(())
             }
             Message::QueryShortChannelIds(q) => {
                 let reply = self.reply_short_channel_ids(&q).await?;
-                self.send_all(&peer, reply).await;
+                self.send_gossip(&peer, reply).await;
                 Ok(())
             }
             other => self.on_channel_message(peer, other).await,
