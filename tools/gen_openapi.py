@@ -29,7 +29,8 @@ schemas = {
         "active": {"type": "boolean", "description": "the peer is connected and the channel reestablished: payments can go out"},
         "channel_type": {"type": "string", "enum": ["anchors_zero_fee_htlc_tx", "static_remotekey"], "description": "the commitment format negotiated in open_channel/accept_channel"},
         "public": {"type": "boolean", "description": "opened with announce_channel: announced to the network once six blocks deep"},
-        "announced": {"type": "boolean", "description": "both ends have signed its channel_announcement (BOLT 7)"}}),
+        "announced": {"type": "boolean", "description": "both ends have signed its channel_announcement (BOLT 7)"},
+        "feerate_per_kw": I("fee rate of our current commitment, sat per 1000 weight units")}),
     "Invoice": obj({
         "payment_hash": S("hex"), "bolt11": S("BOLT 11 payment request"), "amount_msat": N(I("any amount when null")), "description": S(),
         "status": {"type": "string", "enum": ["open", "paid", "expired"]}, "created_at": I("unix seconds"),

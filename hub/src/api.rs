@@ -279,6 +279,7 @@ struct ChannelJson {
     channel_type: &'static str,
     public: bool,
     announced: bool,
+    feerate_per_kw: u32,
 }
 
 impl From<ChannelSummary> for ChannelJson {
@@ -299,6 +300,7 @@ impl From<ChannelSummary> for ChannelJson {
             active: c.active,
             public: c.public,
             announced: c.announced,
+            feerate_per_kw: c.feerate_per_kw,
             channel_type: match c.channel_type {
                 channel::channel_type::ChannelType::AnchorsZeroFeeHtlcTx => {
                     "anchors_zero_fee_htlc_tx"

@@ -160,6 +160,59 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
     ldk.stop().expect("LDK stops");
 }
 
+/// The hub as funder follows the chain's fee estimate up: on a static_remotekey channel
+/// to LDK (which cannot be bumped on chain) the estimate jumps to 50 sat/vB; the hub sends
+/// update_fee at the estimate and LDK, which checks it against its own estimator, takes
+/// it: both commitments carry the new rate, and a payment crosses the channel after.
+#[test]
+fn the_hub_raises_its_commitment_fee_rate_and_ldk_takes_it() {
+    let w = World::new();
+    let ldk = ldk_node(&w, "fee-fundee");
+    let addr = ldk.listening_addresses().expect("listening")[0].to_string();
+    w.hub(
+        "POST",
+        "/v1/peers",
+        Some(json!({"node_id": ldk.node_id().to_string(), "address": addr})),
+    );
+    let id = hub_opens_to(&w, &ldk, 1_000_000);
+    assert_eq!(w.hub_channel(&id)["channel_type"], "static_remotekey");
+    assert_eq!(w.hub_channel(&id)["feerate_per_kw"], 2500);
+
+    // One transaction at 50 sat/vB, alone in a block after 12 empty ones: the devnet's
+    // 6-block estimate becomes its rate.
+    let spiker = ldk_node(&w, "fee-spiker");
+    fund_ldk(&w, &spiker);
+    w.mine(12);
+    let to = spiker.onchain_payment().new_address().expect("address");
+    spiker
+        .onchain_payment()
+        .send_to_address(
+            &to,
+            100_000,
+            Some(ldk_node::bitcoin::FeeRate::from_sat_per_vb_u32(50)),
+        )
+        .expect("a 50 sat/vB transaction");
+    w.mine(1);
+    let mut rate = 0;
+    wait(
+        "the hub's commitment rate raised and LDK's equal to it",
+        || {
+            rate = w.hub_channel(&id)["feerate_per_kw"].as_u64().unwrap_or(0);
+            let at_ldk = ldk
+                .list_channels()
+                .iter()
+                .find(|c| c.counterparty_node_id == w.hub_id())
+                .map(|c| u64::from(c.feerate_sat_per_1000_weight));
+            rate > 10_000 && at_ldk == Some(rate)
+        },
+    );
+    assert!(rate <= 12_500, "{rate}");
+    let paid = w.hub_pay(&ldk_invoice(&ldk, 10_000_000, "after the fee rise"));
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    ldk.stop().expect("LDK stops");
+    spiker.stop().expect("LDK stops");
+}
+
 /// The hub opens a channel of `capacity_sat` to `ldk`, confirms it and waits until both
 /// sides can use it; returns its id.
 fn hub_opens_to(w: &World, ldk: &ldk_node::Node, capacity_sat: u64) -> String {
@@ -212,14 +265,18 @@ fn public_channels_are_announced_with_ldk_both_ways() {
     let scid_of = |funding_txid: &str| {
         ldk.list_channels()
             .iter()
-            .find(|c| c.funding_txo.is_some_and(|o| o.txid.to_string() == funding_txid))
+            .find(|c| {
+                c.funding_txo
+                    .is_some_and(|o| o.txid.to_string() == funding_txid)
+            })
             .and_then(|c| c.short_channel_id)
             .expect("LDK's short channel id")
     };
     let scid = scid_of(w.hub_channel(&id)["funding_txid"].as_str().expect("txid"));
-    wait("LDK's graph holds the channel, both updates and the hub's announcement", || {
-        in_graph(scid)
-    });
+    wait(
+        "LDK's graph holds the channel, both updates and the hub's announcement",
+        || in_graph(scid),
+    );
     wait("the hub reports the channel announced", || {
         w.hub_channel(&id)["announced"] == true
     });
@@ -242,7 +299,10 @@ fn public_channels_are_announced_with_ldk_both_ways() {
         "/v1/channels",
         Some(json!({"peer_id": ldk.node_id().to_string(), "capacity_sat": 500_000, "announce": true})),
     );
-    let id2 = opened["channel_id"].as_str().expect("channel_id").to_string();
+    let id2 = opened["channel_id"]
+        .as_str()
+        .expect("channel_id")
+        .to_string();
     w.mine(6);
     wait("the hub's public channel usable", || {
         w.hub_channel(&id2)["status"] == "normal"

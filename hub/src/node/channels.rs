@@ -202,6 +202,8 @@ pub struct ChannelSummary {
     pub channel_type: ChannelType,
     /// We opened and funded it.
     pub we_funded: bool,
+    /// The fee rate of our current commitment.
+    pub feerate_per_kw: u32,
     /// Opened with `announce_channel`: to be announced to the network.
     pub public: bool,
     /// Both ends have signed its channel_announcement (and the funding is unspent).
@@ -233,7 +235,7 @@ pub(super) fn now() -> u64 {
 
 /// The limits this node announces.
 /// Lowest commitment fee rate a peer may set (BOLT 2's floor: 253 sat/kw).
-const UPDATE_FEE_FLOOR: FeeratePerKw = FeeratePerKw(253);
+pub(super) const UPDATE_FEE_FLOOR: FeeratePerKw = FeeratePerKw(253);
 /// A peer's update_fee may go down to the chain's estimate divided by this.
 const UPDATE_FEE_MIN_DIVISOR: u64 = 2;
 /// How far above the chain's estimate a peer's update_fee may go.
@@ -343,6 +345,7 @@ impl ChannelEntry {
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
             we_funded: self.channel.setup().is_funder,
+            feerate_per_kw: v.feerate.0,
             public: self.announce,
             announced: self.announce && self.announcement.remote.is_some() && !self.funding_spent,
             channel_type: if self.channel.anchors() {
@@ -1520,7 +1523,7 @@ impl Node {
     /// 6-block estimate (never below the relay floor, 253 sat/kw) to
     /// `UPDATE_FEE_MAX_MULTIPLE` times it, and never above `UPDATE_FEE_CEILING`. Without an
     /// estimate (a fresh regtest chain) the floor and the ceiling apply.
-    async fn acceptable_feerates(&self) -> (FeeratePerKw, FeeratePerKw) {
+    pub(super) async fn acceptable_feerates(&self) -> (FeeratePerKw, FeeratePerKw) {
         let estimate = self
             .config
             .chain

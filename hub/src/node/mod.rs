@@ -6,6 +6,7 @@
 //! leaves before the state it depends on is durable.
 
 mod channels;
+mod commitment_fees;
 mod events;
 mod forward_history;
 mod gossip;

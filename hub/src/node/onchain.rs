@@ -99,6 +99,7 @@ impl Node {
         self.rebroadcast_commitments().await;
         self.enforce_htlc_deadlines().await;
         self.check_confirmations().await;
+        self.raise_commitment_fees().await;
         if let Ok(tip) = self.config.chain.tip().await {
             self.forget_unconfirmed_fundings(tip.height).await;
         }

@@ -1,0 +1,84 @@
+//! The funder follows the chain's fee estimate upward. Alice funds a static_remotekey
+//! channel to Bob (his wallet lacks the reserve for an anchor channel); the estimate
+//! jumps to 50 sat/vB (about 12,500 sat/kw: a block containing only such a
+//! transaction); Alice sends update_fee at the estimate, Bob (our other half, whose bounds
+//! are the estimate's half to ten times) takes it, and both commitments carry the new
+//! rate. A small rise (under a fifth) changes nothing, and the rate never goes down.
+
+mod common;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{Amount, FeeRate};
+use chain::ChainSource;
+use common::*;
+
+async fn feerates(p: &Pair) -> (u32, u32) {
+    (
+        p.a.channel(&p.id).await.unwrap().feerate_per_kw,
+        p.b.channel(&p.id).await.unwrap().feerate_per_kw,
+    )
+}
+
+/// Mines 12 empty blocks (the estimate's window), then one with a single transaction
+/// paying `sat_per_vb`: the 6-block estimate becomes that rate.
+async fn set_estimate(
+    p: &Pair,
+    wallet: &mut chain::wallet::Wallet,
+    poller: &mut chain::ChainPoller<dyn ChainSource>,
+    sat_per_vb: u64,
+) {
+    p.devnet
+        .generate_to_script(12, &elsewhere().script_pubkey())
+        .unwrap();
+    for e in poller.poll().await.unwrap() {
+        wallet.apply(&e).unwrap();
+    }
+    let tx = wallet
+        .build_funding_tx(
+            bitcoin::ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([7; 32])),
+            Amount::from_sat(100_000),
+            FeeRate::from_sat_per_vb(sat_per_vb).unwrap(),
+        )
+        .unwrap();
+    p.devnet.broadcast(&tx.tx).await.unwrap();
+    p.devnet
+        .generate_to_script(1, &elsewhere().script_pubkey())
+        .unwrap();
+    for e in poller.poll().await.unwrap() {
+        wallet.apply(&e).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_funder_raises_the_commitment_fee_rate_with_the_estimate() {
+    let p = open_pair_with(None, None, 1_000_000_000_000).await;
+    let c = p.a.channel(&p.id).await.unwrap();
+    assert_eq!(
+        c.channel_type,
+        channel::channel_type::ChannelType::StaticRemoteKey
+    );
+    assert_eq!(feerates(&p).await, (2_500, 2_500));
+    let (mut wallet, mut poller) = funded_wallet(&p.devnet, &[0x2f; 32]).await;
+
+    // 11 sat/vB = 2,750 sat/kw: within a fifth of 2,500, nothing changes.
+    set_estimate(&p, &mut wallet, &mut poller, 11).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(feerates(&p).await, (2_500, 2_500));
+
+    // 50 sat/vB = 12,500 sat/kw: Alice raises the rate, Bob takes it.
+    set_estimate(&p, &mut wallet, &mut poller, 50).await;
+    let estimate = p.devnet.estimate_fee_rate(6).await.unwrap().unwrap();
+    let target = estimate.to_sat_per_kwu() as u32;
+    assert!((12_000..=12_500).contains(&target), "{target}");
+    wait_until("both commitments at the estimate", || async {
+        feerates(&p).await == (target, target)
+    })
+    .await;
+    // A payment still goes through at the new rate.
+    pay(&p, false, 10_000_000, 1).await;
+
+    // The estimate falls back to 2 sat/vB: the rate stays.
+    set_estimate(&p, &mut wallet, &mut poller, 2).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(feerates(&p).await, (target, target));
+}
