@@ -1629,12 +1629,25 @@ impl Node {
     }
 
     /// Drops a channel we fund whose funding_signed has not come (by its temporary or its
-    /// final id): its funding transaction is never broadcast. Returns whether one was.
+    /// final id): its funding transaction is never broadcast, and the wallet's coins it
+    /// would have spent are free again. Returns whether one was.
     async fn forget_unsigned_funding(&self, peer: &PublicKey, id: &ChannelId) -> bool {
-        let mut unsigned = self.unsigned_funder.lock().await;
-        let before = unsigned.len();
-        unsigned.retain(|final_id, (temp, e)| !(e.peer == *peer && (temp == id || final_id == id)));
-        unsigned.len() != before
+        let dropped: Vec<ChannelEntry> = {
+            let mut unsigned = self.unsigned_funder.lock().await;
+            let keys: Vec<ChannelId> = unsigned
+                .iter()
+                .filter(|(final_id, (temp, e))| e.peer == *peer && (temp == id || *final_id == id))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter()
+                .filter_map(|k| unsigned.remove(k).map(|(_, e)| e))
+                .collect()
+        };
+        let mut wallet = self.wallet.lock().await;
+        for tx in dropped.iter().filter_map(|e| e.funding_tx.as_ref()) {
+            wallet.unlock(tx);
+        }
+        !dropped.is_empty()
     }
 
     /// BOLT 1 `error` from the peer: fails the channel it names, or every channel with the

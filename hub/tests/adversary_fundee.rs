@@ -1,0 +1,92 @@
+//! Mallory as the fundee of the hub's channel: she accepts, takes the hub's
+//! funding_created, and never signs; she sends an `error` instead. The hub's funding is
+//! never broadcast, its open fails, and the wallet's coins that funding would have spent
+//! are spendable again at once (before, they stayed reserved until a restart, so a
+//! merchant node could freeze the hub's liquidity one open at a time).
+
+mod common;
+
+use channel::keys::ChannelSecrets;
+use channel::msgs::*;
+use channel::*;
+use common::mallory::*;
+use common::*;
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
+    let devnet = Arc::new(chain::Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    // No anchor reserve needed: the channel type is not the point here.
+    let hub = start_with_reserve(&devnet, dir.path(), None, 0).await;
+    let addr = hub.new_address().await.unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks: the coin matures
+    wait_until("the hub's coin spendable", || async {
+        hub.wallet_balance().await.to_sat() == 5_000_000_000
+    })
+    .await;
+    let mallory_id = bitcoin::secp256k1::PublicKey::from_secret_key(
+        channel::keys::secp(),
+        &bitcoin::secp256k1::SecretKey::from_slice(&[0x4d; 32]).unwrap(),
+    );
+    let opener = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.open_channel(mallory_id, 500_000, Msat(0)).await })
+    };
+    let open = match answer(&mut m.r).await {
+        Some(Message::OpenChannel(o)) => o,
+        other => panic!("open_channel expected, got {other:?}"),
+    };
+    let secrets = ChannelSecrets::from_seed(&[0x4e; 32]);
+    let b = secrets.basepoints();
+    let accept = AcceptChannel {
+        temporary_channel_id: open.temporary_channel_id,
+        dust_limit_satoshis: 546,
+        max_htlc_value_in_flight_msat: open.funding_satoshis * 1000,
+        channel_reserve_satoshis: 5_000,
+        htlc_minimum_msat: 1,
+        minimum_depth: 3,
+        to_self_delay: 144,
+        max_accepted_htlcs: 30,
+        funding_pubkey: b.funding_pubkey,
+        revocation_basepoint: b.revocation_basepoint,
+        payment_basepoint: b.payment_basepoint,
+        delayed_payment_basepoint: b.delayed_payment_basepoint,
+        htlc_basepoint: b.htlc_basepoint,
+        first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
+        upfront_shutdown_script: None,
+        channel_type: open.channel_type.clone(),
+    };
+    m.w.send(&Message::AcceptChannel(accept)).await.unwrap();
+    match answer(&mut m.r).await {
+        Some(Message::FundingCreated(_)) => {}
+        other => panic!("funding_created expected, got {other:?}"),
+    }
+    // The funding is built and its coin reserved.
+    assert_eq!(hub.wallet_balance().await.to_sat(), 0);
+    m.w.send(&Message::ErrorMessage(ErrorMessage {
+        channel_id: open.temporary_channel_id,
+        data: b"no".to_vec(),
+    }))
+    .await
+    .unwrap();
+    let result = opener.await.unwrap();
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        hub.wallet_balance().await.to_sat(),
+        5_000_000_000,
+        "the coin is spendable again"
+    );
+    assert!(hub.list_channels().await.is_empty());
+    // No funding was broadcast: a block later the coin is still whole.
+    let synced = hub.synced_blocks();
+    devnet
+        .generate_to_script(1, &elsewhere().script_pubkey())
+        .unwrap();
+    wait_until("the hub saw the block", || async {
+        hub.synced_blocks() > synced
+    })
+    .await;
+    assert_eq!(hub.wallet_balance().await.to_sat(), 5_000_000_000);
+}
