@@ -391,10 +391,20 @@ impl Wallet {
         self.utxos.values()
     }
 
-    /// Releases coins reserved by a transaction that was not broadcast after all.
+    /// Releases coins reserved by a transaction that was not broadcast after all. Its
+    /// change address, when it was the last one handed out, is handed out again: failed
+    /// attempts must not push later change past the gap a restored wallet scans.
     pub fn unlock(&mut self, tx: &Transaction) {
         for input in &tx.input {
             self.locked.remove(&input.previous_output);
+        }
+        let k = INTERNAL as usize;
+        if let Some(last) = self.next_unused[k].checked_sub(1) {
+            if let Ok(script) = self.script(INTERNAL, last) {
+                if tx.output.iter().any(|o| o.script_pubkey == script) {
+                    self.next_unused[k] = last;
+                }
+            }
         }
         let txid = tx.compute_txid();
         self.pending_change.retain(|o, _| o.txid != txid);
@@ -705,6 +715,58 @@ mod tests {
             w.build_funding_tx(p2wsh, Amount::from_sat(10_000), FALLBACK_FEE_RATE),
             Err(WalletError::InsufficientFunds { .. })
         ));
+    }
+
+    #[test]
+    fn an_unlocked_funding_gives_back_its_coins_and_its_change_address() {
+        use bitcoin::blockdata::constants::genesis_block;
+        use std::sync::Arc;
+        let mut w = Wallet::from_seed(&[3u8; 32], Network::Regtest).expect("wallet");
+        let mine = w.new_address().expect("address").script_pubkey();
+        let mut block = genesis_block(Network::Regtest);
+        block.txdata.push(Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: OutPoint::new(bitcoin::Txid::from_byte_array([9; 32]), 0),
+                ..Default::default()
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(1_000_000),
+                script_pubkey: mine,
+            }],
+        });
+        let block_ref = BlockRef {
+            hash: block.block_hash(),
+            height: 1,
+        };
+        w.apply(&ChainEvent::BlockConnected {
+            block_ref,
+            block: Arc::new(block),
+        })
+        .expect("connect");
+        let p2wsh = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32]));
+        let spendable = w.balance().spendable;
+        assert_eq!(spendable, Amount::from_sat(1_000_000));
+        let change_of = |tx: &Transaction| {
+            tx.output
+                .iter()
+                .find(|o| o.script_pubkey != p2wsh)
+                .map(|o| o.script_pubkey.clone())
+        };
+        let first = w
+            .build_funding_tx(p2wsh.clone(), Amount::from_sat(100_000), FALLBACK_FEE_RATE)
+            .expect("funding");
+        assert_eq!(w.balance().spendable, Amount::ZERO, "the coin is reserved");
+        // Thirty attempts given up: the coin and the same change address each time.
+        for _ in 0..30 {
+            w.unlock(&first.tx);
+            assert_eq!(w.balance().spendable, spendable);
+            let again = w
+                .build_funding_tx(p2wsh.clone(), Amount::from_sat(100_000), FALLBACK_FEE_RATE)
+                .expect("funding");
+            assert_eq!(change_of(&again.tx), change_of(&first.tx));
+        }
     }
 
     #[test]

@@ -1121,6 +1121,12 @@ impl Channel {
     /// Changes the commitment fee rate (funder only): returns the update_fee to send.
     pub fn send_update_fee(&mut self, feerate: FeeratePerKw) -> Result<UpdateFee, ChannelError> {
         self.check_fee(Side::Local, feerate, true)?;
+        // A higher rate trims more HTLCs: not beyond the dust exposure we accept (nor
+        // would the peer take it).
+        let exposure = self.dust_exposure_at(None, feerate);
+        if exposure > self.max_dust_exposure {
+            return Err(ChannelError::DustExposure(exposure));
+        }
         self.s.log.push(Side::Local, UpdateKind::Fee(feerate));
         Ok(UpdateFee {
             channel_id: self.s.channel_id,

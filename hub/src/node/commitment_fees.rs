@@ -54,7 +54,13 @@ impl Node {
         for id in ids {
             let _ = self
                 .with_channel(&id, |e, out| {
-                    if !below(e.channel.view(ViewOf::Everything).feerate, target) {
+                    // Checked again under the channel's lock: the peer may have gone (or
+                    // come back without its channel_reestablish yet) since the list.
+                    if e.status != ChannelStatus::Normal
+                        || !e.reestablished
+                        || e.is_failed()
+                        || !below(e.channel.view(ViewOf::Everything).feerate, target)
+                    {
                         return Ok(());
                     }
                     match e.channel.send_update_fee(target) {

@@ -59,8 +59,11 @@ impl Node {
         let mut pay = self.pay.lock().expect("pay lock");
         for key in &gone {
             if let Some(f) = pay.forwards.remove(key) {
+                // Only if it still names this forward: the id may belong to a live one.
                 if let Some(out) = f.out_htlc {
-                    pay.forward_out.remove(&(f.out_channel, out));
+                    if pay.forward_out.get(&(f.out_channel, out)) == Some(key) {
+                        pay.forward_out.remove(&(f.out_channel, out));
+                    }
                 }
             }
         }

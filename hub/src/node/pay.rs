@@ -336,7 +336,10 @@ impl PayState {
             f.created_at,
             &f,
         )));
-        if let Some(o) = f.out_htlc {
+        // A failed forward's outgoing HTLC id may be given to another HTLC (an
+        // uncommitted one is dropped on a disconnection and its id reused): only live
+        // forwards are found by it.
+        if let (Some(o), false) = (f.out_htlc, f.status == "failed") {
             self.forward_out
                 .insert((f.out_channel, o), (f.in_channel, f.in_htlc));
         }
@@ -384,7 +387,7 @@ impl PayState {
             }
             "forward" => {
                 let f: ForwardRecord = r.decode()?;
-                if let Some(o) = f.out_htlc {
+                if let (Some(o), false) = (f.out_htlc, f.status == "failed") {
                     self.forward_out
                         .insert((f.out_channel, o), (f.in_channel, f.in_htlc));
                 }
