@@ -6,6 +6,7 @@
 
 mod common;
 
+use bitcoin::hashes::Hash;
 use channel::keys::ChannelSecrets;
 use channel::msgs::*;
 use channel::*;
@@ -72,7 +73,12 @@ async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
     .await
     .unwrap();
     let result = opener.await.unwrap();
-    assert!(result.is_err(), "{result:?}");
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("peer refused the channel: no")),
+        "{result:?}"
+    );
     assert_eq!(
         hub.wallet_balance().await.to_sat(),
         5_000_000_000,
@@ -89,4 +95,63 @@ async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
     })
     .await;
     assert_eq!(hub.wallet_balance().await.to_sat(), 5_000_000_000);
+
+    // Again, her error naming the final channel id this time: the caller hears it (not a
+    // timeout a minute later) and the coin is free again.
+    let opener = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.open_channel(mallory_id, 500_000, Msat(0)).await })
+    };
+    let open = match answer(&mut m.r).await {
+        Some(Message::OpenChannel(o)) => o,
+        other => panic!("open_channel expected, got {other:?}"),
+    };
+    let mut accept2 = accept_for(&open, &secrets);
+    accept2.temporary_channel_id = open.temporary_channel_id;
+    m.w.send(&Message::AcceptChannel(accept2)).await.unwrap();
+    let created = match answer(&mut m.r).await {
+        Some(Message::FundingCreated(c)) => c,
+        other => panic!("funding_created expected, got {other:?}"),
+    };
+    let final_id = ChannelId::from_funding_outpoint(
+        &bitcoin::Txid::from_byte_array(created.funding_txid),
+        created.funding_output_index,
+    );
+    m.w.send(&Message::ErrorMessage(ErrorMessage {
+        channel_id: final_id,
+        data: b"no".to_vec(),
+    }))
+    .await
+    .unwrap();
+    let result = opener.await.unwrap();
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("peer refused the channel: no")),
+        "{result:?}"
+    );
+    assert_eq!(hub.wallet_balance().await.to_sat(), 5_000_000_000);
+}
+
+/// Mallory's accept_channel for the hub's `open`.
+fn accept_for(open: &OpenChannel, secrets: &ChannelSecrets) -> AcceptChannel {
+    let b = secrets.basepoints();
+    AcceptChannel {
+        temporary_channel_id: open.temporary_channel_id,
+        dust_limit_satoshis: 546,
+        max_htlc_value_in_flight_msat: open.funding_satoshis * 1000,
+        channel_reserve_satoshis: 5_000,
+        htlc_minimum_msat: 1,
+        minimum_depth: 3,
+        to_self_delay: 144,
+        max_accepted_htlcs: 30,
+        funding_pubkey: b.funding_pubkey,
+        revocation_basepoint: b.revocation_basepoint,
+        payment_basepoint: b.payment_basepoint,
+        delayed_payment_basepoint: b.delayed_payment_basepoint,
+        htlc_basepoint: b.htlc_basepoint,
+        first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
+        upfront_shutdown_script: None,
+        channel_type: open.channel_type.clone(),
+    }
 }

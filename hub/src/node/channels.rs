@@ -1080,10 +1080,23 @@ impl Node {
             Some(funding.tx),
         );
         entry.announce = pending.open.channel_flags & 1 == 1;
-        self.unsigned_funder
-            .lock()
-            .await
-            .insert(entry.channel.channel_id(), (temp, entry));
+        {
+            // The caller may have given up (the open timed out) while this was built: then
+            // nothing is sent and the coins are free again. Checked under the lock that
+            // `forget_unsigned_funding`, which the giving up runs after, takes.
+            let mut unsigned = self.unsigned_funder.lock().await;
+            if !self.open_waiters.lock().await.contains_key(&temp) {
+                drop(unsigned);
+                if let Some(tx) = &entry.funding_tx {
+                    self.wallet.lock().await.unlock(tx);
+                }
+                return Err(NodeError::ChannelRefused {
+                    channel_id: temp,
+                    reason: "the channel open was given up".into(),
+                });
+            }
+            unsigned.insert(entry.channel.channel_id(), (temp, entry));
+        }
         self.send_all(&peer, vec![Message::FundingCreated(created)])
             .await;
         Ok(())
@@ -1630,24 +1643,22 @@ impl Node {
 
     /// Drops a channel we fund whose funding_signed has not come (by its temporary or its
     /// final id): its funding transaction is never broadcast, and the wallet's coins it
-    /// would have spent are free again. Returns whether one was.
-    async fn forget_unsigned_funding(&self, peer: &PublicKey, id: &ChannelId) -> bool {
-        let dropped: Vec<ChannelEntry> = {
+    /// would have spent are free again. Returns the temporary id of the one dropped.
+    async fn forget_unsigned_funding(&self, peer: &PublicKey, id: &ChannelId) -> Option<ChannelId> {
+        let dropped: Vec<(ChannelId, ChannelEntry)> = {
             let mut unsigned = self.unsigned_funder.lock().await;
             let keys: Vec<ChannelId> = unsigned
                 .iter()
                 .filter(|(final_id, (temp, e))| e.peer == *peer && (temp == id || *final_id == id))
                 .map(|(k, _)| *k)
                 .collect();
-            keys.iter()
-                .filter_map(|k| unsigned.remove(k).map(|(_, e)| e))
-                .collect()
+            keys.iter().filter_map(|k| unsigned.remove(k)).collect()
         };
         let mut wallet = self.wallet.lock().await;
-        for tx in dropped.iter().filter_map(|e| e.funding_tx.as_ref()) {
+        for tx in dropped.iter().filter_map(|(_, e)| e.funding_tx.as_ref()) {
             wallet.unlock(tx);
         }
-        !dropped.is_empty()
+        dropped.first().map(|(temp, _)| *temp)
     }
 
     /// BOLT 1 `error` from the peer: fails the channel it names, or every channel with the
@@ -1684,9 +1695,11 @@ impl Node {
             }
         };
         let unsigned = self.forget_unsigned_funding(&peer, &channel_id).await;
-        if pending.is_some() || unsigned {
+        if pending.is_some() || unsigned.is_some() {
             self.fundee_accepts.lock().await.remove(&channel_id);
-            if let Some(w) = self.open_waiters.lock().await.remove(&channel_id) {
+            // The caller waits under the temporary id, whichever id the error names.
+            let temp = unsigned.unwrap_or(channel_id);
+            if let Some(w) = self.open_waiters.lock().await.remove(&temp) {
                 let _ = w.send(Err(format!("peer refused the channel: {text}")));
             }
             return;
