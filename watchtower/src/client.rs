@@ -200,6 +200,26 @@ impl TowerClient {
         Ok((counter, signature))
     }
 
+    /// Sends a signed request built by `build` from a counter and the signature of
+    /// `what`. Refused as replayed (another sender with this key, or our clock went
+    /// back, used a counter as high in the same millisecond): once more, with a counter
+    /// above the clock a moment later.
+    async fn send_signed<T: DeserializeOwned>(
+        &self,
+        what: &[u8],
+        build: impl Fn(u64, String) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let (counter, signature) = self.sign_request(what).await?;
+        match self.send(build(counter, signature)).await {
+            Err(ClientError::Refused { code, .. }) if code == "replayed_request" => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let (counter, signature) = self.sign_request(what).await?;
+                self.send(build(counter, signature)).await
+            }
+            other => other,
+        }
+    }
+
     /// The client's id at the tower (its compressed public key).
     pub fn user_id(&self) -> PublicKey {
         self.user_id
@@ -245,17 +265,16 @@ impl TowerClient {
 
     /// Registers (or renews) this client's key.
     pub async fn register(&self) -> Result<Registration, ClientError> {
-        let (counter, signature) = self.sign_request(&appointment::register_message()).await?;
-        let body = RegisterRequest {
-            user_id: self.user_id.to_string(),
-            counter,
-            signature,
-        };
-        self.send(
+        self.send_signed(&appointment::register_message(), |counter, signature| {
+            let body = RegisterRequest {
+                user_id: self.user_id.to_string(),
+                counter,
+                signature,
+            };
             self.http
                 .post(format!("{}/v1/register", self.base_url))
-                .json(&body),
-        )
+                .json(&body)
+        })
         .await
     }
 
@@ -265,23 +284,22 @@ impl TowerClient {
         &self,
         appointment: &Appointment,
     ) -> Result<AppointmentReceipt, ClientError> {
-        let (counter, signature) = self.sign_request(&appointment.message()).await?;
-        let body = AddAppointmentRequest {
-            user_id: self.user_id.to_string(),
-            appointment: AppointmentJson {
-                locator: appointment.locator.to_string(),
-                encrypted_blob: hex::encode(&appointment.encrypted_blob),
-                to_self_delay: appointment.to_self_delay,
-                tag: appointment.tag.as_ref().map(hex::encode),
-            },
-            counter,
-            signature,
-        };
-        self.send(
+        self.send_signed(&appointment.message(), |counter, signature| {
+            let body = AddAppointmentRequest {
+                user_id: self.user_id.to_string(),
+                appointment: AppointmentJson {
+                    locator: appointment.locator.to_string(),
+                    encrypted_blob: hex::encode(&appointment.encrypted_blob),
+                    to_self_delay: appointment.to_self_delay,
+                    tag: appointment.tag.as_ref().map(hex::encode),
+                },
+                counter,
+                signature,
+            };
             self.http
                 .post(format!("{}/v1/appointments", self.base_url))
-                .json(&body),
-        )
+                .json(&body)
+        })
         .await
     }
 
@@ -306,41 +324,39 @@ impl TowerClient {
     /// Deletes every appointment of this client carrying `tag` (a channel that closed
     /// cleanly); returns how many went. Penalties in flight are kept.
     pub async fn delete_by_tag(&self, tag: &[u8]) -> Result<Deleted, ClientError> {
-        let (counter, signature) = self
-            .sign_request(&appointment::delete_tag_message(tag))
-            .await?;
-        let body = DeleteRequest {
-            user_id: self.user_id.to_string(),
-            tag: Some(hex::encode(tag)),
-            locators: None,
-            counter,
-            signature,
-        };
-        self.send(
-            self.http
-                .post(format!("{}/v1/appointments/delete", self.base_url))
-                .json(&body),
+        self.send_signed(
+            &appointment::delete_tag_message(tag),
+            |counter, signature| {
+                let body = DeleteRequest {
+                    user_id: self.user_id.to_string(),
+                    tag: Some(hex::encode(tag)),
+                    locators: None,
+                    counter,
+                    signature,
+                };
+                self.http
+                    .post(format!("{}/v1/appointments/delete", self.base_url))
+                    .json(&body)
+            },
         )
         .await
     }
 
     /// Deletes this client's appointments with these locators.
     pub async fn delete_locators(&self, locators: &[Locator]) -> Result<Deleted, ClientError> {
-        let (counter, signature) = self
-            .sign_request(&appointment::delete_locators_message(locators))
-            .await?;
-        let body = DeleteRequest {
-            user_id: self.user_id.to_string(),
-            tag: None,
-            locators: Some(locators.iter().map(|l| l.to_string()).collect()),
-            counter,
-            signature,
-        };
-        self.send(
+        let what = appointment::delete_locators_message(locators);
+        self.send_signed(&what, |counter, signature| {
+            let body = DeleteRequest {
+                user_id: self.user_id.to_string(),
+                tag: None,
+                locators: Some(locators.iter().map(|l| l.to_string()).collect()),
+                counter,
+                signature,
+            };
             self.http
                 .post(format!("{}/v1/appointments/delete", self.base_url))
-                .json(&body),
-        )
+                .json(&body)
+        })
         .await
     }
 
