@@ -31,35 +31,11 @@ async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
         channel::keys::secp(),
         &bitcoin::secp256k1::SecretKey::from_slice(&[0x4d; 32]).unwrap(),
     );
-    let opener = {
-        let hub = hub.clone();
-        tokio::spawn(async move { hub.open_channel(mallory_id, 500_000, Msat(0)).await })
-    };
-    let open = match answer(&mut m.r).await {
-        Some(Message::OpenChannel(o)) => o,
-        other => panic!("open_channel expected, got {other:?}"),
-    };
+    let (opener, open) = hub_opens_to(&hub, &mut m, mallory_id).await;
     let secrets = ChannelSecrets::from_seed(&[0x4e; 32]);
-    let b = secrets.basepoints();
-    let accept = AcceptChannel {
-        temporary_channel_id: open.temporary_channel_id,
-        dust_limit_satoshis: 546,
-        max_htlc_value_in_flight_msat: open.funding_satoshis * 1000,
-        channel_reserve_satoshis: 5_000,
-        htlc_minimum_msat: 1,
-        minimum_depth: 3,
-        to_self_delay: 144,
-        max_accepted_htlcs: 30,
-        funding_pubkey: b.funding_pubkey,
-        revocation_basepoint: b.revocation_basepoint,
-        payment_basepoint: b.payment_basepoint,
-        delayed_payment_basepoint: b.delayed_payment_basepoint,
-        htlc_basepoint: b.htlc_basepoint,
-        first_per_commitment_point: secrets.per_commitment_point(CommitmentNumber(0)),
-        upfront_shutdown_script: None,
-        channel_type: open.channel_type.clone(),
-    };
-    m.w.send(&Message::AcceptChannel(accept)).await.unwrap();
+    m.w.send(&Message::AcceptChannel(accept_for(&open, &secrets)))
+        .await
+        .unwrap();
     match answer(&mut m.r).await {
         Some(Message::FundingCreated(_)) => {}
         other => panic!("funding_created expected, got {other:?}"),
@@ -72,13 +48,7 @@ async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
     }))
     .await
     .unwrap();
-    let result = opener.await.unwrap();
-    assert!(
-        result
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("peer refused the channel: no")),
-        "{result:?}"
-    );
+    assert_refused(opener.await.unwrap());
     assert_eq!(
         hub.wallet_balance().await.to_sat(),
         5_000_000_000,
@@ -98,17 +68,10 @@ async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
 
     // Again, her error naming the final channel id this time: the caller hears it (not a
     // timeout a minute later) and the coin is free again.
-    let opener = {
-        let hub = hub.clone();
-        tokio::spawn(async move { hub.open_channel(mallory_id, 500_000, Msat(0)).await })
-    };
-    let open = match answer(&mut m.r).await {
-        Some(Message::OpenChannel(o)) => o,
-        other => panic!("open_channel expected, got {other:?}"),
-    };
-    let mut accept2 = accept_for(&open, &secrets);
-    accept2.temporary_channel_id = open.temporary_channel_id;
-    m.w.send(&Message::AcceptChannel(accept2)).await.unwrap();
+    let (opener, open) = hub_opens_to(&hub, &mut m, mallory_id).await;
+    m.w.send(&Message::AcceptChannel(accept_for(&open, &secrets)))
+        .await
+        .unwrap();
     let created = match answer(&mut m.r).await {
         Some(Message::FundingCreated(c)) => c,
         other => panic!("funding_created expected, got {other:?}"),
@@ -123,14 +86,37 @@ async fn a_fundee_that_never_signs_leaves_no_coins_reserved() {
     }))
     .await
     .unwrap();
-    let result = opener.await.unwrap();
+    assert_refused(opener.await.unwrap());
+    assert_eq!(hub.wallet_balance().await.to_sat(), 5_000_000_000);
+}
+
+type Opened = Result<ChannelId, hub::node::NodeError>;
+
+/// The hub opens a 500,000 sat channel to Mallory (in a task: it waits for the end of
+/// the open); its open_channel as Mallory reads it.
+async fn hub_opens_to(
+    hub: &Arc<hub::node::Node>,
+    m: &mut Mallory,
+    mallory_id: bitcoin::secp256k1::PublicKey,
+) -> (tokio::task::JoinHandle<Opened>, OpenChannel) {
+    let opener = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.open_channel(mallory_id, 500_000, Msat(0)).await })
+    };
+    match answer(&mut m.r).await {
+        Some(Message::OpenChannel(o)) => (opener, o),
+        other => panic!("open_channel expected, got {other:?}"),
+    }
+}
+
+/// The open failed with Mallory's refusal, not a timeout.
+fn assert_refused(result: Opened) {
     assert!(
         result
             .as_ref()
             .is_err_and(|e| e.to_string().contains("peer refused the channel: no")),
         "{result:?}"
     );
-    assert_eq!(hub.wallet_balance().await.to_sat(), 5_000_000_000);
 }
 
 /// Mallory's accept_channel for the hub's `open`.

@@ -56,6 +56,42 @@ fn failure_code(m: &Mallory, id: u64, secrets: &[[u8; 32]]) -> u16 {
     decode_failure(secrets, reason).unwrap().code
 }
 
+/// The channel's short channel id, once its funding is confirmed.
+async fn short_channel_id(hub: &Node, id: &ChannelId) -> u64 {
+    wait_until("the channel's short id", || async {
+        hub.channel(id).await.unwrap().short_channel_id.is_some()
+    })
+    .await;
+    hub.channel(id).await.unwrap().short_channel_id.unwrap()
+}
+
+/// An onion through the hub over channel `scid` back to Mallory, for `amount` expiring
+/// at `outgoing` on the hub's side; its shared secrets.
+fn forward_onion(
+    hub: &Node,
+    scid: u64,
+    amount: u64,
+    outgoing: u32,
+    hash: PaymentHash,
+    session: u8,
+) -> (OnionPacket, Vec<[u8; 32]>) {
+    let hop = |short_channel_id, payment_data| HopPayload {
+        amt_to_forward: amount,
+        outgoing_cltv_value: outgoing,
+        short_channel_id,
+        payment_data,
+    };
+    create_onion(
+        &SecretKey::from_slice(&[session; 32]).unwrap(),
+        &[
+            (hub.node_id(), hop(Some(scid), None)),
+            (mallory_id(), hop(None, Some(([0x64; 32], amount)))),
+        ],
+        &hash.0,
+    )
+    .unwrap()
+}
+
 async fn balances(hub: &Node, ch: &Channel) -> (Msat, Msat) {
     let c = hub.channel(&ch.channel_id()).await.unwrap();
     (c.local, c.remote)
@@ -66,11 +102,7 @@ async fn a_forward_expiring_10000_blocks_out_is_refused() {
     // The hub holds 200,000 sat of the channel (Mallory pushed it).
     let (_devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x61, 200_000_000).await;
     let id = ch.channel_id();
-    wait_until("the channel's short id", || async {
-        hub.channel(&id).await.unwrap().short_channel_id.is_some()
-    })
-    .await;
-    let scid = hub.channel(&id).await.unwrap().short_channel_id.unwrap();
+    let scid = short_channel_id(&hub, &id).await;
     let before = balances(&hub, &ch).await;
     let mut kept = Vec::new();
 
@@ -78,31 +110,7 @@ async fn a_forward_expiring_10000_blocks_out_is_refused() {
     let amount = 100_000_000;
     let outgoing = tip + 10_000;
     let hash = PaymentPreimage([0x62; 32]).payment_hash();
-    let (onion, secrets) = create_onion(
-        &SecretKey::from_slice(&[0x63; 32]).unwrap(),
-        &[
-            (
-                hub.node_id(),
-                HopPayload {
-                    amt_to_forward: amount,
-                    outgoing_cltv_value: outgoing,
-                    short_channel_id: Some(scid),
-                    payment_data: None,
-                },
-            ),
-            (
-                mallory_id(),
-                HopPayload {
-                    amt_to_forward: amount,
-                    outgoing_cltv_value: outgoing,
-                    short_channel_id: None,
-                    payment_data: Some(([0x64; 32], amount)),
-                },
-            ),
-        ],
-        &hash.0,
-    )
-    .unwrap();
+    let (onion, secrets) = forward_onion(&hub, scid, amount, outgoing, hash, 0x63);
     // The hub's fee (1,000 msat + 100 ppm) and its 40-block delta are paid in full:
     // only the expiry is wrong.
     offer(
@@ -243,42 +251,14 @@ async fn failed_forwards_beyond_the_retention_limit_are_forgotten() {
         )
         .await;
     let id = ch.channel_id();
-    wait_until("the channel's short id", || async {
-        hub.channel(&id).await.unwrap().short_channel_id.is_some()
-    })
-    .await;
-    let scid = hub.channel(&id).await.unwrap().short_channel_id.unwrap();
+    let scid = short_channel_id(&hub, &id).await;
     let before = balances(&hub, &ch).await;
     let mut kept = Vec::new();
     let tip = m.source.tip().await.unwrap().height;
     let amount = 10_000_000;
     for i in 0..6u8 {
         let hash = PaymentPreimage([0x80 + i; 32]).payment_hash();
-        let (onion, _) = create_onion(
-            &SecretKey::from_slice(&[0x90 + i; 32]).unwrap(),
-            &[
-                (
-                    hub.node_id(),
-                    HopPayload {
-                        amt_to_forward: amount,
-                        outgoing_cltv_value: tip + 100,
-                        short_channel_id: Some(scid),
-                        payment_data: None,
-                    },
-                ),
-                (
-                    mallory_id(),
-                    HopPayload {
-                        amt_to_forward: amount,
-                        outgoing_cltv_value: tip + 100,
-                        short_channel_id: None,
-                        payment_data: Some(([0x64; 32], amount)),
-                    },
-                ),
-            ],
-            &hash.0,
-        )
-        .unwrap();
+        let (onion, _) = forward_onion(&hub, scid, amount, tip + 100, hash, 0x90 + i);
         offer(&mut m, &mut ch, amount + 2_000, hash, tip + 140, onion).await;
         m.serve_until(&mut ch, &[], &mut kept, settled_with(1))
             .await;

@@ -41,6 +41,42 @@ async fn expect<T>(
     panic!("{what} never came; got {others:?}");
 }
 
+/// Mallory's query_channel_range over blocks 0 to `blocks`, and the hub's reply.
+async fn channel_range(m: &mut Mallory, blocks: u32) -> ReplyChannelRange {
+    m.w.send(&Message::QueryChannelRange(QueryChannelRange {
+        chain_hash: chain_hash(),
+        first_blocknum: 0,
+        number_of_blocks: blocks,
+        query_option: None,
+    }))
+    .await
+    .unwrap();
+    expect(&mut m.r, "reply_channel_range", |msg| match msg {
+        Message::ReplyChannelRange(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+    .0
+}
+
+/// Mallory's query_short_channel_ids: the types of what the hub answers before its
+/// reply_short_channel_ids_end.
+async fn short_ids_answer(m: &mut Mallory, ids: &[u64], query_flags: Option<Vec<u8>>) -> Vec<u16> {
+    m.w.send(&Message::QueryShortChannelIds(QueryShortChannelIds {
+        chain_hash: chain_hash(),
+        encoded_short_ids: encode_short_ids(ids),
+        query_flags,
+    }))
+    .await
+    .unwrap();
+    let (_, answered) = expect(&mut m.r, "reply_short_channel_ids_end", |msg| match msg {
+        Message::ReplyShortChannelIdsEnd(e) => Some(e.full_information),
+        _ => None,
+    })
+    .await;
+    answered.iter().map(|m| m.msg_type()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_channel_is_announced_only_with_valid_signatures() {
     let devnet = std::sync::Arc::new(chain::Devnet::in_memory());
@@ -192,19 +228,7 @@ async fn a_public_channel_is_announced_only_with_valid_signatures() {
 
     // Gossip queries now name the channel.
     let height = scid_block(scid);
-    m.w.send(&Message::QueryChannelRange(QueryChannelRange {
-        chain_hash: chain_hash(),
-        first_blocknum: 0,
-        number_of_blocks: height + 10,
-        query_option: None,
-    }))
-    .await
-    .unwrap();
-    let (range, _) = expect(&mut m.r, "reply_channel_range", |msg| match msg {
-        Message::ReplyChannelRange(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let range = channel_range(&mut m, height + 10).await;
     assert_eq!(
         decode_short_ids(&range.encoded_short_ids).unwrap(),
         vec![scid]
@@ -218,55 +242,19 @@ async fn a_public_channel_is_announced_only_with_valid_signatures() {
         (0, height + 10, 1)
     );
     // A range that ends before the funding block names nothing.
-    m.w.send(&Message::QueryChannelRange(QueryChannelRange {
-        chain_hash: chain_hash(),
-        first_blocknum: 0,
-        number_of_blocks: height,
-        query_option: None,
-    }))
-    .await
-    .unwrap();
-    let (empty, _) = expect(&mut m.r, "reply_channel_range", |msg| match msg {
-        Message::ReplyChannelRange(r) => Some(r.clone()),
-        _ => None,
-    })
-    .await;
+    let empty = channel_range(&mut m, height).await;
     assert!(decode_short_ids(&empty.encoded_short_ids)
         .unwrap()
         .is_empty());
-    m.w.send(&Message::QueryShortChannelIds(QueryShortChannelIds {
-        chain_hash: chain_hash(),
-        encoded_short_ids: encode_short_ids(&[scid, scid + 1]),
-        query_flags: None,
-    }))
-    .await
-    .unwrap();
-    let (_, answered) = expect(&mut m.r, "reply_short_channel_ids_end", |msg| match msg {
-        Message::ReplyShortChannelIdsEnd(e) => Some(e.full_information),
-        _ => None,
-    })
-    .await;
-    let types: Vec<u16> = answered.iter().map(|m| m.msg_type()).collect();
+    let types = short_ids_answer(&mut m, &[scid, scid + 1], None).await;
     assert_eq!(
         types,
         vec![256, 258, 257],
         "announcement, our update, node_announcement"
     );
     // Only the announcement, asked with query flags.
-    m.w.send(&Message::QueryShortChannelIds(QueryShortChannelIds {
-        chain_hash: chain_hash(),
-        encoded_short_ids: encode_short_ids(&[scid]),
-        query_flags: Some(vec![0, 1]),
-    }))
-    .await
-    .unwrap();
-    let (_, answered) = expect(&mut m.r, "reply_short_channel_ids_end", |msg| match msg {
-        Message::ReplyShortChannelIdsEnd(e) => Some(e.full_information),
-        _ => None,
-    })
-    .await;
     assert_eq!(
-        answered.iter().map(|m| m.msg_type()).collect::<Vec<_>>(),
+        short_ids_answer(&mut m, &[scid], Some(vec![0, 1])).await,
         vec![256]
     );
     // Badly encoded ids: a warning and the connection closed, nothing else.

@@ -82,14 +82,23 @@ impl Node {
         ))
     }
 
-    fn our_announcement_signatures(&self, e: &ChannelEntry) -> Option<AnnouncementSignatures> {
-        let unsigned = self.unsigned_announcement(e)?;
-        Some(sign_channel_announcement(
-            &unsigned,
+    /// Our signatures of `unsigned`, the channel's announcement.
+    fn sign_announcement(
+        &self,
+        e: &ChannelEntry,
+        unsigned: &ChannelAnnouncement,
+    ) -> AnnouncementSignatures {
+        sign_channel_announcement(
+            unsigned,
             e.channel.channel_id(),
             &self.node_key,
             &self.channel_secrets(e.index).funding_key,
-        ))
+        )
+    }
+
+    fn our_announcement_signatures(&self, e: &ChannelEntry) -> Option<AnnouncementSignatures> {
+        let unsigned = self.unsigned_announcement(e)?;
+        Some(self.sign_announcement(e, &unsigned))
     }
 
     /// BOLT 7: announcement_signatures only for a channel opened with `announce_channel`,
@@ -143,7 +152,7 @@ impl Node {
     /// The complete channel_announcement of a public channel both ends have signed:
     /// channel_ready went both ways (so the funding was verified), the funding is six
     /// blocks deep and unspent.
-    pub(super) fn channel_announcement(&self, e: &ChannelEntry) -> Option<ChannelAnnouncement> {
+    fn channel_announcement(&self, e: &ChannelEntry) -> Option<ChannelAnnouncement> {
         if !e.announce
             || e.funding_spent
             || e.is_failed()
@@ -155,7 +164,7 @@ impl Node {
         }
         let (node_signature, bitcoin_signature) = e.announcement.remote?;
         let unsigned = self.unsigned_announcement(e)?;
-        let ours = self.our_announcement_signatures(e)?;
+        let ours = self.sign_announcement(e, &unsigned);
         let theirs = AnnouncementSignatures {
             channel_id: e.channel.channel_id(),
             short_channel_id: unsigned.short_channel_id,
