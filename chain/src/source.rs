@@ -138,6 +138,18 @@ pub trait ChainSource: Send + Sync {
     async fn block(&self, hash: &BlockHash) -> Result<Option<Block>, ChainError>;
     /// Broadcasts a transaction; returns its txid. Already-in-mempool is success.
     async fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError>;
+    /// Broadcasts `parent` and `child` (which spends it) as one package, so that a parent
+    /// paying less than the mempool's minimum is taken with the child paying for it
+    /// (Bitcoin Core's `submitpackage`, one parent and one child). Already-in-mempool is
+    /// success. This default sends them one after the other.
+    async fn broadcast_package(
+        &self,
+        parent: &Transaction,
+        child: &Transaction,
+    ) -> Result<(), ChainError> {
+        self.broadcast(parent).await?;
+        self.broadcast(child).await.map(|_| ())
+    }
     /// Checks a transaction against the mempool rules without broadcasting it.
     async fn test_accept(&self, tx: &Transaction) -> Result<(), ChainError>;
     /// An unspent output; with `include_mempool` mempool spends and outputs count.

@@ -13,7 +13,7 @@ use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::transaction::{predict_weight, InputWeightPrediction, Version};
 use bitcoin::{
     absolute, ecdsa, Address, Amount, CompressedPublicKey, FeeRate, Network, OutPoint, PrivateKey,
-    ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+    ScriptBuf, Sequence, Transaction, TxIn, TxOut, Weight, Witness,
 };
 
 use crate::devnet::params::COINBASE_MATURITY;
@@ -548,6 +548,22 @@ impl Wallet {
         tx: Transaction,
         fee_rate: FeeRate,
     ) -> Result<(Transaction, Amount), WalletError> {
+        self.add_package_fee_inputs(tx, fee_rate, Weight::ZERO, Amount::ZERO, Amount::ZERO)
+    }
+
+    /// [`Self::add_fee_inputs`] for a child that pays for its unconfirmed parent (CPFP
+    /// through an anchor): the fee makes the package, the parent of `parent_weight` paying
+    /// `parent_fee` plus this transaction, pay `fee_rate`. `surplus` is what the existing
+    /// inputs hold beyond the existing outputs (the anchor's 330 sat); it goes to the fee.
+    /// Returns the transaction and the fee it pays itself.
+    pub fn add_package_fee_inputs(
+        &mut self,
+        tx: Transaction,
+        fee_rate: FeeRate,
+        parent_weight: Weight,
+        parent_fee: Amount,
+        surplus: Amount,
+    ) -> Result<(Transaction, Amount), WalletError> {
         let change_script = self.script(INTERNAL, self.next_unused[INTERNAL as usize])?;
         let candidates = self.spendable_largest_first();
         let available: Amount = candidates.iter().map(|u| u.output.value).sum();
@@ -557,10 +573,17 @@ impl Wallet {
             value: Amount::ZERO,
             script_pubkey: change_script.clone(),
         });
+        let fee_of = |t: &Transaction| {
+            fee_rate
+                .fee_wu(t.weight() + parent_weight)
+                .unwrap_or(Amount::MAX)
+                .checked_sub(parent_fee)
+                .unwrap_or(Amount::ZERO)
+        };
         // Placeholder witnesses of the largest P2WPKH size: the weight is then measured,
         // not predicted.
         let dummy = Witness::from_slice(&[vec![0u8; 73], vec![0u8; 33]]);
-        let mut value_in = Amount::ZERO;
+        let mut value_in = surplus;
         let mut selected = Vec::new();
         let mut plan = None;
         for u in candidates {
@@ -572,7 +595,7 @@ impl Wallet {
                 witness: dummy.clone(),
             });
             selected.push(u);
-            let fee = fee_rate.fee_wu(funded.weight()).unwrap_or(Amount::MAX);
+            let fee = fee_of(&funded);
             if value_in >= fee + change_script.minimal_non_dust() {
                 plan = Some((fee, value_in - fee));
                 break;
@@ -580,10 +603,7 @@ impl Wallet {
         }
         let Some((fee, change)) = plan else {
             return Err(WalletError::InsufficientFunds {
-                needed: fee_rate
-                    .fee_wu(funded.weight())
-                    .unwrap_or(Amount::MAX)
-                    .max(change_script.minimal_non_dust()),
+                needed: fee_of(&funded).max(change_script.minimal_non_dust()),
                 available,
             });
         };

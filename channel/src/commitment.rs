@@ -172,6 +172,20 @@ pub fn commitment_fee_sat(feerate: FeeratePerKw, untrimmed_htlcs: usize, anchors
     feerate.fee_for_weight(base + COMMITMENT_WEIGHT_PER_HTLC * untrimmed_htlcs as u64)
 }
 
+/// The witness script of `htlc`'s output in a commitment built with `keys` (BOLT 3
+/// "Offered HTLC Outputs" / "Received HTLC Outputs", seen from the holder).
+pub fn htlc_witness_script(
+    keys: &CommitmentKeys,
+    htlc: &CommitmentHtlc,
+    anchors: bool,
+) -> ScriptBuf {
+    if htlc.offered {
+        offered_htlc_script(keys, &htlc.payment_hash, anchors)
+    } else {
+        received_htlc_script(keys, &htlc.payment_hash, htlc.cltv_expiry, anchors)
+    }
+}
+
 /// What the funder gives up besides the commitment fee: the two anchors under
 /// option_anchors.
 pub fn anchors_cost_sat(anchors: bool) -> u64 {
@@ -218,11 +232,7 @@ pub fn build_commitment(
     }
     let mut outputs: Vec<(TxOut, u32, Kind)> = Vec::with_capacity(untrimmed.len() + 2);
     for h in &untrimmed {
-        let ws = if h.offered {
-            offered_htlc_script(keys, &h.payment_hash, anchors)
-        } else {
-            received_htlc_script(keys, &h.payment_hash, h.cltv_expiry, anchors)
-        };
+        let ws = htlc_witness_script(keys, h, anchors);
         let txout = TxOut {
             value: Amount::from_sat(h.amount.to_sat()),
             script_pubkey: ScriptBuf::new_p2wsh(&ws.wscript_hash()),

@@ -117,6 +117,11 @@ struct Args {
     /// without them a channel is opened or accepted as static_remotekey (0: no reserve).
     #[arg(long, env = "HUB_ANCHOR_RESERVE_SAT", default_value_t = hub::node::DEFAULT_ANCHOR_RESERVE_SAT)]
     anchor_reserve_sat: u64,
+    /// The most, in percent of what a transaction recovers, its fee may take: the child
+    /// paying for an anchor commitment through its anchor (of what the commitment holds
+    /// for us) and the wallet's fee on an anchor channel's HTLC transaction (of the HTLC).
+    #[arg(long, env = "HUB_FEE_BUDGET_PERCENT", default_value_t = hub::node::DEFAULT_FEE_BUDGET_PERCENT, value_parser = clap::value_parser!(u64).range(1..=100))]
+    fee_budget_percent: u64,
     /// Inbound peer connections at once (handshakes included); beyond, new ones are
     /// closed at once.
     #[arg(long, env = "HUB_MAX_INBOUND", default_value_t = hub::node::DEFAULT_MAX_INBOUND)]
@@ -306,6 +311,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         },
         towers: args.tower_urls.clone(),
         anchor_reserve_sat: args.anchor_reserve_sat,
+        fee_budget_percent: args.fee_budget_percent,
         max_inbound: args.max_inbound,
         max_inbound_per_ip: args.max_inbound_per_ip,
         mpp_timeout: Duration::from_secs(args.mpp_timeout_secs.max(1)),

@@ -15,8 +15,6 @@ use channel::state::Channel;
 use channel::*;
 use common::mallory::*;
 use common::*;
-use hub::node::ChannelStatus;
-use std::time::Duration;
 
 fn total_out(tx: &Transaction) -> u64 {
     tx.output.iter().map(|o| o.value.to_sat()).sum()
@@ -106,19 +104,7 @@ async fn revoked_commitment_raced_by_htlc_success_and_timeout_still_loses_everyt
     }
 
     // The hub takes to_local, its to_remote, and both second-stage outputs.
-    for _ in 0..100 {
-        if hub.channel(&id).await.unwrap().status == ChannelStatus::Closed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        devnet
-            .generate_to_script(1, &elsewhere().script_pubkey())
-            .unwrap();
-    }
-    assert_eq!(
-        hub.channel(&id).await.unwrap().status,
-        ChannelStatus::Closed
-    );
+    mine_until_closed(&devnet, &hub, &id, 100).await;
 
     let htlc_vouts: Vec<u32> = old
         .htlc_txs

@@ -1,7 +1,7 @@
 //! Storage on a real SQLite file and, when `HUB_TEST_POSTGRES_URL` names a server (CI sets
 //! it), on a throw-away PostgreSQL database.
 
-use hub::store::{GroupCommit, Store, StoredChannel, Write};
+use hub::store::{GroupCommit, MonitorHtlc, Store, StoredChannel, Write};
 
 fn channel(i: u8, status: &str, state: &[u8]) -> StoredChannel {
     StoredChannel {
@@ -14,16 +14,25 @@ fn channel(i: u8, status: &str, state: &[u8]) -> StoredChannel {
     }
 }
 
+fn htlc(offered: bool, id: u64) -> MonitorHtlc {
+    MonitorHtlc {
+        offered,
+        id,
+        payment_hash: [id as u8 + 0x40; 32],
+        amount_msat: 1_000_000 + id,
+        cltv_expiry: 500 + id as u32,
+    }
+}
+
 async fn exercise(url: &str) {
     let store = Store::open(url).await.expect("open");
     store
         .write(&[
             Write::Channel(channel(1, "open", b"state-1")),
-            Write::Revoked {
+            Write::RevokedHtlcs {
                 channel_id: [1; 32],
                 commitment_number: 7,
-                txid: [9; 32],
-                data: b"revoked-7".to_vec(),
+                htlcs: vec![htlc(false, 0), htlc(true, 0)],
             },
             Write::Meta {
                 key: "next_channel_index".into(),
@@ -41,11 +50,36 @@ async fn exercise(url: &str) {
         store.channel(&[1; 32]).await.unwrap().unwrap().state,
         b"state-2"
     );
+    // The monitor's HTLCs: each once, with the range of commitments it was in.
+    for n in 8..=12 {
+        let mut htlcs = vec![htlc(true, 0)];
+        if n >= 10 {
+            htlcs.push(htlc(false, 1));
+        }
+        store
+            .write(&[Write::RevokedHtlcs {
+                channel_id: [1; 32],
+                commitment_number: n,
+                htlcs,
+            }])
+            .await
+            .unwrap();
+    }
+    let at = |n| {
+        let store = store.clone();
+        async move { store.monitor_htlcs(&[1; 32], n).await.unwrap() }
+    };
+    assert_eq!(at(6).await, vec![]);
+    assert_eq!(at(7).await, vec![htlc(false, 0), htlc(true, 0)]);
+    assert_eq!(at(9).await, vec![htlc(true, 0)]);
+    assert_eq!(at(12).await, vec![htlc(false, 1), htlc(true, 0)]);
+    assert_eq!(at(13).await, vec![]);
+    assert_eq!(store.monitor_htlcs(&[2; 32], 7).await.unwrap(), vec![]);
     assert_eq!(
-        store.revoked_by_txid(&[9; 32]).await.unwrap(),
-        Some(([1; 32], 7, b"revoked-7".to_vec()))
+        store.monitor_footprint(&[1; 32]).await.unwrap().0,
+        3,
+        "three HTLCs, three rows"
     );
-    assert_eq!(store.revoked_by_txid(&[8; 32]).await.unwrap(), None);
 
     // A batch with one bad row (a peer id that is not a 33-byte key) is refused whole.
     let batch = [

@@ -184,14 +184,21 @@ fn the_hub_raises_its_commitment_fee_rate_and_ldk_takes_it() {
     fund_ldk(&w, &spiker);
     w.mine(12);
     let to = spiker.onchain_payment().new_address().expect("address");
-    spiker
+    let spike = spiker
         .onchain_payment()
         .send_to_address(
             &to,
             100_000,
             Some(ldk_node::bitcoin::FeeRate::from_sat_per_vb_u32(50)),
         )
-        .expect("a 50 sat/vB transaction");
+        .expect("a 50 sat/vB transaction")
+        .to_string();
+    // LDK broadcasts from a background task: mine only once the devnet holds it.
+    wait("the 50 sat/vB transaction in the devnet's mempool", || {
+        w.rpc("getrawmempool", json!([]))
+            .as_array()
+            .is_some_and(|pool| pool.iter().any(|t| t.as_str() == Some(spike.as_str())))
+    });
     w.mine(1);
     let mut rate = 0;
     wait(

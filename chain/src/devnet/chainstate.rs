@@ -69,6 +69,9 @@ pub struct ChainState {
     /// Whether conflicting transactions may replace mempool ones (Core v28+: always).
     pub(super) full_rbf: bool,
     pub(super) mock_time: Option<u64>,
+    /// Other users' transactions filling every block at this fee rate (a fee spike): the
+    /// miner takes only packages paying more, and the fee estimate is at least this.
+    pub(super) competing_fee_rate: Option<FeeRate>,
     pub(super) invalidated: BTreeSet<BlockHash>,
     pub(super) store: Option<BlockStore>,
     /// Blocks with status `Valid`, ordered by (work, earliest arrival): the last one is
@@ -104,6 +107,7 @@ impl ChainState {
             min_relay_fee,
             full_rbf: true,
             mock_time: None,
+            competing_fee_rate: None,
             invalidated: BTreeSet::new(),
             store,
             candidates,
@@ -183,6 +187,18 @@ impl ChainState {
     /// Number of coins in the UTXO set.
     pub fn utxo_count(&self) -> usize {
         self.utxo.len()
+    }
+
+    /// The fee rate other users' transactions fill every block at (a fee spike), if any:
+    /// the miner takes only packages paying more, and the estimate is at least this.
+    pub fn competing_fee_rate(&self) -> Option<FeeRate> {
+        self.competing_fee_rate
+    }
+
+    /// Sets (or with `None` ends) the fee rate at which other users' transactions fill
+    /// every block: see [`ChainState::competing_fee_rate`].
+    pub fn set_competing_fee_rate(&mut self, rate: Option<FeeRate>) {
+        self.competing_fee_rate = rate;
     }
 
     /// The minimum relay fee rate (`-minrelaytxfee`).

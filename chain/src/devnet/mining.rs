@@ -38,6 +38,15 @@ impl ChainState {
                 if weight + pkg_weight > MAX_BLOCK_WEIGHT {
                     continue;
                 }
+                // In a fee spike, the space goes to other users' transactions first.
+                if let Some(competing) = self.competing_fee_rate {
+                    let pays = u128::from(pkg_fee.to_sat()) * 1000;
+                    let needs =
+                        u128::from(competing.to_sat_per_kwu()) * u128::from(pkg_weight.to_wu());
+                    if pays < needs {
+                        continue;
+                    }
+                }
                 let better = match &best {
                     None => true,
                     // fee/weight > best_fee/best_weight, earlier arrival wins ties.

@@ -197,6 +197,13 @@ impl Devnet {
         self.generate_to_script(count, &address.script_pubkey())
     }
 
+    /// Starts (or with `None` ends) a fee spike: other users' transactions fill every
+    /// block at `rate`, so the miner takes only packages paying more and the fee estimate
+    /// is at least `rate`.
+    pub fn set_competing_fee_rate(&self, rate: Option<FeeRate>) {
+        self.lock().set_competing_fee_rate(rate);
+    }
+
     /// Mines `count` blocks paying to `script_pubkey`.
     pub fn generate_to_script(
         &self,

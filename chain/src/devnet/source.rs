@@ -91,7 +91,9 @@ pub fn tx_out(s: &ChainState, outpoint: &OutPoint, include_mempool: bool) -> Opt
 }
 
 /// A simple fee estimate from recent blocks: the median fee rate of the non-coinbase
-/// transactions in the last `2 * target` blocks, `None` if there were none.
+/// transactions without a parent in their block in the last `2 * target` blocks, `None` if there were none; in a fee
+/// spike (other users' transactions filling blocks, [`ChainState::competing_fee_rate`])
+/// at least their rate.
 pub fn estimate_fee(s: &ChainState, target_blocks: u16) -> Option<FeeRate> {
     let span = u32::from(target_blocks.max(1)) * 2;
     let mut rates = Vec::new();
@@ -99,17 +101,34 @@ pub fn estimate_fee(s: &ChainState, target_blocks: u16) -> Option<FeeRate> {
         let hash = s.hash_at(height)?;
         let block = &s.entry(&hash)?.block;
         for pos in 1..block.txdata.len() {
+            // Like Core's estimator, a transaction that had an unconfirmed parent (here:
+            // one in the same block, a CPFP child) is not counted: its own rate says
+            // nothing about what confirms.
+            let in_block = |txid: &bitcoin::Txid| {
+                block.txdata[..pos]
+                    .iter()
+                    .any(|t| t.compute_txid() == *txid)
+            };
+            if block.txdata[pos]
+                .input
+                .iter()
+                .any(|i| in_block(&i.previous_output.txid))
+            {
+                continue;
+            }
             if let Some(fee) = s.confirmed_fee(&hash, pos) {
                 let vsize = block.txdata[pos].vsize() as u64;
                 rates.push(fee.to_sat() * 1000 / vsize.max(1));
             }
         }
     }
+    let competing = s.competing_fee_rate();
     if rates.is_empty() {
-        return None;
+        return competing;
     }
     rates.sort_unstable();
-    Some(FeeRate::from_sat_per_kwu(rates[rates.len() / 2] / 4))
+    let median = FeeRate::from_sat_per_kwu(rates[rates.len() / 2] / 4);
+    Some(competing.map_or(median, |c| c.max(median)))
 }
 
 #[async_trait]

@@ -157,6 +157,45 @@ impl ChainSource for RpcClient {
         }
     }
 
+    async fn broadcast_package(
+        &self,
+        parent: &Transaction,
+        child: &Transaction,
+    ) -> Result<(), ChainError> {
+        let package = json!([[serialize_hex(parent), serialize_hex(child)]]);
+        match self.call("submitpackage", package).await {
+            // Core 28 and later say "success" when every transaction was accepted or was
+            // in the mempool already; Core 26 and 27 answer an error instead.
+            Ok(v) => match v.get("package_msg").and_then(Value::as_str) {
+                None | Some("success") => Ok(()),
+                Some(msg) => {
+                    let errors: Vec<&str> = v
+                        .get("tx-results")
+                        .and_then(Value::as_object)
+                        .map(|m| {
+                            m.values()
+                                .filter_map(|r| r.get("error").and_then(Value::as_str))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Err(ChainError::TxRejected {
+                        code: -26,
+                        message: format!("{msg}: {}", errors.join("; ")),
+                    })
+                }
+            },
+            // Before Core 26 there is no submitpackage: one after the other.
+            Err(ChainError::Rpc { code: -32601, .. }) => {
+                self.broadcast(parent).await?;
+                self.broadcast(child).await.map(|_| ())
+            }
+            Err(ChainError::Rpc { code, message }) if (-27..=-25).contains(&code) => {
+                Err(ChainError::TxRejected { code, message })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
         match self
             .call("sendrawtransaction", json!([serialize_hex(tx)]))

@@ -28,6 +28,7 @@ pub const METHODS: &[&str] = &[
     "getblock",
     "getrawtransaction",
     "sendrawtransaction",
+    "submitpackage",
     "testmempoolaccept",
     "getrawmempool",
     "getmempoolinfo",
@@ -41,6 +42,27 @@ pub const METHODS: &[&str] = &[
     "submitblock",
     "setmocktime",
 ];
+
+/// The transactions of `testmempoolaccept` / `submitpackage`: 1 to 25, hex-encoded.
+fn raw_txs(raw: &[Value]) -> Result<Vec<Transaction>, RpcError> {
+    if raw.is_empty() || raw.len() > 25 {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMETER,
+            "Array must contain between 1 and 25 transactions.",
+        ));
+    }
+    raw.iter()
+        .map(|item| {
+            let hex = item.as_str().unwrap_or_default();
+            deserialize_hex(hex).map_err(|_| {
+                RpcError::new(
+                    codes::DESERIALIZATION_ERROR,
+                    format!("TX decode failed: {hex} Make sure the tx has at least one input."),
+                )
+            })
+        })
+        .collect()
+}
 
 fn block_not_found() -> RpcError {
     RpcError::new(codes::INVALID_ADDRESS_OR_KEY, "Block not found")
@@ -155,27 +177,34 @@ pub fn dispatch(devnet: &Devnet, method: &str, params: &Value) -> Result<Option<
                 .map_err(devnet_err)?
                 .to_string())
         }
+        "submitpackage" => {
+            // Bitcoin Core 28's shape. The devnet has no dynamic minimum fee, so taking
+            // the transactions in order is what a package submission would do.
+            let p = p(&["package", "maxfeerate", "maxburnamount"], 1)?;
+            let txs = raw_txs(p.array(0)?)?;
+            let mut results = serde_json::Map::new();
+            let mut failed = false;
+            for tx in txs {
+                let wtxid = tx.compute_wtxid().to_string();
+                let mut r = json!({"txid": tx.compute_txid().to_string(), "vsize": tx.vsize()});
+                if failed {
+                    r["error"] = json!("package-not-validated");
+                } else if let Err(e) = devnet.send_raw_transaction(tx, None) {
+                    failed = true;
+                    r["error"] = json!(devnet_err(e).message);
+                }
+                results.insert(wtxid, r);
+            }
+            json!({
+                "package_msg": if failed { "transaction failed" } else { "success" },
+                "tx-results": results,
+                "replaced-transactions": [],
+            })
+        }
         "testmempoolaccept" => {
             let p = p(&["rawtxs", "maxfeerate"], 1)?;
-            let raw = p.array(0)?;
-            if raw.is_empty() || raw.len() > 25 {
-                return Err(RpcError::new(
-                    codes::INVALID_PARAMETER,
-                    "Array must contain between 1 and 25 transactions.",
-                ));
-            }
+            let txs = raw_txs(p.array(0)?)?;
             let max = max_fee_rate(p.opt_f64(1)?)?;
-            let mut txs = Vec::new();
-            for item in raw {
-                let hex = item.as_str().unwrap_or_default();
-                let tx: Transaction = deserialize_hex(hex).map_err(|_| {
-                    RpcError::new(
-                        codes::DESERIALIZATION_ERROR,
-                        format!("TX decode failed: {hex} Make sure the tx has at least one input."),
-                    )
-                })?;
-                txs.push(tx);
-            }
             let ids: Vec<_> = txs
                 .iter()
                 .map(|t| (t.compute_txid(), t.compute_wtxid()))

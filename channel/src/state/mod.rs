@@ -6,15 +6,19 @@
 //! Every `receive_*` method validates completely before changing anything: on error the
 //! channel is exactly as it was.
 
+mod anchor;
 mod close;
 mod justice;
 mod log;
 pub mod open;
 mod reestablish;
+mod revoked;
 
+pub use anchor::ANCHOR_INPUT_WITNESS_WEIGHT;
 pub use close::{ClosingOutcome, ShutdownState};
 pub use justice::{revoked_outputs, second_stage_outputs};
 pub use log::{Htlc, HtlcStatus, Removal, Update, UpdateKind, UpdateLog, View, ViewOf};
+pub use revoked::obscured_commitment_number;
 
 use crate::commitment::{
     build_commitment, commitment_fee_sat, obscure_factor, CommitmentHtlc, CommitmentParams,

@@ -78,6 +78,12 @@ struct Stored {
     #[serde(default)]
     onchain_commitment: Option<bitcoin::Txid>,
     #[serde(default)]
+    breach: Option<RevokedCommitment>,
+    #[serde(default)]
+    anchor_child: Option<super::anchor_cpfp::AnchorChild>,
+    #[serde(default)]
+    spent_in: Option<super::reorg::SpentIn>,
+    #[serde(default)]
     awaiting_funding_since: Option<u32>,
     #[serde(default)]
     scid: Option<u64>,
@@ -114,6 +120,13 @@ pub(super) struct ChannelEntry {
     pub sweeps: Vec<Transaction>,
     /// The commitment (ours or the counterparty's) that spent the funding output.
     pub onchain_commitment: Option<bitcoin::Txid>,
+    /// When `onchain_commitment` is a revoked commitment of the counterparty's: that
+    /// commitment, rebuilt by the monitor from the chain and its records.
+    pub breach: Option<RevokedCommitment>,
+    /// The child paying for our anchor commitment while it waits to confirm.
+    pub anchor_child: Option<super::anchor_cpfp::AnchorChild>,
+    /// The block whose transaction spent the funding output, and the status before.
+    pub spent_in: Option<super::reorg::SpentIn>,
     /// The peer's channel_reestablish on this connection was taken in (or the channel was
     /// opened on it): only then may updates be sent (BOLT 2; LDK fails a channel whose
     /// peer sends an update before it). Not stored: false after a restart or disconnect.
@@ -280,6 +293,9 @@ impl ChannelEntry {
             funding_spent: false,
             sweeps: vec![],
             onchain_commitment: None,
+            breach: None,
+            anchor_child: None,
+            spent_in: None,
             reestablished: true,
             awaiting_funding_since: None,
             scid: None,
@@ -308,6 +324,9 @@ impl ChannelEntry {
             funding_spent: self.funding_spent,
             sweeps: self.sweeps.clone(),
             onchain_commitment: self.onchain_commitment,
+            breach: self.breach.clone(),
+            anchor_child: self.anchor_child.clone(),
+            spent_in: self.spent_in.clone(),
             awaiting_funding_since: self.awaiting_funding_since,
             scid: self.scid,
             remote_policy: self.remote_policy,
@@ -420,6 +439,9 @@ impl Node {
                 // Coins the wallet added to sweeps still to confirm stay theirs.
                 let mut wallet = self.wallet.lock().await;
                 stored.sweeps.iter().for_each(|tx| wallet.reserve(tx));
+                if let Some(c) = &stored.anchor_child {
+                    wallet.reserve(&c.tx);
+                }
             }
             let entry = ChannelEntry {
                 channel,
@@ -435,6 +457,9 @@ impl Node {
                 funding_spent: stored.funding_spent,
                 sweeps: stored.sweeps,
                 onchain_commitment: stored.onchain_commitment,
+                breach: stored.breach,
+                anchor_child: stored.anchor_child,
+                spent_in: stored.spent_in,
                 reestablished: false,
                 awaiting_funding_since: stored.awaiting_funding_since,
                 scid: stored.scid,
@@ -1315,7 +1340,8 @@ impl Node {
                 }
                 Message::RevokeAndAck(m) => {
                     let revoked = ch.receive_revoke(&m)?;
-                    out.writes.push(revoked_write(&revoked, ch.channel_id()));
+                    out.writes
+                        .push(super::monitor::revocation_write(ch.channel_id(), &revoked));
                     self.queue_appointments(ch, &revoked, out);
                 }
                 Message::Shutdown(m) => {
@@ -1780,13 +1806,4 @@ fn fail_on_chain(e: &mut ChannelEntry, out: &mut Outcome) -> Option<Txid> {
     e.status = ChannelStatus::ForceClosed;
     out.effects.push(Effect::Broadcast(tx));
     Some(txid)
-}
-
-fn revoked_write(revoked: &RevokedCommitment, channel_id: ChannelId) -> Write {
-    Write::Revoked {
-        channel_id: channel_id.0,
-        commitment_number: revoked.number.0,
-        txid: revoked.commitment.txid().to_byte_array(),
-        data: serde_json::to_vec(revoked).expect("revoked commitment serializes"),
-    }
 }

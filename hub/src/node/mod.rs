@@ -5,22 +5,27 @@
 //! database through group commit, and only then are the replies sent: no message ever
 //! leaves before the state it depends on is durable.
 
+mod anchor_cpfp;
 mod channels;
 mod commitment_fees;
 mod events;
 mod forward_history;
 mod gossip;
 mod invoices;
+mod justice_fees;
 mod merchants;
+pub mod monitor;
 mod mpp;
 mod onchain;
 mod pay;
 mod peers;
+mod reorg;
 mod sweeps;
 mod tower_subscriptions;
 mod towers;
 pub mod webhook_target;
 
+pub use anchor_cpfp::DEFAULT_FEE_BUDGET_PERCENT;
 pub use forward_history::DEFAULT_FAILED_FORWARD_RETENTION;
 pub use invoices::PaymentLimits;
 pub use mpp::DEFAULT_MPP_TIMEOUT;
@@ -99,6 +104,10 @@ pub struct NodeConfig {
     /// much per anchor channel, the new one included; static_remotekey otherwise. 0: no
     /// reserve.
     pub anchor_reserve_sat: u64,
+    /// The most, in percent of what a transaction recovers for us, that its fee may
+    /// take: the child paying for an anchor commitment (of what the commitment holds for
+    /// us), and the wallet's fee on an anchor channel's HTLC transaction (of the HTLC).
+    pub fee_budget_percent: u64,
     /// Inbound peer connections at once (handshakes included); beyond, a new one is
     /// closed at once.
     pub max_inbound: usize,
@@ -148,6 +157,7 @@ impl NodeConfig {
             webhook_allow_ips: Vec::new(),
             towers: Vec::new(),
             anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
+            fee_budget_percent: DEFAULT_FEE_BUDGET_PERCENT,
             max_inbound: DEFAULT_MAX_INBOUND,
             max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
             mpp_timeout: mpp::DEFAULT_MPP_TIMEOUT,
@@ -395,7 +405,9 @@ impl Node {
             listen_addr,
             tasks: Default::default(),
         });
+        node.convert_legacy_revoked().await?;
         node.load_channels().await?;
+        node.undo_closes_reorganised_while_away().await;
         node.fail_unsent_forwards().await;
         node.spawn_delivery_worker();
         node.spawn_mpp_timer();

@@ -3,7 +3,6 @@
 
 use super::channels::ChannelStatus;
 use super::{Node, NodeError};
-use bitcoin::hashes::Hash;
 use bitcoin::Transaction;
 use chain::{ChainEvent, ChainPoller};
 use channel::FeeratePerKw;
@@ -57,8 +56,13 @@ impl Node {
                 if let Err(e) = node.wallet.lock().await.apply(&event) {
                     tracing::warn!("wallet could not apply a chain event: {e}");
                 }
-                if let ChainEvent::BlockConnected { block, .. } = &event {
-                    node.on_block(block).await;
+                match &event {
+                    ChainEvent::BlockConnected { block, block_ref } => {
+                        node.on_block(block, block_ref).await
+                    }
+                    ChainEvent::BlockDisconnected { block_ref } => {
+                        node.on_block_disconnected(block_ref).await
+                    }
                 }
                 node.synced_blocks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -67,7 +71,7 @@ impl Node {
         Ok(())
     }
 
-    async fn on_block(&self, block: &bitcoin::Block) {
+    async fn on_block(&self, block: &bitcoin::Block, block_ref: &chain::BlockRef) {
         // Funding outputs spent in this block: a close of some kind.
         let funding: std::collections::HashMap<bitcoin::OutPoint, ChannelId> = {
             let channels = self.channels.lock().await;
@@ -83,7 +87,7 @@ impl Node {
         for tx in &block.txdata {
             for input in &tx.input {
                 if let Some(id) = funding.get(&input.previous_output) {
-                    if let Err(e) = self.on_funding_spent(id, tx).await {
+                    if let Err(e) = self.on_funding_spent(id, tx, block_ref).await {
                         tracing::warn!("handling the close of {id}: {e}");
                     }
                 }
@@ -93,11 +97,13 @@ impl Node {
             self.pay.lock().expect("pay lock").tip_height = tip.height;
         }
         self.learn_preimages(block).await;
+        self.bump_all_justice().await;
         self.rebroadcast_sweeps().await;
         let follow = self.claim_with_learnt_preimages(None).await;
         self.run_follow_ups(follow).await;
         self.rebroadcast_commitments().await;
         self.enforce_htlc_deadlines().await;
+        self.bump_anchor_commitments().await;
         self.check_confirmations().await;
         self.raise_commitment_fees().await;
         if let Ok(tip) = self.config.chain.tip().await {
@@ -349,14 +355,22 @@ impl Node {
 
     /// The funding output was spent by `tx`: a mutual close, our commitment, the
     /// counterparty's current commitment, or a revoked one (breach).
-    async fn on_funding_spent(&self, id: &ChannelId, tx: &Transaction) -> Result<(), NodeError> {
+    async fn on_funding_spent(
+        &self,
+        id: &ChannelId,
+        tx: &Transaction,
+        block_ref: &chain::BlockRef,
+    ) -> Result<(), NodeError> {
         let txid = tx.compute_txid();
-        let revoked = match self.store.revoked_by_txid(&txid.to_byte_array()).await? {
-            Some((_, _, data)) => Some(
-                serde_json::from_slice::<channel::state::RevokedCommitment>(&data)
-                    .map_err(|e| NodeError::Corrupt(e.to_string()))?,
+        let revoked = self.rebuild_revoked(id, tx).await?;
+        // Justice pays the estimate for the blocks left before the cheater can take each
+        // output: to_local after her CSV delay, an HTLC output at once.
+        let (local_rate, htlc_rate) = match &revoked {
+            Some(r) => (
+                self.justice_rate(Self::blocks_left(r, 1, false)).await,
+                self.justice_rate(Self::blocks_left(r, 1, true)).await,
             ),
-            None => None,
+            None => (SWEEP_FEERATE, SWEEP_FEERATE),
         };
         let dest = self.wallet.lock().await.new_address()?.script_pubkey();
         let feerate = SWEEP_FEERATE;
@@ -367,6 +381,11 @@ impl Node {
         let mut local_htlc_txs = Vec::new();
         self.with_channel(id, |e, out| {
             e.funding_spent = true;
+            e.spent_in = Some(super::reorg::SpentIn {
+                block: block_ref.hash,
+                height: block_ref.height,
+                status_before: e.status,
+            });
             self.pay.lock().expect("pay lock").scids.retain(|_, c| c != id);
             if e.closing_tx.as_ref().map(|t| t.compute_txid()) == Some(txid) {
                 e.status = ChannelStatus::Closed;
@@ -389,13 +408,21 @@ impl Node {
                 Some(Err(err)) => tracing::warn!(channel = %id, "{what} not swept: {err}"),
                 None => {}
             };
+            e.breach = revoked.clone();
             if let Some(r) = revoked {
                 tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);
                 // Output by output: a second-stage transaction of the cheater's that takes
                 // one HTLC output first invalidates only that one (see `lost_race`).
-                match e.channel.justice_txs(&r, dest.clone(), feerate) {
-                    Ok(txs) => txs.into_iter().for_each(|t| add(Some(Ok(t)), "")),
-                    Err(err) => tracing::error!(channel = %id, "justice: {err}"),
+                let htlc_outputs: Vec<u32> = r.commitment.htlcs.iter().map(|h| h.vout).collect();
+                let is_htlc = |t: &Transaction| htlc_outputs.contains(&t.input[0].previous_output.vout);
+                for (rate, htlcs) in [(local_rate, false), (htlc_rate, true)] {
+                    match e.channel.justice_txs(&r, dest.clone(), rate) {
+                        Ok(txs) => txs
+                            .into_iter()
+                            .filter(|t| is_htlc(t) == htlcs)
+                            .for_each(|t| add(Some(Ok(t)), "")),
+                        Err(err) => tracing::error!(channel = %id, "justice: {err}"),
+                    }
                 }
                 add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
             } else if let Some((_, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {

@@ -9,7 +9,6 @@ use super::channels::ChannelStatus;
 use super::onchain::SWEEP_FEERATE;
 use super::pay::FollowUp;
 use super::Node;
-use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, ScriptBuf, Transaction};
 use channel::ChannelId;
 use std::collections::HashSet;
@@ -19,6 +18,8 @@ const ANTI_REORG_DEPTH: u32 = 6;
 /// Confirmation target for the fee the wallet adds to an anchor channel's HTLC
 /// transaction (its deadline is the HTLC's expiry; bumping is not done yet).
 const HTLC_TX_TARGET_BLOCKS: u16 = 6;
+/// Bitcoin Core's minimum relay fee, sat per 1000 weight units.
+const MIN_RELAY_SAT_PER_KWU: u64 = 253;
 
 impl Node {
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
@@ -98,17 +99,9 @@ impl Node {
         let mut claims = Vec::new();
         for input in &lost.input {
             let parent = input.previous_output.txid;
-            let Some((_, _, data)) = self
-                .store
-                .revoked_by_txid(&parent.to_byte_array())
-                .await
-                .ok()?
-            else {
-                continue;
-            };
-            let Ok(revoked) = serde_json::from_slice::<channel::state::RevokedCommitment>(&data)
-            else {
-                tracing::error!(%parent, "stored revoked commitment unreadable");
+            let entry = self.entry(id).await.ok()?;
+            let breach = entry.lock().await.breach.clone();
+            let Some(revoked) = breach.filter(|r| r.commitment.txid() == parent) else {
                 continue;
             };
             let tip = chain.tip().await.ok()?;
@@ -123,7 +116,6 @@ impl Node {
             if ours.contains(&spend.tx) {
                 continue;
             }
-            let entry = self.entry(id).await.ok()?;
             let build = |dest: ScriptBuf| async {
                 let e = entry.lock().await;
                 e.channel
@@ -334,7 +326,25 @@ impl Node {
             let mut wallet = self.wallet.lock().await;
             let mut funded = Vec::with_capacity(txs.len());
             for tx in txs {
-                match wallet.add_fee_inputs(tx, rate) {
+                // The fee may take at most the budget's share of the HTLC.
+                let value: bitcoin::Amount = tx.output.iter().map(|o| o.value).sum();
+                let budget = value * self.config.fee_budget_percent / 100;
+                let tx = match wallet.add_fee_inputs(tx.clone(), rate) {
+                    Ok((funded, fee)) if fee > budget => {
+                        wallet.unlock(&funded);
+                        let scaled = rate.to_sat_per_kwu() * budget.to_sat() / fee.to_sat().max(1);
+                        if scaled < MIN_RELAY_SAT_PER_KWU {
+                            // Not even the relay floor within the budget: left unclaimed,
+                            // tried again every block.
+                            tracing::warn!(channel = %id, budget = budget.to_sat(), "HTLC transaction not worth its fee now");
+                            continue;
+                        }
+                        tracing::info!(channel = %id, budget = budget.to_sat(), "HTLC transaction fee held to its budget");
+                        wallet.add_fee_inputs(tx, bitcoin::FeeRate::from_sat_per_kwu(scaled))
+                    }
+                    other => other,
+                };
+                match tx {
                     Ok((tx, fee)) => {
                         tracing::info!(channel = %id, txid = %tx.compute_txid(), fee = fee.to_sat(), "HTLC transaction funded by the wallet");
                         funded.push(tx);
@@ -433,15 +443,8 @@ impl Node {
             match e.channel.commitment_by_txid(&txid) {
                 Some((side, c)) => (txid, side, c, swept),
                 None => {
-                    drop(e);
-                    let (_, _, data) = self
-                        .store
-                        .revoked_by_txid(&txid.to_byte_array())
-                        .await
-                        .ok()??;
-                    let r: channel::state::RevokedCommitment =
-                        serde_json::from_slice(&data).ok()?;
-                    (txid, channel::Side::Remote, r.commitment, swept)
+                    let r = e.breach.as_ref().filter(|r| r.commitment.txid() == txid)?;
+                    (txid, channel::Side::Remote, r.commitment.clone(), swept)
                 }
             }
         };

@@ -5,6 +5,10 @@
 //! tower no longer knows us), or at a tower that never had ours, every revoked commitment
 //! of the channels still open is queued for it again from the node's own records: the
 //! tower gets back the protection it lost.
+//!
+//! For that the client keeps each penalty it signed (one small transaction per revoked
+//! commitment, only when towers are configured: the monitor itself keeps no commitment),
+//! until the channel is closed.
 
 use super::towers::{channel_tag, TowerJob};
 use super::{ChannelStatus, Node};
@@ -145,36 +149,89 @@ impl Node {
             .insert(tower.to_string(), sub);
     }
 
-    /// A job for `tower` for every commitment revoked in a channel still open.
+    /// Keeps the penalty signed for `job`'s revoked commitment, for a tower that later
+    /// loses our appointments.
+    pub(super) async fn keep_penalty(&self, job: &TowerJob, penalty: &bitcoin::Transaction) {
+        let kept = KeptPenalty {
+            channel_id: job.channel_id,
+            revoked_txid: job.revoked_txid,
+            penalty: penalty.clone(),
+            to_self_delay: job.to_self_delay,
+        };
+        let record = Record::json(
+            "tower_penalty",
+            &job.revoked_txid.to_string(),
+            "",
+            unix_now(),
+            &kept,
+        );
+        if let Err(e) = self.group.commit(vec![Write::Record(record)]).await {
+            tracing::warn!(channel = %job.channel_id, "keeping a penalty: {e}");
+        }
+    }
+
+    /// A job for `tower` for every penalty kept for a channel still open; the penalties
+    /// of channels closed since are forgotten.
     async fn jobs_for_all_revoked(&self, tower: &str) -> Vec<TowerJob> {
-        let open: Vec<channel::ChannelId> = {
+        let open: std::collections::HashSet<channel::ChannelId> = {
             let channels = self.channels.lock().await;
-            let mut v = Vec::new();
+            let mut v = std::collections::HashSet::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
                 if !e.funding_spent && e.status != ChannelStatus::Closed {
-                    v.push(*id);
+                    v.insert(*id);
                 }
             }
             v
         };
+        let kept = match self.store.records("tower_penalty", None).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("reading kept penalties: {e}");
+                return Vec::new();
+            }
+        };
         let mut jobs = Vec::new();
-        for id in open {
-            let tag = channel_tag(&self.tag_key, &id);
-            let stored = match self.store.revoked_of_channel(&id.0).await {
-                Ok(s) => s,
+        let mut forget = Vec::new();
+        for r in kept {
+            let k: KeptPenalty = match r.decode() {
+                Ok(k) => k,
                 Err(e) => {
-                    tracing::warn!(channel = %id, "reading revoked commitments: {e}");
+                    tracing::warn!("a kept penalty: {e}");
                     continue;
                 }
             };
-            for data in stored {
-                match serde_json::from_slice::<channel::state::RevokedCommitment>(&data) {
-                    Ok(revoked) => jobs.push(TowerJob::new(tower, id, revoked, tag)),
-                    Err(e) => tracing::warn!(channel = %id, "a stored revoked commitment: {e}"),
-                }
+            if !open.contains(&k.channel_id) {
+                forget.push(Write::DeleteRecord {
+                    kind: "tower_penalty".into(),
+                    id: r.id,
+                });
+                continue;
             }
+            jobs.push(TowerJob {
+                tower: tower.to_string(),
+                revoked_txid: k.revoked_txid,
+                channel_id: k.channel_id,
+                revoked: None,
+                penalty: Some(k.penalty),
+                to_self_delay: k.to_self_delay,
+                tag: channel_tag(&self.tag_key, &k.channel_id),
+                attempts: 0,
+                next_attempt_at: 0,
+            });
+        }
+        if !forget.is_empty() {
+            let _ = self.group.commit(forget).await;
         }
         jobs
     }
+}
+
+/// A penalty signed for a tower, kept for re-uploads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KeptPenalty {
+    channel_id: channel::ChannelId,
+    revoked_txid: bitcoin::Txid,
+    penalty: bitcoin::Transaction,
+    to_self_delay: u32,
 }

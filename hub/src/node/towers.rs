@@ -393,14 +393,18 @@ impl Node {
             .entry(&job.channel_id)
             .await
             .map_err(|_| PenaltyError::ChannelNotLoaded)?;
-        let e = entry.lock().await;
-        e.channel
+        let penalty = entry
+            .lock()
+            .await
+            .channel
             .penalty_tx(
                 revoked,
                 self.penalty_script.clone(),
                 super::onchain::SWEEP_FEERATE,
             )
-            .map_err(|e| PenaltyError::Invalid(e.to_string()))
+            .map_err(|e| PenaltyError::Invalid(e.to_string()))?;
+        self.keep_penalty(job, &penalty).await;
+        Ok(penalty)
     }
 
     /// A job is done (or can never be done): off the queue, durably.

@@ -7,8 +7,10 @@
 //! before it sends anything that depends on them.
 
 mod group;
+mod monitor;
 
 pub use group::GroupCommit;
+pub use monitor::MonitorHtlc;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -51,16 +53,15 @@ pub enum StoreError {
 pub enum Write {
     /// Insert or replace a channel's state.
     Channel(StoredChannel),
-    /// A remote commitment the counterparty revoked.
-    Revoked {
+    /// The HTLCs with an output on a commitment the counterparty revoked (each recorded
+    /// once: its range of commitment numbers is extended to this one).
+    RevokedHtlcs {
         /// The channel.
         channel_id: [u8; 32],
         /// The revoked commitment's number.
         commitment_number: u64,
-        /// Its txid (serialized order).
-        txid: [u8; 32],
-        /// The serialized revoked commitment.
-        data: Vec<u8>,
+        /// Its HTLCs, seen from the counterparty.
+        htlcs: Vec<MonitorHtlc>,
     },
     /// A node-wide value.
     Meta {
@@ -234,23 +235,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Write::Revoked {
+                Write::RevokedHtlcs {
                     channel_id,
                     commitment_number,
-                    txid,
-                    data,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO revoked_commitments (channel_id, commitment_number, txid, data) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (channel_id, commitment_number) DO NOTHING",
-                    )
-                    .bind(channel_id.to_vec())
-                    .bind(to_i64(*commitment_number))
-                    .bind(txid.to_vec())
-                    .bind(data.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    htlcs,
+                } => monitor::record(&mut tx, channel_id, *commitment_number, htlcs).await?,
                 Write::Meta { key, value } => {
                     sqlx::query(
                         "INSERT INTO node_meta (key, value) VALUES ($1, $2) \
@@ -326,47 +315,6 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(Self::channel_from_row).transpose()?)
-    }
-
-    /// The revoked commitment with this txid, if a counterparty ever revoked it:
-    /// `(channel_id, commitment_number, data)`.
-    pub async fn revoked_by_txid(
-        &self,
-        txid: &[u8; 32],
-    ) -> Result<Option<([u8; 32], u64, Vec<u8>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT channel_id, commitment_number, data FROM revoked_commitments WHERE txid = $1",
-        )
-        .bind(txid.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| -> Result<_, sqlx::Error> {
-                Ok((
-                    array32(r.try_get("channel_id")?)?,
-                    from_i64(r.try_get("commitment_number")?),
-                    r.try_get("data")?,
-                ))
-            })
-            .transpose()?)
-    }
-
-    /// Every commitment the counterparty of `channel_id` revoked, as stored (serialized),
-    /// oldest first.
-    pub async fn revoked_of_channel(
-        &self,
-        channel_id: &[u8; 32],
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT data FROM revoked_commitments WHERE channel_id = $1 ORDER BY commitment_number",
-        )
-        .bind(channel_id.to_vec())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| r.try_get("data"))
-            .collect::<Result<Vec<Vec<u8>>, sqlx::Error>>()?)
     }
 
     /// A node-wide value.

@@ -235,6 +235,17 @@ impl Mallory {
         let mut open = Mallory::open_msg(&secrets, temp);
         open.push_msat = push_msat;
         open.channel_flags = channel_flags;
+        self.open_usable_as(devnet, hub, secrets, open).await
+    }
+
+    /// [`Mallory::open_usable`] with the open_channel `open` (made from `secrets`).
+    pub async fn open_usable_as(
+        &mut self,
+        devnet: &Arc<Devnet>,
+        hub: &Node,
+        secrets: ChannelSecrets,
+        open: OpenChannel,
+    ) -> Channel {
         let accept = self.open(&open).await;
         let outpoint = self
             .pay_to(devnet, funding_spk(&open, &accept), FUNDING_SAT)
@@ -347,6 +358,41 @@ impl Mallory {
         self.sign_if_needed(ch).await;
         self.serve_until(ch, &[preimage], kept, settled_with(0))
             .await;
+    }
+
+    /// Mallory pays a `amount_msat` invoice of the hub's over `ch` and answers the dance
+    /// until the payment is settled (her commitments from before are revoked).
+    pub async fn pay_hub(&mut self, ch: &mut Channel, hub: &Node, amount_msat: u64) {
+        let inv = hub
+            .create_invoice(Some(amount_msat), "from mallory", 3600, "")
+            .await
+            .unwrap();
+        let expiry = self.source.tip().await.unwrap().height + 40;
+        let (onion, _) = channel::onion::create_onion(
+            &SecretKey::from_slice(&[0x75; 32]).unwrap(),
+            &[(
+                hub.node_id(),
+                channel::onion::HopPayload {
+                    amt_to_forward: amount_msat,
+                    outgoing_cltv_value: expiry,
+                    short_channel_id: None,
+                    payment_data: Some((inv.payment_secret, amount_msat)),
+                },
+            )],
+            &inv.payment_hash.0,
+        )
+        .unwrap();
+        let add = ch
+            .send_add_htlc(Msat(amount_msat), inv.payment_hash, expiry, onion)
+            .unwrap();
+        self.w.send(&Message::UpdateAddHtlc(add)).await.unwrap();
+        self.sign_if_needed(ch).await;
+        let from = ch.local_commitment_number().0;
+        let mut kept = Vec::new();
+        self.serve_until(ch, &[], &mut kept, |c| {
+            settled_with(0)(c) && c.local_commitment_number().0 >= from + 2
+        })
+        .await;
     }
 
     /// commitment_signed for Mallory's own changes, when she has some and may sign.

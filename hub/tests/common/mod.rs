@@ -23,6 +23,24 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Mines a block at a time (up to `max`), giving the node 300 ms after each, until its
+/// channel `id` is closed; panics if it is not.
+pub async fn mine_until_closed(devnet: &Devnet, node: &Node, id: &channel::ChannelId, max: u32) {
+    for _ in 0..max {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if node.channel(id).await.unwrap().status == ChannelStatus::Closed {
+            return;
+        }
+        devnet
+            .generate_to_script(1, &elsewhere().script_pubkey())
+            .unwrap();
+    }
+    assert_eq!(
+        node.channel(id).await.unwrap().status,
+        ChannelStatus::Closed
+    );
+}
+
 pub fn elsewhere() -> Address {
     let key = SecretKey::from_slice(&[0x77; 32]).unwrap();
     let pk = CompressedPublicKey(PublicKey::from_secret_key(channel::keys::secp(), &key));

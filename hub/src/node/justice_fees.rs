@@ -1,0 +1,155 @@
+//! The fee rate of the justice transactions against a revoked commitment, and their
+//! bumping. A justice transaction has a deadline: the cheater takes to_local once her
+//! CSV delay has passed, and a revoked HTLC output as soon as her own HTLC transaction
+//! confirms. Each is built at the chain's estimate for the blocks left (at least the
+//! relay floor), and every block one still unconfirmed is replaced (BIP 125: the old fee
+//! plus 1 sat/vB of its size at least) when the estimate for the blocks left has risen.
+//! Its fee comes out of the output it takes, so what it may pay is bounded by that output
+//! (an output worth less than its fee is left: the cheater cannot gain from it either).
+
+use super::Node;
+use bitcoin::{OutPoint, ScriptBuf, Transaction};
+use chain::wallet::{Wallet, FALLBACK_FEE_RATE};
+use channel::state::RevokedCommitment;
+use channel::{ChannelId, FeeratePerKw};
+
+/// The lowest rate a justice transaction is built at (Core's minimum relay fee).
+pub const JUSTICE_FLOOR: FeeratePerKw = FeeratePerKw(253);
+/// Confirmation target for a revoked HTLC output: the cheater may spend it at once.
+const HTLC_OUTPUT_TARGET: u32 = 2;
+/// Core's incremental relay fee, sat per 1000 weight units.
+const INCREMENTAL_RELAY_PER_KW: u64 = 250;
+
+impl Node {
+    /// The rate for a justice transaction with `blocks_left` before the cheater can take
+    /// its output.
+    pub(super) async fn justice_rate(&self, blocks_left: u32) -> FeeratePerKw {
+        let target = blocks_left.clamp(1, 1008) as u16;
+        let estimate = Wallet::fee_rate(&*self.config.chain, target)
+            .await
+            .unwrap_or(FALLBACK_FEE_RATE)
+            .to_sat_per_kwu();
+        FeeratePerKw(estimate.clamp(u64::from(JUSTICE_FLOOR.0), u64::from(u32::MAX)) as u32)
+    }
+
+    /// Blocks left before the cheater can take the outputs of `revoked` (confirmed at
+    /// `confirmations` deep): to_local's CSV, or at once for an HTLC output.
+    pub(super) fn blocks_left(revoked: &RevokedCommitment, confirmations: u32, htlc: bool) -> u32 {
+        if htlc {
+            HTLC_OUTPUT_TARGET
+        } else {
+            u32::from(revoked.commitment.to_self_delay).saturating_sub(confirmations)
+        }
+    }
+
+    /// [`Node::bump_justice`] for every channel with a breach on chain.
+    pub(super) async fn bump_all_justice(&self) {
+        let ids: Vec<ChannelId> = {
+            let channels = self.channels.lock().await;
+            let mut v = Vec::new();
+            for (id, e) in channels.iter() {
+                let e = e.lock().await;
+                if e.breach.is_some() && !e.sweeps.is_empty() {
+                    v.push(*id);
+                }
+            }
+            v
+        };
+        for id in ids {
+            self.bump_justice(&id).await;
+        }
+    }
+
+    /// Replaces, in channel `id`'s sweeps, each unconfirmed justice transaction against
+    /// its revoked commitment that pays less than the estimate for its blocks left now.
+    async fn bump_justice(&self, id: &ChannelId) {
+        let Ok(entry) = self.entry(id).await else {
+            return;
+        };
+        let (breach, sweeps) = {
+            let e = entry.lock().await;
+            match &e.breach {
+                Some(b) => (b.clone(), e.sweeps.clone()),
+                None => return,
+            }
+        };
+        let revoked_txid = breach.commitment.txid();
+        let confirmations = self
+            .config
+            .chain
+            .confirmations(&revoked_txid)
+            .await
+            .unwrap_or(0);
+        let mut replace: Vec<(Transaction, Transaction)> = Vec::new();
+        for old in &sweeps {
+            let [input] = old.input.as_slice() else {
+                continue;
+            };
+            if input.previous_output.txid != revoked_txid || old.output.len() != 1 {
+                continue;
+            }
+            let vout = input.previous_output.vout;
+            if Some(vout) == breach.commitment.to_remote {
+                continue; // our own output: no deadline
+            }
+            if self
+                .config
+                .chain
+                .confirmations(&old.compute_txid())
+                .await
+                .unwrap_or(0)
+                > 0
+            {
+                continue;
+            }
+            let htlc = breach.commitment.htlcs.iter().any(|h| h.vout == vout);
+            let rate = self
+                .justice_rate(Self::blocks_left(&breach, confirmations, htlc))
+                .await;
+            let value = breach.commitment.output_value(vout);
+            let old_fee = value - old.output[0].value;
+            let weight = old.weight().to_wu();
+            if u64::from(rate.0) * weight / 1000 <= old_fee.to_sat() {
+                continue;
+            }
+            let floor = old_fee.to_sat() + INCREMENTAL_RELAY_PER_KW * weight / 1000;
+            let rate = FeeratePerKw(rate.0.max((floor * 1000 / weight.max(1) + 1) as u32));
+            let dest: ScriptBuf = old.output[0].script_pubkey.clone();
+            let rebuilt = {
+                let e = entry.lock().await;
+                e.channel.justice_txs(&breach, dest, rate)
+            };
+            let Ok(rebuilt) = rebuilt else {
+                continue;
+            };
+            let outpoint = OutPoint::new(revoked_txid, vout);
+            if let Some(new) = rebuilt
+                .into_iter()
+                .find(|t| t.input[0].previous_output == outpoint)
+            {
+                if value - new.output[0].value > old_fee {
+                    replace.push((old.clone(), new));
+                }
+            }
+        }
+        if replace.is_empty() {
+            return;
+        }
+        let _ = self
+            .with_channel(id, |e, _| {
+                for (old, new) in &replace {
+                    if let Some(slot) = e.sweeps.iter_mut().find(|t| *t == old) {
+                        tracing::warn!(
+                            channel = %id,
+                            old_fee = (breach.commitment.output_value(old.input[0].previous_output.vout) - old.output[0].value).to_sat(),
+                            new_fee = (breach.commitment.output_value(new.input[0].previous_output.vout) - new.output[0].value).to_sat(),
+                            "justice transaction replaced at a higher fee"
+                        );
+                        *slot = new.clone();
+                    }
+                }
+                Ok(())
+            })
+            .await;
+    }
+}

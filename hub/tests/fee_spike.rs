@@ -1,0 +1,299 @@
+//! A fee spike while an anchor channel with an HTLC goes to chain. Mallory (a scripted
+//! peer) opens an anchor channel to the hub, takes an HTLC from it and goes silent; the
+//! devnet's fee estimate jumps 50× (other users' transactions fill every block at that
+//! rate, so the miner takes nothing paying less). At the HTLC's expiry the hub
+//! broadcasts its commitment, whose own rate (2,500 sat/kw) no block takes: a child
+//! spending its anchor pays for both, and the commitment confirms at once; the
+//! HTLC-timeout, its fee brought by the wallet at the spiked estimate, confirms next.
+//! Every satoshi of the hub's wallet is accounted for, and the fees paid are printed
+//! against what was recovered.
+
+mod common;
+
+use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use chain::{ChainSource, Devnet};
+use channel::channel_type::ChannelType;
+use channel::keys::ChannelSecrets;
+use channel::*;
+use common::mallory::*;
+use common::*;
+use hub::node::ChannelStatus;
+use std::sync::Arc;
+
+/// What `tx` pays in fees: its inputs' values (looked up on the devnet) minus its outputs.
+async fn fee_of(devnet: &Devnet, tx: &Transaction) -> u64 {
+    let mut input = 0;
+    for i in &tx.input {
+        let (parent, _) = devnet
+            .transaction(&i.previous_output.txid)
+            .await
+            .unwrap()
+            .expect("parent known");
+        input += parent.output[i.previous_output.vout as usize]
+            .value
+            .to_sat();
+    }
+    input - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+}
+
+/// The confirmed transaction spending `outpoint`, with its height.
+async fn confirmed_spend(devnet: &Devnet, outpoint: OutPoint) -> Option<(Transaction, u32)> {
+    let spend = devnet.find_spend(&outpoint, 0).await.unwrap()?;
+    Some((spend.tx, spend.block?.height))
+}
+
+fn mine(devnet: &Devnet, n: u32) {
+    devnet
+        .generate_to_script(n, &elsewhere().script_pubkey())
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fee_spike_the_anchor_commitment_and_its_htlc_confirm_in_time() {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let addr = hub.new_address().await.unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
+    wait_until("the hub's coinbase matured", || async {
+        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
+    })
+    .await;
+
+    // Mallory's anchor channel gives the hub 400,000 sat.
+    let secrets = ChannelSecrets::from_seed(&[0x73; 32]);
+    let mut open = Mallory::open_msg(&secrets, 0x73);
+    open.push_msat = 400_000_000;
+    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
+    let mut ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
+    let id = ch.channel_id();
+    assert!(ch.anchors());
+    let wallet_before = hub.wallet_balance().await.to_sat();
+
+    // The hub offers her 150,000 sat expiring in 20 blocks; she takes it and goes silent.
+    let expiry = devnet.tip().1 + 20;
+    let hash = PaymentPreimage([0x77; 32]).payment_hash();
+    {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.pay(&id, Msat(150_000_000), hash, expiry).await });
+    }
+    let mut kept = Vec::new();
+    m.serve_until(&mut ch, &[], &mut kept, settled_with(1))
+        .await;
+
+    // The spike: 50× the estimate.
+    let before = devnet
+        .estimate_fee_rate(6)
+        .await
+        .unwrap()
+        .expect("an estimate");
+    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
+    devnet.set_competing_fee_rate(Some(spike));
+    assert_eq!(devnet.estimate_fee_rate(6).await.unwrap(), Some(spike));
+    assert!(
+        spike.to_sat_per_kwu() > 2_500,
+        "the commitment's own rate is below the spike"
+    );
+
+    // Blocks until the hub goes to chain at the HTLC's expiry.
+    let mut broadcast_at = None;
+    for _ in 0..25 {
+        mine(&devnet, 1);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if hub.channel(&id).await.unwrap().status != ChannelStatus::Normal {
+            broadcast_at = Some(devnet.tip().1);
+            break;
+        }
+    }
+    let broadcast_at = broadcast_at.expect("the hub went to chain");
+    assert!(
+        broadcast_at <= expiry + 1,
+        "{broadcast_at} vs expiry {expiry}"
+    );
+    let funding = ch.setup().funding_outpoint;
+
+    // The commitment confirms through the child on its anchor, in the next block.
+    wait_until("the commitment and its child in the mempool", || async {
+        devnet.read(|s| s.mempool().len()) >= 2
+    })
+    .await;
+    mine(&devnet, 1);
+    let commitment = confirmed_spend(&devnet, funding).await;
+    let (commitment, commitment_height) = commitment.expect("the commitment confirmed");
+    let commitment_txid = commitment.compute_txid();
+    let commitment_fee = fee_of(&devnet, &commitment).await;
+    let commitment_rate = commitment_fee * 1000 / commitment.weight().to_wu();
+    assert!(commitment_rate < spike.to_sat_per_kwu());
+    let mut child = None;
+    for v in 0..commitment.output.len() as u32 {
+        if commitment.output[v as usize].value.to_sat() == 330 {
+            child = child.or(confirmed_spend(&devnet, OutPoint::new(commitment_txid, v)).await);
+        }
+    }
+    let (child, child_height) = child.expect("a child spent our anchor");
+    assert_eq!(child_height, commitment_height, "mined together");
+    let child_fee = fee_of(&devnet, &child).await;
+    let package_rate =
+        (commitment_fee + child_fee) * 1000 / (commitment.weight() + child.weight()).to_wu();
+    assert!(package_rate >= spike.to_sat_per_kwu(), "{package_rate}");
+
+    // The HTLC output goes back to the hub by its HTLC-timeout, paid at the spiked rate.
+    let htlc_vout = commitment
+        .output
+        .iter()
+        .position(|o| o.value.to_sat() == 150_000)
+        .expect("the HTLC output") as u32;
+    let htlc_out = OutPoint::new(commitment_txid, htlc_vout);
+    wait_until("the HTLC-timeout in the mempool", || async {
+        devnet.find_spend(&htlc_out, 0).await.unwrap().is_some()
+    })
+    .await;
+    mine(&devnet, 1);
+    let timeout = confirmed_spend(&devnet, htlc_out).await;
+    let (timeout, timeout_height) = timeout.expect("the HTLC-timeout confirmed");
+    assert!(timeout.input[0].witness.iter().all(|w| w != [0x77; 32]));
+    let timeout_fee = fee_of(&devnet, &timeout).await;
+    // An upstream hop would have allowed the hub its cltv_expiry_delta (40 blocks).
+    assert!(timeout_height < expiry + 40, "{timeout_height}");
+
+    // The spike ends; the CSV-delayed outputs come home.
+    devnet.set_competing_fee_rate(None);
+    let to_local_vout = commitment
+        .output
+        .iter()
+        .position(|o| o.value.to_sat() == 250_000)
+        .expect("the hub's to_local: 400,000 sat less the HTLC (Mallory pays the fee)")
+        as u32;
+    let to_local = commitment.output[to_local_vout as usize].value.to_sat();
+    mine(&devnet, 145);
+    mine_until_closed(&devnet, &hub, &id, 30).await;
+    let to_local_sweep = confirmed_spend(&devnet, OutPoint::new(commitment_txid, to_local_vout))
+        .await
+        .expect("to_local swept")
+        .0;
+    let htlc_sweep = confirmed_spend(&devnet, OutPoint::new(timeout.compute_txid(), 0))
+        .await
+        .expect("the HTLC-timeout's output swept")
+        .0;
+    let sweep_fees = fee_of(&devnet, &to_local_sweep).await + fee_of(&devnet, &htlc_sweep).await;
+
+    // Every satoshi: the wallet got to_local, the HTLC and our anchor back, less the fees
+    // of the child, the HTLC-timeout and the two sweeps.
+    let fees = child_fee + timeout_fee + sweep_fees;
+    let recovered = to_local + 150_000;
+    wait_until("the wallet holds the swept coins", || async {
+        hub.wallet_balance().await.to_sat() == wallet_before + recovered + 330 - fees
+    })
+    .await;
+    println!(
+        "fee spike {}→{} sat/kwu: commitment ({} sat/kwu) confirmed {} block(s) after broadcast \
+         with its child (fee {child_fee} sat, package {package_rate} sat/kwu); HTLC-timeout \
+         confirmed {} block(s) later (wallet fee {timeout_fee} sat); sweeps {sweep_fees} sat; \
+         fees paid {fees} sat of {recovered} sat recovered",
+        before.to_sat_per_kwu(),
+        spike.to_sat_per_kwu(),
+        commitment_rate,
+        commitment_height - broadcast_at,
+        timeout_height - commitment_height,
+    );
+    assert!(
+        fees < recovered / 2,
+        "fees {fees} within the budget of {recovered}"
+    );
+}
+
+/// Mallory, who mines, confirms her revoked commitment herself; the hub's justice goes
+/// out at the calm estimate, then the spike starts before any block takes it: the next
+/// block the hub replaces it at the spiked estimate (RBF), and it confirms long before
+/// her CSV delay ends. The hub's wallet gets the channel less the fees, to the satoshi.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fee_spike_justice_is_bumped_and_confirms_before_the_csv_ends() {
+    let (devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x76, 200_000_000).await;
+    let id = ch.channel_id();
+    let (revoked, _) = ch.signed_local_commitment().unwrap();
+    m.pay_hub(&mut ch, &hub, 100_000_000).await;
+    assert_eq!(hub.channel(&id).await.unwrap().local, Msat(300_000_000));
+    let before = devnet
+        .estimate_fee_rate(6)
+        .await
+        .unwrap()
+        .expect("an estimate");
+
+    devnet
+        .mine_block_on(
+            &devnet.tip().0,
+            vec![revoked.clone()],
+            elsewhere().script_pubkey(),
+        )
+        .unwrap();
+    let revoked_height = devnet.tip().1;
+    let revoked_txid = revoked.compute_txid();
+    assert_eq!(revoked.output.len(), 2, "to_local and to_remote");
+    let to_local = OutPoint::new(
+        revoked_txid,
+        revoked
+            .output
+            .iter()
+            .position(|o| o.value.to_sat() > 290_000)
+            .expect("her to_local: 300,000 sat less the fee") as u32,
+    );
+    wait_until("the hub's justice in the mempool", || async {
+        devnet.find_spend(&to_local, 0).await.unwrap().is_some()
+    })
+    .await;
+    let first = devnet.find_spend(&to_local, 0).await.unwrap().unwrap().tx;
+    let first_fee = fee_of(&devnet, &first).await;
+
+    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
+    devnet.set_competing_fee_rate(Some(spike));
+    mine(&devnet, 1);
+    let spend = devnet.find_spend(&to_local, 0).await.unwrap();
+    assert!(
+        spend.as_ref().is_none_or(|s| s.block.is_none()),
+        "the calm-rate justice is not mined in the spike"
+    );
+    wait_until("the justice replaced at the spiked rate", || async {
+        devnet
+            .find_spend(&to_local, 0)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.tx != first)
+    })
+    .await;
+    mine(&devnet, 1);
+    let (justice, height) = confirmed_spend(&devnet, to_local)
+        .await
+        .expect("the replacement confirmed");
+    let justice_fee = fee_of(&devnet, &justice).await;
+    let rate = justice_fee * 1000 / justice.weight().to_wu();
+    assert!(rate >= spike.to_sat_per_kwu(), "{rate}");
+    assert_eq!(
+        height,
+        revoked_height + 2,
+        "in the block after the spike's first"
+    );
+
+    // The hub's own output (to_remote) comes home once the spike is over.
+    devnet.set_competing_fee_rate(None);
+    mine_until_closed(&devnet, &hub, &id, 30).await;
+    let to_remote = OutPoint::new(revoked_txid, 1 - to_local.vout);
+    let (sweep, _) = confirmed_spend(&devnet, to_remote)
+        .await
+        .expect("to_remote swept");
+    let sweep_fee = fee_of(&devnet, &sweep).await;
+    let commitment_fee = FUNDING_SAT - revoked.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
+    let received = FUNDING_SAT - commitment_fee - justice_fee - sweep_fee;
+    wait_until("the hub's wallet", || async {
+        hub.wallet_balance().await.to_sat() == received
+    })
+    .await;
+    println!(
+        "breach in a fee spike {}→{} sat/kwu: justice first at {} sat, replaced at {justice_fee} sat \
+         ({rate} sat/kwu), confirmed 2 blocks after the revoked commitment; the hub received \
+         {received} sat of the channel's {FUNDING_SAT}",
+        before.to_sat_per_kwu(),
+        spike.to_sat_per_kwu(),
+        first_fee,
+    );
+}
