@@ -23,7 +23,7 @@ const MIN_RELAY_SAT_PER_KWU: u64 = 253;
 
 impl Node {
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
-    /// forgets the confirmed ones.
+    /// forgets those confirmed `ANTI_REORG_DEPTH` deep.
     pub(super) async fn rebroadcast_sweeps(&self) {
         let pending: Vec<(ChannelId, Vec<Transaction>)> = {
             let channels = self.channels.lock().await;
@@ -37,13 +37,22 @@ impl Node {
             v
         };
         for (id, sweeps) in pending {
-            let mut confirmed = Vec::new();
+            // Settled for the close: confirmed, or lost to the counterparty. Forgotten:
+            // lost, or confirmed `ANTI_REORG_DEPTH` deep; until then a confirmed sweep is
+            // kept, so that a reorganisation that takes it out of the chain (and perhaps
+            // puts the cheater's transaction in its place) finds it here again.
+            let mut done = Vec::new();
+            let mut forget = Vec::new();
             let mut replacements = Vec::new();
             for tx in &sweeps {
                 let txid = tx.compute_txid();
-                if self.config.chain.confirmations(&txid).await.unwrap_or(0) >= 1 {
-                    confirmed.push(txid);
-                } else if self.lost_race(tx, &sweeps, &confirmed).await {
+                let depth = self.config.chain.confirmations(&txid).await.unwrap_or(0);
+                if depth >= 1 {
+                    done.push(txid);
+                    if depth >= ANTI_REORG_DEPTH {
+                        forget.push(txid);
+                    }
+                } else if self.lost_race(tx, &sweeps, &forget).await {
                     // Never possible: the counterparty took that output first. If it was
                     // a revoked HTLC output taken by the cheater's HTLC-success or
                     // HTLC-timeout, that transaction's output is ours in turn.
@@ -51,29 +60,31 @@ impl Node {
                         // Wallet coins it carried (an anchor channel's HTLC transaction)
                         // are free again.
                         self.wallet.lock().await.unlock(tx);
-                        confirmed.push(txid);
+                        done.push(txid);
+                        forget.push(txid);
                         replacements.extend(claims);
                     }
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");
                 }
             }
-            if !confirmed.is_empty() {
+            if !done.is_empty() {
                 // The last sweep confirmed: the channel is closed unless an HTLC output
                 // is still to claim (an anchor channel's HTLC transaction the wallet
                 // could not pay for yet is tried again every block).
                 let all_done = replacements.is_empty()
-                    && sweeps.iter().all(|t| confirmed.contains(&t.compute_txid()));
+                    && sweeps.iter().all(|t| done.contains(&t.compute_txid()));
                 let closed = all_done && !self.has_unclaimed_htlc_outputs(&id).await;
                 let _ = self
                     .with_channel(&id, |e, _| {
-                        e.sweeps.retain(|t| !confirmed.contains(&t.compute_txid()));
+                        e.sweeps.retain(|t| !forget.contains(&t.compute_txid()));
                         for tx in replacements {
                             if !e.sweeps.contains(&tx) {
                                 e.sweeps.push(tx);
                             }
                         }
-                        if e.sweeps.is_empty() && closed {
+                        let settled = e.sweeps.iter().all(|t| done.contains(&t.compute_txid()));
+                        if closed && settled {
                             e.status = ChannelStatus::Closed;
                         }
                         Ok(())
