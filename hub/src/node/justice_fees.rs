@@ -1,5 +1,5 @@
-//! The fee rate of the justice transactions against a revoked commitment, and their
-//! bumping. A justice transaction has a deadline: the cheater takes to_local once her
+//! The fee rate of the justice transactions against a revoked commitment (and against
+//! the outputs of the cheater's second-stage transactions), and their bumping. A justice transaction has a deadline: the cheater takes to_local once her
 //! CSV delay has passed, and a revoked HTLC output as soon as her own HTLC transaction
 //! confirms. Each is built at the chain's estimate for the blocks left (at least the
 //! relay floor), and every block one still unconfirmed is replaced (BIP 125: the old fee
@@ -8,7 +8,7 @@
 //! (an output worth less than its fee is left: the cheater cannot gain from it either).
 
 use super::Node;
-use bitcoin::{OutPoint, ScriptBuf, Transaction};
+use bitcoin::{ScriptBuf, Transaction};
 use chain::wallet::{Wallet, FALLBACK_FEE_RATE};
 use channel::state::RevokedCommitment;
 use channel::{ChannelId, FeeratePerKw};
@@ -82,31 +82,49 @@ impl Node {
             .unwrap_or(0);
         let mut replace: Vec<(Transaction, Transaction)> = Vec::new();
         for old in &sweeps {
-            let [input] = old.input.as_slice() else {
+            if old.output.len() != 1 || old.input.is_empty() {
                 continue;
+            }
+            let depth =
+                |txid| async move { self.config.chain.confirmations(&txid).await.unwrap_or(0) };
+            if depth(old.compute_txid()).await > 0 {
+                continue;
+            }
+            let parent_txid = old.input[0].previous_output.txid;
+            let dest: ScriptBuf = old.output[0].script_pubkey.clone();
+            // What the old transaction takes, the blocks left, and how to build it again
+            // at a rate.
+            let (value, blocks_left, second_stage) = if parent_txid == revoked_txid {
+                let vout = old.input[0].previous_output.vout;
+                if old.input.len() != 1 || Some(vout) == breach.commitment.to_remote {
+                    continue; // our own output: no deadline
+                }
+                let htlc = breach.commitment.htlcs.iter().any(|h| h.vout == vout);
+                (
+                    breach.commitment.output_value(vout),
+                    Self::blocks_left(&breach, confirmations, htlc),
+                    None,
+                )
+            } else {
+                // The output of the cheater's HTLC-success/timeout, taken with the
+                // revocation key before her CSV delay ends.
+                let Ok(Some((parent, _))) = self.config.chain.transaction(&parent_txid).await
+                else {
+                    continue;
+                };
+                let outs = channel::state::second_stage_outputs(&breach.commitment, &parent);
+                let taken: Vec<_> = outs
+                    .iter()
+                    .filter(|o| old.input.iter().any(|i| i.previous_output == o.outpoint))
+                    .collect();
+                if taken.len() != old.input.len() {
+                    continue;
+                }
+                let left = u32::from(breach.commitment.to_self_delay)
+                    .saturating_sub(depth(parent_txid).await);
+                (taken.iter().map(|o| o.value).sum(), left, Some(parent))
             };
-            if input.previous_output.txid != revoked_txid || old.output.len() != 1 {
-                continue;
-            }
-            let vout = input.previous_output.vout;
-            if Some(vout) == breach.commitment.to_remote {
-                continue; // our own output: no deadline
-            }
-            if self
-                .config
-                .chain
-                .confirmations(&old.compute_txid())
-                .await
-                .unwrap_or(0)
-                > 0
-            {
-                continue;
-            }
-            let htlc = breach.commitment.htlcs.iter().any(|h| h.vout == vout);
-            let rate = self
-                .justice_rate(Self::blocks_left(&breach, confirmations, htlc))
-                .await;
-            let value = breach.commitment.output_value(vout);
+            let rate = self.justice_rate(blocks_left).await;
             let old_fee = value - old.output[0].value;
             let weight = old.weight().to_wu();
             if u64::from(rate.0) * weight / 1000 <= old_fee.to_sat() {
@@ -114,20 +132,33 @@ impl Node {
             }
             let floor = old_fee.to_sat() + INCREMENTAL_RELAY_PER_KW * weight / 1000;
             let rate = FeeratePerKw(rate.0.max((floor * 1000 / weight.max(1) + 1) as u32));
-            let dest: ScriptBuf = old.output[0].script_pubkey.clone();
             let rebuilt = {
                 let e = entry.lock().await;
-                e.channel.justice_txs(&breach, dest, rate)
+                match &second_stage {
+                    None => e
+                        .channel
+                        .justice_txs(&breach, dest, rate)
+                        .ok()
+                        .and_then(|txs| {
+                            txs.into_iter().find(|t| {
+                                t.input[0].previous_output == old.input[0].previous_output
+                            })
+                        }),
+                    Some(parent) => {
+                        match e.channel.second_stage_justice(&breach, parent, dest, rate) {
+                            Some(Ok(t)) if t.input.len() == old.input.len() => Some(t),
+                            _ => None,
+                        }
+                    }
+                }
             };
-            let Ok(rebuilt) = rebuilt else {
-                continue;
-            };
-            let outpoint = OutPoint::new(revoked_txid, vout);
-            if let Some(new) = rebuilt
-                .into_iter()
-                .find(|t| t.input[0].previous_output == outpoint)
-            {
-                if value - new.output[0].value > old_fee {
+            if let Some(new) = rebuilt {
+                let same_inputs = new
+                    .input
+                    .iter()
+                    .zip(&old.input)
+                    .all(|(n, o)| n.previous_output == o.previous_output);
+                if same_inputs && value - new.output[0].value > old_fee {
                     replace.push((old.clone(), new));
                 }
             }
@@ -141,8 +172,8 @@ impl Node {
                     if let Some(slot) = e.sweeps.iter_mut().find(|t| *t == old) {
                         tracing::warn!(
                             channel = %id,
-                            old_fee = (breach.commitment.output_value(old.input[0].previous_output.vout) - old.output[0].value).to_sat(),
-                            new_fee = (breach.commitment.output_value(new.input[0].previous_output.vout) - new.output[0].value).to_sat(),
+                            old = %old.compute_txid(),
+                            new = %new.compute_txid(),
                             "justice transaction replaced at a higher fee"
                         );
                         *slot = new.clone();

@@ -127,10 +127,20 @@ impl Node {
             if ours.contains(&spend.tx) {
                 continue;
             }
+            // Before the cheater's CSV delay on that output ends.
+            let spend_depth = spend
+                .block
+                .as_ref()
+                .map_or(0, |b| (tip.height + 1).saturating_sub(b.height));
+            let rate = self
+                .justice_rate(
+                    u32::from(revoked.commitment.to_self_delay).saturating_sub(spend_depth),
+                )
+                .await;
             let build = |dest: ScriptBuf| async {
                 let e = entry.lock().await;
                 e.channel
-                    .second_stage_justice(&revoked, &spend.tx, dest, SWEEP_FEERATE)
+                    .second_stage_justice(&revoked, &spend.tx, dest, rate)
             };
             // A wallet address only for a claim there is.
             match build(ScriptBuf::new()).await {
