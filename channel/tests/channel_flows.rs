@@ -428,7 +428,7 @@ fn breach_with_second_stage_race(anchors: bool) {
     let dest = p2wsh(9);
     let justice = p
         .bob
-        .justice_txs(&revoked, dest.clone(), FeeratePerKw(2000))
+        .justice_txs(&revoked, dest.clone(), |_| FeeratePerKw(2000))
         .unwrap();
     assert_eq!(justice.len(), 3, "to_local and two HTLC outputs, apart");
     for tx in &justice {

@@ -114,8 +114,8 @@ fn rebuilds_every_revoked_commitment(anchors: bool) {
         assert_eq!(rebuilt.commitment.to_remote, original.commitment.to_remote);
         assert_eq!(rebuilt.commitment.keys, original.commitment.keys);
         assert_eq!(
-            p.bob.justice_txs(&rebuilt, dest.clone(), rate).unwrap(),
-            p.bob.justice_txs(original, dest.clone(), rate).unwrap()
+            p.bob.justice_txs(&rebuilt, dest.clone(), |_| rate).unwrap(),
+            p.bob.justice_txs(original, dest.clone(), |_| rate).unwrap()
         );
         assert_eq!(
             p.bob.penalty_tx(&rebuilt, dest.clone(), rate).unwrap(),

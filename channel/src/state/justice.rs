@@ -47,25 +47,45 @@ impl Channel {
     }
 
     /// Justice output by output: one transaction for to_local and one per HTLC output
-    /// of the revoked commitment, each to `destination`. An output worth less than its
-    /// own transaction's fee is left out (it is not worth claiming, and the cheater
-    /// cannot gain by taking it).
+    /// of the revoked commitment, each to `destination`, at `rate(output is an HTLC)`. An
+    /// output worth less than its own transaction's fee is left out (it is not worth
+    /// claiming, and the cheater cannot gain by taking it).
     pub fn justice_txs(
         &self,
         revoked: &RevokedCommitment,
         destination: ScriptBuf,
-        feerate: FeeratePerKw,
+        rate: impl Fn(bool) -> FeeratePerKw,
     ) -> Result<Vec<Transaction>, ChannelError> {
         let key = self.revocation_privkey(revoked)?;
         let mut txs = Vec::new();
         for output in revoked_outputs(&revoked.commitment) {
-            match build_justice_tx(&[output], &key, destination.clone(), feerate) {
+            let htlc = output.kind == RevokedOutputKind::Htlc;
+            match build_justice_tx(&[output], &key, destination.clone(), rate(htlc)) {
                 Ok(tx) => txs.push(tx),
                 Err(SweepError::ValueBelowFee { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(txs)
+    }
+
+    /// The justice transaction taking only output `vout` of the revoked commitment (to
+    /// replace one at a higher `feerate`); `None` when that output is not one the
+    /// revocation key takes.
+    pub fn justice_tx_for_output(
+        &self,
+        revoked: &RevokedCommitment,
+        vout: u32,
+        destination: ScriptBuf,
+        feerate: FeeratePerKw,
+    ) -> Option<Result<Transaction, ChannelError>> {
+        let output = revoked_outputs(&revoked.commitment)
+            .into_iter()
+            .find(|o| o.outpoint.vout == vout)?;
+        Some(
+            self.revocation_privkey(revoked)
+                .and_then(|key| Ok(build_justice_tx(&[output], &key, destination, feerate)?)),
+        )
     }
 
     /// When `spender` spent HTLC outputs of the revoked commitment through the cheater's

@@ -24,8 +24,9 @@ pub const DEFAULT_FEE_BUDGET_PERCENT: u64 = 50;
 pub const NO_DEADLINE_TARGET: u32 = 144;
 /// The longest confirmation target asked of the estimator (Core's limit).
 const MAX_TARGET_BLOCKS: u32 = 1008;
-/// Bitcoin Core's incremental relay fee (BIP 125 rule 4): 1 sat/vB.
-const INCREMENTAL_RELAY: FeeRate = FeeRate::from_sat_per_kwu(250);
+/// Bitcoin Core's incremental relay fee (BIP 125 rule 4).
+const INCREMENTAL_RELAY: FeeRate =
+    FeeRate::from_sat_per_kwu(super::justice_fees::INCREMENTAL_RELAY_PER_KW);
 
 /// The child that pays for our commitment through our anchor, as last broadcast.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

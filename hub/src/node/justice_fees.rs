@@ -13,12 +13,14 @@ use chain::wallet::{Wallet, FALLBACK_FEE_RATE};
 use channel::state::RevokedCommitment;
 use channel::{ChannelId, FeeratePerKw};
 
-/// The lowest rate a justice transaction is built at (Core's minimum relay fee).
-pub const JUSTICE_FLOOR: FeeratePerKw = FeeratePerKw(253);
+/// The lowest rate a justice transaction (or a budget-held HTLC transaction) is built at:
+/// Core's long-standing minimum relay fee.
+pub(super) const JUSTICE_FLOOR: FeeratePerKw = FeeratePerKw(253);
 /// Confirmation target for a revoked HTLC output: the cheater may spend it at once.
 const HTLC_OUTPUT_TARGET: u32 = 2;
-/// Core's incremental relay fee, sat per 1000 weight units.
-const INCREMENTAL_RELAY_PER_KW: u64 = 250;
+/// Core's incremental relay fee (BIP 125 rule 4), sat per 1000 weight units: 1 sat/vB,
+/// its long-standing default.
+pub(super) const INCREMENTAL_RELAY_PER_KW: u64 = 250;
 
 impl Node {
     /// The rate for a justice transaction with `blocks_left` before the cheater can take
@@ -137,13 +139,13 @@ impl Node {
                 match &second_stage {
                     None => e
                         .channel
-                        .justice_txs(&breach, dest, rate)
-                        .ok()
-                        .and_then(|txs| {
-                            txs.into_iter().find(|t| {
-                                t.input[0].previous_output == old.input[0].previous_output
-                            })
-                        }),
+                        .justice_tx_for_output(
+                            &breach,
+                            old.input[0].previous_output.vout,
+                            dest,
+                            rate,
+                        )
+                        .and_then(Result::ok),
                     Some(parent) => {
                         match e.channel.second_stage_justice(&breach, parent, dest, rate) {
                             Some(Ok(t)) if t.input.len() == old.input.len() => Some(t),

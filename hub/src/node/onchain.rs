@@ -413,16 +413,10 @@ impl Node {
                 tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);
                 // Output by output: a second-stage transaction of the cheater's that takes
                 // one HTLC output first invalidates only that one (see `lost_race`).
-                let htlc_outputs: Vec<u32> = r.commitment.htlcs.iter().map(|h| h.vout).collect();
-                let is_htlc = |t: &Transaction| htlc_outputs.contains(&t.input[0].previous_output.vout);
-                for (rate, htlcs) in [(local_rate, false), (htlc_rate, true)] {
-                    match e.channel.justice_txs(&r, dest.clone(), rate) {
-                        Ok(txs) => txs
-                            .into_iter()
-                            .filter(|t| is_htlc(t) == htlcs)
-                            .for_each(|t| add(Some(Ok(t)), "")),
-                        Err(err) => tracing::error!(channel = %id, "justice: {err}"),
-                    }
+                let rate = |htlc| if htlc { htlc_rate } else { local_rate };
+                match e.channel.justice_txs(&r, dest.clone(), rate) {
+                    Ok(txs) => txs.into_iter().for_each(|t| add(Some(Ok(t)), "")),
+                    Err(err) => tracing::error!(channel = %id, "justice: {err}"),
                 }
                 add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
             } else if let Some((_, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {

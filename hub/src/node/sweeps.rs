@@ -18,8 +18,6 @@ const ANTI_REORG_DEPTH: u32 = 6;
 /// Confirmation target for the fee the wallet adds to an anchor channel's HTLC
 /// transaction (its deadline is the HTLC's expiry; bumping is not done yet).
 const HTLC_TX_TARGET_BLOCKS: u16 = 6;
-/// Bitcoin Core's minimum relay fee, sat per 1000 weight units.
-const MIN_RELAY_SAT_PER_KWU: u64 = 253;
 
 impl Node {
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
@@ -354,7 +352,7 @@ impl Node {
                     Ok((funded, fee)) if fee > budget => {
                         wallet.unlock(&funded);
                         let scaled = rate.to_sat_per_kwu() * budget.to_sat() / fee.to_sat().max(1);
-                        if scaled < MIN_RELAY_SAT_PER_KWU {
+                        if scaled < u64::from(super::justice_fees::JUSTICE_FLOOR.0) {
                             // Not even the relay floor within the budget: left unclaimed,
                             // tried again every block.
                             tracing::warn!(channel = %id, budget = budget.to_sat(), "HTLC transaction not worth its fee now");
