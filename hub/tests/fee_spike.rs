@@ -297,3 +297,150 @@ async fn in_a_fee_spike_justice_is_bumped_and_confirms_before_the_csv_ends() {
         first_fee,
     );
 }
+
+/// Mallory pays an invoice of the hub's, withholds her revocation of the commitment that
+/// settles it, and mines her commitment with the HTLC still on it herself, betting that
+/// the hub's claim with the preimage will not confirm before the HTLC's expiry, after
+/// which she takes it back by timeout. The claim goes out at the calm estimate; the spike
+/// starts before any block takes it, and the next block the hub replaces it at the
+/// estimate for the blocks left before the expiry (RBF). It confirms far before the
+/// expiry; the hub's wallet gets its to_remote and the HTLC less the fees, to the satoshi.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
+    let (devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x78, 200_000_000).await;
+    let id = ch.channel_id();
+    let amount_msat = 100_000_000;
+    let inv = hub
+        .create_invoice(Some(amount_msat), "withheld", 3600, "")
+        .await
+        .unwrap();
+    let expiry = devnet.tip().1 + 40;
+    let (onion, _) = channel::onion::create_onion(
+        &bitcoin::secp256k1::SecretKey::from_slice(&[0x75; 32]).unwrap(),
+        &[(
+            hub.node_id(),
+            channel::onion::HopPayload {
+                amt_to_forward: amount_msat,
+                outgoing_cltv_value: expiry,
+                short_channel_id: None,
+                payment_data: Some((inv.payment_secret, amount_msat)),
+            },
+        )],
+        &inv.payment_hash.0,
+    )
+    .unwrap();
+    let add = ch
+        .send_add_htlc(Msat(amount_msat), inv.payment_hash, expiry, onion)
+        .unwrap();
+    m.w.send(&channel::msgs::Message::UpdateAddHtlc(add))
+        .await
+        .unwrap();
+    m.sign_if_needed(&mut ch).await;
+    let mut kept = Vec::new();
+    m.serve_until(&mut ch, &[], &mut kept, settled_with(1))
+        .await;
+    // The hub settles it off chain (fulfill and commitment_signed); Mallory reads no more.
+    let (commitment, _) = ch.signed_local_commitment().unwrap();
+    loop {
+        match next(&mut m.r).await {
+            Some(channel::msgs::Message::UpdateFulfillHtlc(f)) => {
+                assert_eq!(f.payment_preimage, inv.preimage);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the hub never fulfilled"),
+        }
+    }
+    let before = devnet
+        .estimate_fee_rate(6)
+        .await
+        .unwrap()
+        .expect("an estimate");
+
+    devnet
+        .mine_block_on(
+            &devnet.tip().0,
+            vec![commitment.clone()],
+            elsewhere().script_pubkey(),
+        )
+        .unwrap();
+    let commitment_height = devnet.tip().1;
+    let commitment_txid = commitment.compute_txid();
+    let htlc = OutPoint::new(
+        commitment_txid,
+        commitment
+            .output
+            .iter()
+            .position(|o| o.value.to_sat() == 100_000)
+            .expect("the HTLC output") as u32,
+    );
+    wait_until("the hub's claim in the mempool", || async {
+        devnet.find_spend(&htlc, 0).await.unwrap().is_some()
+    })
+    .await;
+    let first = devnet.find_spend(&htlc, 0).await.unwrap().unwrap().tx;
+    let first_fee = fee_of(&devnet, &first).await;
+
+    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
+    devnet.set_competing_fee_rate(Some(spike));
+    mine(&devnet, 1);
+    let spend = devnet.find_spend(&htlc, 0).await.unwrap();
+    assert!(
+        spend.as_ref().is_none_or(|s| s.block.is_none()),
+        "the calm-rate claim is not mined in the spike"
+    );
+    wait_until("the claim replaced at the spiked rate", || async {
+        devnet
+            .find_spend(&htlc, 0)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.tx != first)
+    })
+    .await;
+    mine(&devnet, 1);
+    let (claim, height) = confirmed_spend(&devnet, htlc)
+        .await
+        .expect("the replacement confirmed");
+    assert!(
+        claim.input[0]
+            .witness
+            .iter()
+            .any(|w| w == inv.preimage.0),
+        "claimed with the preimage"
+    );
+    let claim_fee = fee_of(&devnet, &claim).await;
+    let rate = claim_fee * 1000 / claim.weight().to_wu();
+    assert!(rate >= spike.to_sat_per_kwu(), "{rate}");
+    assert!(
+        claim_fee <= 100_000 / 2,
+        "within the budget: {claim_fee} sat"
+    );
+    assert_eq!(height, commitment_height + 2);
+    assert!(height < expiry, "{height} before the expiry {expiry}");
+
+    // The hub's to_remote comes home once the spike is over.
+    devnet.set_competing_fee_rate(None);
+    mine_until_closed(&devnet, &hub, &id, 30).await;
+    let to_remote_vout = commitment
+        .output
+        .iter()
+        .position(|o| o.value.to_sat() == 200_000)
+        .expect("the hub's to_remote: the push") as u32;
+    let (sweep, _) = confirmed_spend(&devnet, OutPoint::new(commitment_txid, to_remote_vout))
+        .await
+        .expect("to_remote swept");
+    let sweep_fee = fee_of(&devnet, &sweep).await;
+    let received = 200_000 + 100_000 - claim_fee - sweep_fee;
+    wait_until("the hub's wallet", || async {
+        hub.wallet_balance().await.to_sat() == received
+    })
+    .await;
+    println!(
+        "claim with a preimage in a fee spike {}→{} sat/kwu: first at {first_fee} sat, replaced \
+         at {claim_fee} sat ({rate} sat/kwu), confirmed {} blocks before the HTLC's expiry; the \
+         hub received {received} sat (to_remote sweep fee {sweep_fee} sat)",
+        before.to_sat_per_kwu(),
+        spike.to_sat_per_kwu(),
+        expiry - height,
+    );
+}

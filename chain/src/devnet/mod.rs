@@ -198,8 +198,10 @@ impl Devnet {
     }
 
     /// Starts (or with `None` ends) a fee spike: other users' transactions fill every
-    /// block at `rate`, so the miner takes only packages paying more and the fee estimate
-    /// is at least `rate`.
+    /// block at `rate`, so the miner takes only packages paying more, and the fee
+    /// estimate for targets up to [`source::SPIKE_HORIZON_BLOCKS`] is at least `rate` (longer
+    /// targets keep following the blocks, as Core's long horizon, whose half-life is
+    /// about a week, barely moves in a spike).
     pub fn set_competing_fee_rate(&self, rate: Option<FeeRate>) {
         self.lock().set_competing_fee_rate(rate);
     }

@@ -90,10 +90,17 @@ pub fn tx_out(s: &ChainState, outpoint: &OutPoint, include_mempool: bool) -> Opt
     })
 }
 
+/// The longest confirmation target a fee spike ([`super::Devnet::set_competing_fee_rate`])
+/// moves the estimate for: Core's short and medium horizons follow a spike within hours
+/// (and its conservative estimate for a day's target with them); the long horizon, with
+/// a half-life of about a week, does not.
+pub const SPIKE_HORIZON_BLOCKS: u16 = 144;
+
 /// A simple fee estimate from recent blocks: the median fee rate of the non-coinbase
-/// transactions without a parent in their block in the last `2 * target` blocks, `None` if there were none; in a fee
-/// spike (other users' transactions filling blocks, [`ChainState::competing_fee_rate`])
-/// at least their rate.
+/// transactions without a parent in their block in the last `2 * target` blocks, `None`
+/// if there were none; in a fee spike (other users' transactions filling blocks,
+/// [`ChainState::competing_fee_rate`]) at least their rate for targets up to
+/// [`SPIKE_HORIZON_BLOCKS`].
 pub fn estimate_fee(s: &ChainState, target_blocks: u16) -> Option<FeeRate> {
     let span = u32::from(target_blocks.max(1)) * 2;
     let mut rates = Vec::new();
@@ -122,7 +129,9 @@ pub fn estimate_fee(s: &ChainState, target_blocks: u16) -> Option<FeeRate> {
             }
         }
     }
-    let competing = s.competing_fee_rate();
+    let competing = s
+        .competing_fee_rate()
+        .filter(|_| target_blocks <= SPIKE_HORIZON_BLOCKS);
     if rates.is_empty() {
         return competing;
     }

@@ -14,7 +14,9 @@ pub(super) const FULFILL_SAFETY: u32 = 6;
 /// Blocks a fundee waits for the funding transaction before forgetting the channel.
 pub(super) const FUNDING_TIMEOUT_BLOCKS: u32 = 2016;
 
-/// Fee rate of our sweeps and justice transactions.
+/// Fee rate of the penalties pre-signed for watchtowers (a tower cannot bump them; the
+/// node's own sweeps and justice follow the estimate, see `sweep_fees` and
+/// `justice_fees`).
 pub(super) const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
 use channel::ChannelId;
@@ -98,6 +100,8 @@ impl Node {
         }
         self.learn_preimages(block).await;
         self.bump_all_justice().await;
+        self.bump_all_own_sweeps().await;
+        self.bump_htlc_txs().await;
         self.rebroadcast_sweeps().await;
         let follow = self.claim_with_learnt_preimages(None).await;
         self.run_follow_ups(follow).await;
@@ -363,6 +367,11 @@ impl Node {
     ) -> Result<(), NodeError> {
         let txid = tx.compute_txid();
         let revoked = self.rebuild_revoked(id, tx).await?;
+        // Our own sweeps start at the estimate for the longest target; those with a
+        // deadline are raised to it in this same block (`bump_all_own_sweeps`).
+        let feerate = self
+            .sweep_rate(super::sweep_fees::NO_DEADLINE_BLOCKS)
+            .await;
         // Justice pays the estimate for the blocks left before the cheater can take each
         // output: to_local after her CSV delay, an HTLC output at once.
         let (local_rate, htlc_rate) = match &revoked {
@@ -370,10 +379,9 @@ impl Node {
                 self.justice_rate(Self::blocks_left(r, 1, false)).await,
                 self.justice_rate(Self::blocks_left(r, 1, true)).await,
             ),
-            None => (SWEEP_FEERATE, SWEEP_FEERATE),
+            None => (feerate, feerate),
         };
         let dest = self.wallet.lock().await.new_address()?.script_pubkey();
-        let feerate = SWEEP_FEERATE;
         let preimages = self.known_preimages();
         let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
         // Our commitment's HTLC transactions, completed (under anchors, paid for by the

@@ -6,7 +6,7 @@
 //! the node has it).
 
 use super::channels::ChannelStatus;
-use super::onchain::SWEEP_FEERATE;
+use super::sweep_fees::NO_DEADLINE_BLOCKS;
 use super::pay::FollowUp;
 use super::Node;
 use bitcoin::{OutPoint, ScriptBuf, Transaction};
@@ -15,9 +15,6 @@ use std::collections::HashSet;
 
 /// Confirmations after which a transaction that resolved an HTLC is taken as final.
 const ANTI_REORG_DEPTH: u32 = 6;
-/// Confirmation target for the fee the wallet adds to an anchor channel's HTLC
-/// transaction (its deadline is the HTLC's expiry; bumping is not done yet).
-const HTLC_TX_TARGET_BLOCKS: u16 = 6;
 
 impl Node {
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
@@ -287,7 +284,24 @@ impl Node {
                 })
                 .await;
             follow.extend(more);
-            // Out at once (recorded first): the HTLC's expiry is running.
+            // At the rate their deadlines need, then out at once (recorded first): the
+            // HTLC's expiry is running.
+            follow.extend(self.bump_own_sweeps(&id).await);
+            let added: Vec<Transaction> = match self.entry(&id).await {
+                Ok(e) => {
+                    let e = e.lock().await;
+                    let inputs: HashSet<OutPoint> = added
+                        .iter()
+                        .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+                        .collect();
+                    e.sweeps
+                        .iter()
+                        .filter(|t| t.input.iter().any(|i| inputs.contains(&i.previous_output)))
+                        .cloned()
+                        .collect()
+                }
+                Err(_) => added,
+            };
             for tx in &added {
                 if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(txid = %tx.compute_txid(), "claim not accepted yet: {e}");
@@ -307,6 +321,7 @@ impl Node {
         preimage_for: &impl Fn(&channel::PaymentHash) -> Option<channel::PaymentPreimage>,
         dest: ScriptBuf,
     ) -> Option<(channel::Side, Vec<Transaction>)> {
+        let rate = self.sweep_rate(NO_DEADLINE_BLOCKS).await;
         let entry = self.entry(id).await.ok()?;
         let e = entry.lock().await;
         let txid = e.onchain_commitment?;
@@ -316,7 +331,7 @@ impl Node {
             channel::Side::Remote => (
                 side,
                 e.channel
-                    .remote_htlc_claims(&txid, preimage_for, dest, SWEEP_FEERATE),
+                    .remote_htlc_claims(&txid, preimage_for, dest, rate),
             ),
         })
     }
@@ -337,14 +352,32 @@ impl Node {
         let Ok(entry) = self.entry(id).await else {
             return vec![];
         };
-        let anchors = entry.lock().await.channel.anchors();
+        let (anchors, local) = {
+            let e = entry.lock().await;
+            let local = e.channel.signed_local_commitment().map(|(_, built)| built);
+            (e.channel.anchors(), local)
+        };
         let txs = if anchors && !txs.is_empty() {
-            let rate = chain::wallet::Wallet::fee_rate(&*self.config.chain, HTLC_TX_TARGET_BLOCKS)
-                .await
-                .unwrap_or(chain::wallet::FALLBACK_FEE_RATE);
+            // Each at the estimate for the blocks left before its deadline
+            // (`htlc_tx_fees`, which also bumps it later).
+            let tip = self.config.chain.tip().await.map_or(0, |t| t.height);
+            let mut rates = Vec::with_capacity(txs.len());
+            for tx in &txs {
+                let deadline = local.as_ref().and_then(|c| {
+                    self.local_htlc_deadline(id, c, tx.input[0].previous_output.vout)
+                });
+                let blocks_left = deadline.map_or(NO_DEADLINE_BLOCKS, |d| {
+                    d.saturating_sub(tip).clamp(1, NO_DEADLINE_BLOCKS)
+                });
+                rates.push(
+                    chain::wallet::Wallet::fee_rate(&*self.config.chain, blocks_left as u16)
+                        .await
+                        .unwrap_or(chain::wallet::FALLBACK_FEE_RATE),
+                );
+            }
             let mut wallet = self.wallet.lock().await;
             let mut funded = Vec::with_capacity(txs.len());
-            for tx in txs {
+            for (tx, rate) in txs.into_iter().zip(rates) {
                 // The fee may take at most the budget's share of the HTLC.
                 let value: bitcoin::Amount = tx.output.iter().map(|o| o.value).sum();
                 let budget = value * self.config.fee_budget_percent / 100;
@@ -377,6 +410,7 @@ impl Node {
         } else {
             txs
         };
+        let sweep_rate = self.sweep_rate(NO_DEADLINE_BLOCKS).await;
         let e = entry.lock().await;
         let mut out = Vec::with_capacity(2 * txs.len());
         for mut tx in txs {
@@ -390,7 +424,7 @@ impl Node {
             }
             let sweep = e
                 .channel
-                .sweep_local_htlc_output(&tx, dest.clone(), SWEEP_FEERATE);
+                .sweep_local_htlc_output(&tx, dest.clone(), sweep_rate);
             out.push(tx);
             match sweep {
                 Ok(sweep) => out.push(sweep),
