@@ -48,6 +48,60 @@ fn mine(devnet: &Devnet, n: u32) {
         .unwrap();
 }
 
+/// Mallory pays a 100,000 sat invoice of the hub's over `ch` with an HTLC expiring 40
+/// blocks out, and reads nothing after the hub's update_fulfill_htlc: her current
+/// commitment (returned) keeps the HTLC, whose preimage the hub knows. Returns that
+/// commitment, the invoice and the expiry.
+async fn withheld_payment(
+    devnet: &Devnet,
+    hub: &hub::node::Node,
+    m: &mut Mallory,
+    ch: &mut channel::state::Channel,
+) -> (Transaction, hub::node::InvoiceRecord, u32) {
+    let amount_msat = 100_000_000;
+    let inv = hub
+        .create_invoice(Some(amount_msat), "withheld", 3600, "")
+        .await
+        .unwrap();
+    let expiry = devnet.tip().1 + 40;
+    let (onion, _) = channel::onion::create_onion(
+        &bitcoin::secp256k1::SecretKey::from_slice(&[0x75; 32]).unwrap(),
+        &[(
+            hub.node_id(),
+            channel::onion::HopPayload {
+                amt_to_forward: amount_msat,
+                outgoing_cltv_value: expiry,
+                short_channel_id: None,
+                payment_data: Some((inv.payment_secret, amount_msat)),
+            },
+        )],
+        &inv.payment_hash.0,
+    )
+    .unwrap();
+    let add = ch
+        .send_add_htlc(Msat(amount_msat), inv.payment_hash, expiry, onion)
+        .unwrap();
+    m.w.send(&channel::msgs::Message::UpdateAddHtlc(add))
+        .await
+        .unwrap();
+    m.sign_if_needed(ch).await;
+    let mut kept = Vec::new();
+    m.serve_until(ch, &[], &mut kept, settled_with(1)).await;
+    // The hub settles it off chain (fulfill and commitment_signed); Mallory reads no more.
+    let (commitment, _) = ch.signed_local_commitment().unwrap();
+    loop {
+        match next(&mut m.r).await {
+            Some(channel::msgs::Message::UpdateFulfillHtlc(f)) => {
+                assert_eq!(f.payment_preimage, inv.preimage);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the hub never fulfilled"),
+        }
+    }
+    (commitment, inv, expiry)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fee_spike_the_anchor_commitment_and_its_htlc_confirm_in_time() {
     let devnet = Arc::new(Devnet::in_memory());
@@ -309,48 +363,7 @@ async fn in_a_fee_spike_justice_is_bumped_and_confirms_before_the_csv_ends() {
 async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
     let (devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x78, 200_000_000).await;
     let id = ch.channel_id();
-    let amount_msat = 100_000_000;
-    let inv = hub
-        .create_invoice(Some(amount_msat), "withheld", 3600, "")
-        .await
-        .unwrap();
-    let expiry = devnet.tip().1 + 40;
-    let (onion, _) = channel::onion::create_onion(
-        &bitcoin::secp256k1::SecretKey::from_slice(&[0x75; 32]).unwrap(),
-        &[(
-            hub.node_id(),
-            channel::onion::HopPayload {
-                amt_to_forward: amount_msat,
-                outgoing_cltv_value: expiry,
-                short_channel_id: None,
-                payment_data: Some((inv.payment_secret, amount_msat)),
-            },
-        )],
-        &inv.payment_hash.0,
-    )
-    .unwrap();
-    let add = ch
-        .send_add_htlc(Msat(amount_msat), inv.payment_hash, expiry, onion)
-        .unwrap();
-    m.w.send(&channel::msgs::Message::UpdateAddHtlc(add))
-        .await
-        .unwrap();
-    m.sign_if_needed(&mut ch).await;
-    let mut kept = Vec::new();
-    m.serve_until(&mut ch, &[], &mut kept, settled_with(1))
-        .await;
-    // The hub settles it off chain (fulfill and commitment_signed); Mallory reads no more.
-    let (commitment, _) = ch.signed_local_commitment().unwrap();
-    loop {
-        match next(&mut m.r).await {
-            Some(channel::msgs::Message::UpdateFulfillHtlc(f)) => {
-                assert_eq!(f.payment_preimage, inv.preimage);
-                break;
-            }
-            Some(_) => {}
-            None => panic!("the hub never fulfilled"),
-        }
-    }
+    let (commitment, inv, expiry) = withheld_payment(&devnet, &hub, &mut m, &mut ch).await;
     let before = devnet
         .estimate_fee_rate(6)
         .await
@@ -402,10 +415,7 @@ async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
         .await
         .expect("the replacement confirmed");
     assert!(
-        claim.input[0]
-            .witness
-            .iter()
-            .any(|w| w == inv.preimage.0),
+        claim.input[0].witness.iter().any(|w| w == inv.preimage.0),
         "claimed with the preimage"
     );
     let claim_fee = fee_of(&devnet, &claim).await;
@@ -439,6 +449,134 @@ async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
         "claim with a preimage in a fee spike {}→{} sat/kwu: first at {first_fee} sat, replaced \
          at {claim_fee} sat ({rate} sat/kwu), confirmed {} blocks before the HTLC's expiry; the \
          hub received {received} sat (to_remote sweep fee {sweep_fee} sat)",
+        before.to_sat_per_kwu(),
+        spike.to_sat_per_kwu(),
+        expiry - height,
+    );
+}
+
+/// The hub's own anchor commitment with an HTLC-success: Mallory withholds her
+/// revocation after the hub fulfilled her payment, and the hub goes to chain. Its
+/// HTLC-success, funded by the wallet at the calm estimate, waits in the mempool when
+/// the spike starts; the next block the hub funds it again at the estimate for the
+/// blocks left before the HTLC's expiry (RBF) and rebuilds the sweep of its output on
+/// the new txid. It confirms before the expiry, and the hub's wallet gets to_local and
+/// the HTLC less every fee, to the satoshi.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fee_spike_an_anchor_htlc_success_is_funded_again_before_the_expiry() {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let addr = hub.new_address().await.unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
+    wait_until("the hub's coinbase matured", || async {
+        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
+    })
+    .await;
+    let secrets = ChannelSecrets::from_seed(&[0x79; 32]);
+    let mut open = Mallory::open_msg(&secrets, 0x79);
+    open.push_msat = 200_000_000;
+    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
+    let mut ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
+    let id = ch.channel_id();
+    let wallet_before = hub.wallet_balance().await.to_sat();
+    let (_, inv, expiry) = withheld_payment(&devnet, &hub, &mut m, &mut ch).await;
+
+    let before = devnet.estimate_fee_rate(6).await.unwrap().unwrap();
+
+    // The hub goes to chain; its commitment pays enough in calm times.
+    let commitment_txid = hub.force_close(&id).await.unwrap();
+    wait_until("the commitment in the mempool", || async {
+        devnet.read(|s| s.mempool().len()) >= 1
+    })
+    .await;
+    mine(&devnet, 1);
+    let (commitment, _) = devnet
+        .transaction(&commitment_txid)
+        .await
+        .unwrap()
+        .expect("the commitment confirmed");
+    let htlc = OutPoint::new(
+        commitment_txid,
+        commitment
+            .output
+            .iter()
+            .position(|o| o.value.to_sat() == 100_000)
+            .expect("the HTLC output") as u32,
+    );
+    wait_until("the HTLC-success in the mempool", || async {
+        devnet.find_spend(&htlc, 0).await.unwrap().is_some()
+    })
+    .await;
+    let first = devnet.find_spend(&htlc, 0).await.unwrap().unwrap().tx;
+    assert!(first.input.len() >= 2, "funded by the wallet");
+    let first_fee = fee_of(&devnet, &first).await;
+
+    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
+    devnet.set_competing_fee_rate(Some(spike));
+    mine(&devnet, 1);
+    let spend = devnet.find_spend(&htlc, 0).await.unwrap();
+    assert!(
+        spend.as_ref().is_none_or(|s| s.block.is_none()),
+        "the calm-rate HTLC-success is not mined in the spike"
+    );
+    wait_until("the HTLC-success funded again", || async {
+        devnet
+            .find_spend(&htlc, 0)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.tx != first)
+    })
+    .await;
+    let height_before = devnet.tip().1;
+    mine(&devnet, 1);
+    let (success, height) = confirmed_spend(&devnet, htlc)
+        .await
+        .expect("the replacement confirmed");
+    assert_eq!(height, height_before + 1);
+    assert!(height < expiry, "{height} before the expiry {expiry}");
+    assert!(
+        success.input[0].witness.iter().any(|w| w == inv.preimage.0),
+        "HTLC-success with the preimage"
+    );
+    let success_fee = fee_of(&devnet, &success).await;
+    let rate = success_fee * 1000 / success.weight().to_wu();
+    assert!(rate >= spike.to_sat_per_kwu(), "{rate}");
+    assert!(
+        success_fee <= 100_000 / 2,
+        "within the budget: {success_fee}"
+    );
+
+    // After the spike and the CSV delay, to_local and the HTLC-success's output come home.
+    devnet.set_competing_fee_rate(None);
+    mine(&devnet, 145);
+    mine_until_closed(&devnet, &hub, &id, 30).await;
+    let to_local_vout = commitment
+        .output
+        .iter()
+        .position(|o| o.value.to_sat() == 200_000)
+        .expect("the hub's to_local: the push (Mallory pays the fee and anchors)")
+        as u32;
+    let to_local = commitment.output[to_local_vout as usize].value.to_sat();
+    let to_local_sweep = confirmed_spend(&devnet, OutPoint::new(commitment_txid, to_local_vout))
+        .await
+        .expect("to_local swept")
+        .0;
+    let htlc_sweep = confirmed_spend(&devnet, OutPoint::new(success.compute_txid(), 0))
+        .await
+        .expect("the replacement's output swept")
+        .0;
+    let sweep_fees = fee_of(&devnet, &to_local_sweep).await + fee_of(&devnet, &htlc_sweep).await;
+    let fees = success_fee + sweep_fees;
+    wait_until("the hub's wallet", || async {
+        hub.wallet_balance().await.to_sat() == wallet_before + to_local + 100_000 - fees
+    })
+    .await;
+    println!(
+        "anchor HTLC-success in a fee spike {}→{} sat/kwu: first at {first_fee} sat, funded again \
+         at {success_fee} sat ({rate} sat/kwu), confirmed {} blocks before the HTLC's expiry; \
+         sweeps {sweep_fees} sat",
         before.to_sat_per_kwu(),
         spike.to_sat_per_kwu(),
         expiry - height,

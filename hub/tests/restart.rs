@@ -4,6 +4,8 @@
 
 use scenarios::*;
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const KEY: &str = "test-key";
@@ -42,6 +44,7 @@ async fn restart_cycles(bob_db: Option<String>) {
 
     const AMOUNT: u64 = 1_000_000;
     let (mut attempted, mut succeeded) = (0u64, 0u64);
+    let settled = Arc::new(AtomicU64::new(0));
     for cycle in 0..8u64 {
         // A burst of payments, with Bob killed part-way through.
         let payments = {
@@ -51,6 +54,7 @@ async fn restart_cycles(bob_db: Option<String>) {
                 format!("/v1/channels/{id}/pay"),
             );
             let api = api.clone();
+            let settled = settled.clone();
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 for n in 0..20u64 {
@@ -84,6 +88,7 @@ async fn restart_cycles(bob_db: Option<String>) {
                         Ok(v) => {
                             assert_eq!(v["payment_preimage"].as_str(), Some(preimage.as_str()));
                             ok += 1;
+                            settled.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(_) => return (n + 1, ok),
                     }
@@ -92,6 +97,14 @@ async fn restart_cycles(bob_db: Option<String>) {
             })
         };
         tokio::time::sleep(Duration::from_millis(10 + 13 * cycle)).await;
+        // On a slow machine no payment may settle within those delays: from the middle
+        // cycle on, Bob is killed only after one has (so the test is never vacuous).
+        if cycle >= 4 && settled.load(Ordering::SeqCst) == 0 {
+            let start = std::time::Instant::now();
+            while settled.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         bob.child.kill().unwrap(); // SIGKILL
         let _ = bob.child.wait();
         drop(bob);

@@ -56,8 +56,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.channel.anchors() && e.onchain_commitment.is_some() && !e.sweeps.is_empty()
-                {
+                if e.channel.anchors() && e.onchain_commitment.is_some() && !e.sweeps.is_empty() {
                     v.push(*id);
                 }
             }
@@ -193,7 +192,12 @@ impl Node {
                 if budget <= floor {
                     break; // no replacement within the budget: keep the one there is
                 }
-                rate = per_kwu(budget - Amount::from_sat(1));
+                // Scaled down to the budget (the wallet counts its inputs at their
+                // largest witness size), rounded down.
+                rate = FeeRate::from_sat_per_kwu(
+                    (rate.to_sat_per_kwu() * budget.to_sat() / fee.to_sat().max(1))
+                        .saturating_sub(1),
+                );
                 continue;
             }
             funded = Some((tx, fee));
@@ -216,8 +220,8 @@ impl Node {
                 .cloned();
             let sweep = old_sweep.and_then(|s| {
                 let prev_value = w.old.output[0].value;
-                let rate = (prev_value - s.output[0].value).to_sat() * 1000
-                    / s.weight().to_wu().max(1);
+                let rate =
+                    (prev_value - s.output[0].value).to_sat() * 1000 / s.weight().to_wu().max(1);
                 e.channel
                     .sweep_local_htlc_output(
                         &tx,

@@ -369,9 +369,7 @@ impl Node {
         let revoked = self.rebuild_revoked(id, tx).await?;
         // Our own sweeps start at the estimate for the longest target; those with a
         // deadline are raised to it in this same block (`bump_all_own_sweeps`).
-        let feerate = self
-            .sweep_rate(super::sweep_fees::NO_DEADLINE_BLOCKS)
-            .await;
+        let feerate = self.sweep_rate(super::sweep_fees::NO_DEADLINE_BLOCKS).await;
         // Justice pays the estimate for the blocks left before the cheater can take each
         // output: to_local after her CSV delay, an HTLC output at once.
         let (local_rate, htlc_rate) = match &revoked {

@@ -167,7 +167,10 @@ impl Node {
             let Some(new) = self.rebuild_sweep(id, &p, rate).await else {
                 continue;
             };
-            let new_fee = p.value.checked_sub(new.output[0].value).unwrap_or(Amount::ZERO);
+            let new_fee = p
+                .value
+                .checked_sub(new.output[0].value)
+                .unwrap_or(Amount::ZERO);
             let same_input = new.input.len() == 1
                 && new.input[0].previous_output == p.old.input[0].previous_output;
             if same_input && new_fee.to_sat() > floor && new_fee.to_sat() <= budget.max(floor) {
@@ -243,7 +246,11 @@ impl Node {
                 let value = built.output_value(prev.vout);
                 match side {
                     Side::Local if built.to_local.as_ref().map(|(v, _)| *v) == Some(prev.vout) => {
-                        out.push(pending(Rebuild::ToLocal(Box::new(built.clone())), value, None));
+                        out.push(pending(
+                            Rebuild::ToLocal(Box::new(built.clone())),
+                            value,
+                            None,
+                        ));
                     }
                     Side::Local => {} // an HTLC transaction: pre-signed or wallet-funded
                     Side::Remote if built.to_remote == Some(prev.vout) => {

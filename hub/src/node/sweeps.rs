@@ -6,8 +6,8 @@
 //! the node has it).
 
 use super::channels::ChannelStatus;
-use super::sweep_fees::NO_DEADLINE_BLOCKS;
 use super::pay::FollowUp;
+use super::sweep_fees::NO_DEADLINE_BLOCKS;
 use super::Node;
 use bitcoin::{OutPoint, ScriptBuf, Transaction};
 use channel::ChannelId;
