@@ -119,9 +119,14 @@ struct Args {
     anchor_reserve_sat: u64,
     /// The most, in percent of what a transaction recovers, its fee may take: the child
     /// paying for an anchor commitment through its anchor (of what the commitment holds
-    /// for us) and the wallet's fee on an anchor channel's HTLC transaction (of the HTLC).
+    /// for us), the wallet's fee on an anchor channel's HTLC transaction (of the HTLC),
+    /// and our own sweeps and HTLC claims (of the output).
     #[arg(long, env = "HUB_FEE_BUDGET_PERCENT", default_value_t = hub::node::DEFAULT_FEE_BUDGET_PERCENT, value_parser = clap::value_parser!(u64).range(1..=100))]
     fee_budget_percent: u64,
+    /// Fee rate, in sat per 1000 weight units, of the penalties pre-signed for
+    /// watchtowers (a tower cannot bump them; the default is LND's 10 sat/vB).
+    #[arg(long, env = "HUB_TOWER_PENALTY_FEERATE", default_value_t = hub::node::DEFAULT_TOWER_PENALTY_FEERATE, value_parser = clap::value_parser!(u32).range(253..=100_000))]
+    tower_penalty_feerate: u32,
     /// Inbound peer connections at once (handshakes included); beyond, new ones are
     /// closed at once.
     #[arg(long, env = "HUB_MAX_INBOUND", default_value_t = hub::node::DEFAULT_MAX_INBOUND)]
@@ -312,6 +317,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         towers: args.tower_urls.clone(),
         anchor_reserve_sat: args.anchor_reserve_sat,
         fee_budget_percent: args.fee_budget_percent,
+        tower_penalty_feerate: args.tower_penalty_feerate,
         max_inbound: args.max_inbound,
         max_inbound_per_ip: args.max_inbound_per_ip,
         mpp_timeout: Duration::from_secs(args.mpp_timeout_secs.max(1)),

@@ -1,9 +1,10 @@
-//! The funder follows the chain's fee estimate upward. Alice funds a static_remotekey
+//! The funder follows the chain's fee estimate. Alice funds a static_remotekey
 //! channel to Bob (his wallet lacks the reserve for an anchor channel); the estimate
 //! jumps to 50 sat/vB (about 12,500 sat/kw: a block containing only such a
 //! transaction); Alice sends update_fee at the estimate, Bob (our other half, whose bounds
 //! are the estimate's half to ten times) takes it, and both commitments carry the new
-//! rate. A small rise (under a fifth) changes nothing, and the rate never goes down.
+//! rate. A small rise (under a fifth) changes nothing; when the estimate falls below half
+//! the rate, Alice lowers it to the estimate, and a payment goes through at that rate.
 
 mod common;
 
@@ -77,8 +78,20 @@ async fn the_funder_raises_the_commitment_fee_rate_with_the_estimate() {
     // A payment still goes through at the new rate.
     pay(&p, false, 10_000_000, 1).await;
 
-    // The estimate falls back to 2 sat/vB: the rate stays.
-    set_estimate(&p, &mut wallet, &mut poller, 2).await;
+    // The estimate falls to 8 sat/vB (about 2,000 sat/kw, under half of 12,500):
+    // Alice lowers the rate to it, Bob takes it, and payments go on.
+    set_estimate(&p, &mut wallet, &mut poller, 8).await;
+    let lower = p.devnet.estimate_fee_rate(6).await.unwrap().unwrap();
+    let lower = lower.to_sat_per_kwu() as u32;
+    assert!((1_900..=2_000).contains(&lower), "{lower}");
+    wait_until("both commitments at the lower estimate", || async {
+        feerates(&p).await == (lower, lower)
+    })
+    .await;
+    pay(&p, false, 10_000_000, 1).await;
+
+    // A fall to more than half the rate (7 sat/vB, 1,750 sat/kw) changes nothing.
+    set_estimate(&p, &mut wallet, &mut poller, 7).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert_eq!(feerates(&p).await, (target, target));
+    assert_eq!(feerates(&p).await, (lower, lower));
 }

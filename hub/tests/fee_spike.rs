@@ -464,6 +464,17 @@ async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
 /// the HTLC less every fee, to the satoshi.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fee_spike_an_anchor_htlc_success_is_funded_again_before_the_expiry() {
+    htlc_success_in_a_spike(false).await;
+}
+
+/// As above, but a miner that never saw the replacement mines the first version: the
+/// hub sweeps that version's output instead, and its wallet is still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_replaced_htlc_success_is_mined_its_output_is_swept() {
+    htlc_success_in_a_spike(true).await;
+}
+
+async fn htlc_success_in_a_spike(earlier_version_mined: bool) {
     let devnet = Arc::new(Devnet::in_memory());
     let dir = tempfile::tempdir().unwrap();
     let hub = start(&devnet, dir.path(), None).await;
@@ -530,10 +541,20 @@ async fn in_a_fee_spike_an_anchor_htlc_success_is_funded_again_before_the_expiry
     })
     .await;
     let height_before = devnet.tip().1;
-    mine(&devnet, 1);
+    if earlier_version_mined {
+        devnet
+            .mine_block_on(
+                &devnet.tip().0,
+                vec![first.clone()],
+                elsewhere().script_pubkey(),
+            )
+            .unwrap();
+    } else {
+        mine(&devnet, 1);
+    }
     let (success, height) = confirmed_spend(&devnet, htlc)
         .await
-        .expect("the replacement confirmed");
+        .expect("an HTLC-success confirmed");
     assert_eq!(height, height_before + 1);
     assert!(height < expiry, "{height} before the expiry {expiry}");
     assert!(
@@ -542,7 +563,11 @@ async fn in_a_fee_spike_an_anchor_htlc_success_is_funded_again_before_the_expiry
     );
     let success_fee = fee_of(&devnet, &success).await;
     let rate = success_fee * 1000 / success.weight().to_wu();
-    assert!(rate >= spike.to_sat_per_kwu(), "{rate}");
+    if earlier_version_mined {
+        assert_eq!(success, first);
+    } else {
+        assert!(rate >= spike.to_sat_per_kwu(), "{rate}");
+    }
     assert!(
         success_fee <= 100_000 / 2,
         "within the budget: {success_fee}"
@@ -565,7 +590,7 @@ async fn in_a_fee_spike_an_anchor_htlc_success_is_funded_again_before_the_expiry
         .0;
     let htlc_sweep = confirmed_spend(&devnet, OutPoint::new(success.compute_txid(), 0))
         .await
-        .expect("the replacement's output swept")
+        .expect("the confirmed version's output swept")
         .0;
     let sweep_fees = fee_of(&devnet, &to_local_sweep).await + fee_of(&devnet, &htlc_sweep).await;
     let fees = success_fee + sweep_fees;

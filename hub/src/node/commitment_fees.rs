@@ -1,9 +1,10 @@
 //! The commitment fee rate the node sets as a channel's funder. A static_remotekey
 //! commitment cannot be bumped once broadcast, so when the chain's 6-block estimate
 //! climbs more than a fifth above its rate the node sends `update_fee` with the estimate
-//! (BOLT 2: the funder keeps the commitment fee timely). Anchor channels keep their
-//! rate, which their anchors bump on chain; the node never lowers a rate, so a fee
-//! that was enough stays enough.
+//! (BOLT 2: the funder keeps the commitment fee timely). When the estimate falls below
+//! half the rate, the node lowers it to the estimate (as LDK does), so that a force close
+//! does not pay a spike's fee long after it passed; between the two, nothing changes.
+//! Anchor channels keep their rate, which their anchors bump on chain.
 
 use super::channels::{ChannelStatus, UPDATE_FEE_FLOOR};
 use super::Node;
@@ -15,13 +16,17 @@ use channel::FeeratePerKw;
 /// funder raises it (fewer updates for small moves).
 pub const FEE_RAISE_THRESHOLD_PERCENT: u64 = 20;
 
+/// The funder lowers the rate when the estimate falls below the rate divided by this.
+pub const FEE_LOWER_DIVISOR: u64 = 2;
+
 /// Confirmation target of the commitment fee estimate, in blocks.
 const COMMITMENT_TARGET_BLOCKS: u16 = 6;
 
 impl Node {
     /// After each block: every static_remotekey channel this node funds, usable and
-    /// reestablished, whose rate the estimate has outgrown gets an update_fee.
-    pub(super) async fn raise_commitment_fees(&self) {
+    /// reestablished, whose rate the estimate has outgrown (or fallen far below) gets an
+    /// update_fee.
+    pub(super) async fn follow_commitment_fees(&self) {
         let Ok(Some(estimate)) = self
             .config
             .chain
@@ -44,7 +49,7 @@ impl Node {
                     && !e.channel.anchors()
                     && e.status == ChannelStatus::Normal
                     && e.reestablished
-                    && below(e.channel.view(ViewOf::Everything).feerate, target)
+                    && off_target(e.channel.view(ViewOf::Everything).feerate, target)
                 {
                     v.push(*id);
                 }
@@ -59,17 +64,18 @@ impl Node {
                     if e.status != ChannelStatus::Normal
                         || !e.reestablished
                         || e.is_failed()
-                        || !below(e.channel.view(ViewOf::Everything).feerate, target)
+                        || !off_target(e.channel.view(ViewOf::Everything).feerate, target)
                     {
                         return Ok(());
                     }
+                    let from = e.channel.view(ViewOf::Everything).feerate.0;
                     match e.channel.send_update_fee(target) {
                         Ok(m) => {
-                            tracing::info!(channel = %id, feerate = target.0, "raising the commitment fee rate");
+                            tracing::info!(channel = %id, from, feerate = target.0, "following the fee estimate: update_fee");
                             out.messages.push(Message::UpdateFee(m));
                         }
                         Err(err) => {
-                            tracing::warn!(channel = %id, feerate = target.0, "cannot raise the commitment fee rate: {err}");
+                            tracing::warn!(channel = %id, from, feerate = target.0, "cannot change the commitment fee rate: {err}");
                         }
                     }
                     Ok(())
@@ -79,7 +85,10 @@ impl Node {
     }
 }
 
-/// Whether `current` is more than the threshold below `target`.
-fn below(current: FeeratePerKw, target: FeeratePerKw) -> bool {
-    u64::from(target.0) * 100 > u64::from(current.0) * (100 + FEE_RAISE_THRESHOLD_PERCENT)
+/// Whether `current` is more than the threshold below `target`, or more than
+/// [`FEE_LOWER_DIVISOR`] times above it.
+fn off_target(current: FeeratePerKw, target: FeeratePerKw) -> bool {
+    let (current, target) = (u64::from(current.0), u64::from(target.0));
+    target * 100 > current * (100 + FEE_RAISE_THRESHOLD_PERCENT)
+        || target * FEE_LOWER_DIVISOR < current
 }

@@ -297,3 +297,58 @@ impl Node {
         }
     }
 }
+
+impl Node {
+    /// For an HTLC transaction of ours, `lost`, that can never confirm: when what spent its
+    /// HTLC output is an earlier version of it (one it replaced, mined by a miner that had
+    /// not seen the replacement), the sweep of that version's output, which is ours as
+    /// well. `None` otherwise.
+    pub(super) async fn sweep_of_earlier_version(
+        &self,
+        id: &ChannelId,
+        lost: &Transaction,
+    ) -> Option<Transaction> {
+        let entry = self.entry(id).await.ok()?;
+        let commitment = {
+            let e = entry.lock().await;
+            let txid = e.onchain_commitment?;
+            match e.channel.commitment_by_txid(&txid)? {
+                (channel::Side::Local, built) => built,
+                _ => return None,
+            }
+        };
+        let input = lost.input.first()?.previous_output;
+        if input.txid != commitment.txid() || lost.input.len() < 2 {
+            return None;
+        }
+        let chain = &self.config.chain;
+        let tip = chain.tip().await.ok()?.height;
+        let depth = chain.confirmations(&input.txid).await.ok()?;
+        let spend = chain
+            .find_spend(&input, (tip + 1).saturating_sub(depth))
+            .await
+            .ok()??;
+        spend.block.as_ref()?;
+        // Every version pays the HTLC to the same delayed script of ours; the
+        // counterparty's own claims pay elsewhere.
+        let same_script =
+            spend.tx.output.first()?.script_pubkey == lost.output.first()?.script_pubkey;
+        if spend.tx == *lost || !same_script {
+            return None;
+        }
+        let rate = self.sweep_rate(NO_DEADLINE_BLOCKS).await;
+        let dest = self.wallet.lock().await.new_address().ok()?;
+        let sweep = entry
+            .lock()
+            .await
+            .channel
+            .sweep_local_htlc_output(&spend.tx, dest.script_pubkey(), rate)
+            .ok()?;
+        tracing::info!(
+            channel = %id,
+            mined = %spend.tx.compute_txid(),
+            "an earlier version of our HTLC transaction confirmed: sweeping its output"
+        );
+        Some(sweep)
+    }
+}

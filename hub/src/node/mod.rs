@@ -31,7 +31,7 @@ pub use anchor_cpfp::DEFAULT_FEE_BUDGET_PERCENT;
 pub use forward_history::DEFAULT_FAILED_FORWARD_RETENTION;
 pub use invoices::PaymentLimits;
 pub use mpp::DEFAULT_MPP_TIMEOUT;
-pub use towers::PRUNE_CONFIRMATIONS;
+pub use towers::{DEFAULT_TOWER_PENALTY_FEERATE, PRUNE_CONFIRMATIONS};
 
 pub use channels::{ChannelStatus, ChannelSummary};
 pub use events::{
@@ -108,8 +108,12 @@ pub struct NodeConfig {
     pub anchor_reserve_sat: u64,
     /// The most, in percent of what a transaction recovers for us, that its fee may
     /// take: the child paying for an anchor commitment (of what the commitment holds for
-    /// us), and the wallet's fee on an anchor channel's HTLC transaction (of the HTLC).
+    /// us), the wallet's fee on an anchor channel's HTLC transaction (of the HTLC), and
+    /// our own sweeps and HTLC claims (of the output). Justice may take the whole output.
     pub fee_budget_percent: u64,
+    /// The fee rate of the penalties pre-signed for watchtowers (a tower cannot bump
+    /// them), sat per 1000 weight units.
+    pub tower_penalty_feerate: u32,
     /// Inbound peer connections at once (handshakes included); beyond, a new one is
     /// closed at once.
     pub max_inbound: usize,
@@ -160,6 +164,7 @@ impl NodeConfig {
             towers: Vec::new(),
             anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
             fee_budget_percent: DEFAULT_FEE_BUDGET_PERCENT,
+            tower_penalty_feerate: DEFAULT_TOWER_PENALTY_FEERATE,
             max_inbound: DEFAULT_MAX_INBOUND,
             max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
             mpp_timeout: mpp::DEFAULT_MPP_TIMEOUT,

@@ -5,7 +5,6 @@ use super::channels::ChannelStatus;
 use super::{Node, NodeError};
 use bitcoin::Transaction;
 use chain::{ChainEvent, ChainPoller};
-use channel::FeeratePerKw;
 
 /// Blocks before an incoming HTLC's expiry by which it must be settled off chain, or
 /// claimed on chain with its preimage.
@@ -14,10 +13,6 @@ pub(super) const FULFILL_SAFETY: u32 = 6;
 /// Blocks a fundee waits for the funding transaction before forgetting the channel.
 pub(super) const FUNDING_TIMEOUT_BLOCKS: u32 = 2016;
 
-/// Fee rate of the penalties pre-signed for watchtowers (a tower cannot bump them; the
-/// node's own sweeps and justice follow the estimate, see `sweep_fees` and
-/// `justice_fees`).
-pub(super) const SWEEP_FEERATE: FeeratePerKw = FeeratePerKw(1000);
 use channel::msgs::Message;
 use channel::ChannelId;
 
@@ -109,7 +104,7 @@ impl Node {
         self.enforce_htlc_deadlines().await;
         self.bump_anchor_commitments().await;
         self.check_confirmations().await;
-        self.raise_commitment_fees().await;
+        self.follow_commitment_fees().await;
         if let Ok(tip) = self.config.chain.tip().await {
             self.forget_unconfirmed_fundings(tip.height).await;
         }

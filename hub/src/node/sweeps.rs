@@ -58,6 +58,9 @@ impl Node {
                         done.push(txid);
                         forget.push(txid);
                         replacements.extend(claims);
+                        // Or it was an HTLC transaction of ours whose earlier version
+                        // was mined: that version's output is ours to sweep.
+                        replacements.extend(self.sweep_of_earlier_version(&id, tx).await);
                     }
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");

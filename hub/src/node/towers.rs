@@ -81,6 +81,11 @@ impl TowerJob {
 /// no revoked commitment of the channel can confirm short of a reorg that deep.
 pub const PRUNE_CONFIRMATIONS: u32 = 6;
 
+/// Default of [`super::NodeConfig::tower_penalty_feerate`]: 2,500 sat/kw (10 sat/vB, the
+/// default sweep fee rate of LND's watchtower session policy). A penalty is signed once
+/// and a tower cannot bump it, so it pays for being mined in a busy mempool.
+pub const DEFAULT_TOWER_PENALTY_FEERATE: u32 = 2_500;
+
 /// A channel closed without a breach: its appointments are to be deleted at one tower.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TowerPrune {
@@ -400,7 +405,7 @@ impl Node {
             .penalty_tx(
                 revoked,
                 self.penalty_script.clone(),
-                super::onchain::SWEEP_FEERATE,
+                channel::FeeratePerKw(self.config.tower_penalty_feerate),
             )
             .map_err(|e| PenaltyError::Invalid(e.to_string()))?;
         self.keep_penalty(job, &penalty).await;
