@@ -628,6 +628,22 @@ impl Wallet {
         }
     }
 
+    /// Takes back an [`Self::unlock`] of `tx`, a transaction of this wallet's that stays
+    /// after all (a replacement for it was refused): its coins reserved again, its change
+    /// counted as pending again, and the change address not handed out again.
+    pub fn restore(&mut self, tx: &Transaction) {
+        self.reserve(tx);
+        let k = INTERNAL as usize;
+        for (vout, o) in tx.output.iter().enumerate() {
+            if let Some(&(INTERNAL, index)) = self.scripts.get(&o.script_pubkey) {
+                if index >= self.next_unused[k] {
+                    self.next_unused[k] = index + 1;
+                }
+                self.note_change(tx, vout);
+            }
+        }
+    }
+
     /// Mature, unreserved coins, largest first (fewest inputs, lowest fee); ties broken
     /// by outpoint for determinism.
     fn spendable_largest_first(&self) -> Vec<WalletUtxo> {
@@ -779,14 +795,29 @@ mod tests {
             .expect("funding");
         assert_eq!(w.balance().spendable, Amount::ZERO, "the coin is reserved");
         // Thirty attempts given up: the coin and the same change address each time.
+        let mut last = first.tx.clone();
         for _ in 0..30 {
-            w.unlock(&first.tx);
+            w.unlock(&last);
             assert_eq!(w.balance().spendable, spendable);
             let again = w
                 .build_funding_tx(p2wsh.clone(), Amount::from_sat(100_000), FALLBACK_FEE_RATE)
                 .expect("funding");
             assert_eq!(change_of(&again.tx), change_of(&first.tx));
+            last = again.tx;
         }
+        // Given back, then kept after all (its replacement was refused): the coin is
+        // reserved again, its change pending again, and its change address is not
+        // handed out to the next transaction.
+        let kept = last;
+        let pending = w.balance().trusted_pending;
+        assert!(pending > Amount::ZERO);
+        w.unlock(&kept);
+        assert_eq!(w.balance().trusted_pending, Amount::ZERO);
+        w.restore(&kept);
+        assert_eq!(w.balance().spendable, Amount::ZERO, "reserved again");
+        assert_eq!(w.balance().trusted_pending, pending, "change pending again");
+        let next = w.next_script(INTERNAL).expect("script");
+        assert_ne!(Some(next), change_of(&kept), "change address not reused");
     }
 
     #[test]

@@ -836,3 +836,39 @@ fn dust_htlc_exposure_is_capped() {
         })
         .expect("within the cap");
 }
+
+/// BOLT 2's fee spike buffer: Alice, the funder, may offer an HTLC only if what she keeps
+/// still pays the commitment fee at twice the rate with one more HTLC on it, above her
+/// reserve (on an anchor channel, at the current rate). The offer refused changes
+/// nothing; the peer's own check is unchanged (Bob may still take what BOLT 2 allows).
+#[test]
+fn the_funder_keeps_a_fee_spike_buffer() {
+    let reserve = 100_000;
+    let rate = 10_000u64;
+    // What Alice must keep after an HTLC on a static_remotekey channel: the fee at twice
+    // the rate with the HTLC and one more (BOLT 3 weights 724 + 2 × 172).
+    let buffer = 2 * rate * (724 + 2 * 172) / 1000;
+    // On an anchor channel: the rate itself, base weight 1,124, and the two anchors.
+    let anchor_buffer = rate * (1124 + 2 * 172) / 1000 + 660;
+    for anchors in [false, true] {
+        // Alice keeps 200,000 sat of the channel.
+        let alice = 200_000;
+        let push = Msat((FUNDING_SAT - alice) * 1000);
+        let mut p = Pair::open_with(push, FeeratePerKw(rate as u32), anchors);
+        let needed = if anchors { anchor_buffer } else { buffer };
+        let too_much = Msat((alice - reserve - needed + 1) * 1000);
+        let before = p.alice.clone();
+        let r = p.add(false, too_much, 500);
+        assert!(
+            matches!(r, Err(ChannelError::InsufficientBalance { .. })),
+            "anchors {anchors}: {r:?}"
+        );
+        assert!(p.alice == before, "a refused offer changes nothing");
+        let within = Msat((alice - reserve - needed) * 1000);
+        p.add(false, within, 500).expect("within the buffer");
+        p.settle();
+    }
+    // The anchor buffer is the smaller: an amount refused on static_remotekey is offered
+    // on an anchor channel.
+    assert!(anchor_buffer < buffer);
+}

@@ -46,6 +46,9 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
 
 /// BOLT 2: at most 483 HTLCs in each direction.
 pub const MAX_HTLCS: u16 = 483;
+/// The fee rate multiple the funder's balance must still pay after offering an HTLC on
+/// a static_remotekey channel (BOLT 2 recommends twice the current rate).
+pub const FEE_SPIKE_BUFFER_MULTIPLE: u32 = 2;
 /// BOLT 2: cltv_expiry must be a block height (below the timestamp threshold).
 pub const MAX_CLTV_EXPIRY: u32 = 500_000_000;
 /// Most value in dust HTLCs (trimmed to fees in a commitment, both directions together)
@@ -855,6 +858,34 @@ impl Channel {
         )
     }
 
+    /// BOLT 2's "fee spike buffer": as the funder, an HTLC is offered only when what we
+    /// keep after it still pays the commitment fee at [`FEE_SPIKE_BUFFER_MULTIPLE`] times
+    /// the rate with one more non-dust HTLC on it, above the channel reserve; otherwise a
+    /// rise of the fee rate, or an HTLC the peer adds, could leave the commitment
+    /// unaffordable (and LDK fails such an HTLC back). Anchor channels, whose commitment
+    /// is bumped on chain, keep the buffer at the current rate, as LDK does.
+    fn check_fee_spike_buffer(&self, htlc: &Htlc) -> Result<(), ChannelError> {
+        let (mut view, mut counted) = self.affordability_view(true, Side::Local);
+        counted.push(htlc.clone());
+        let multiple = if self.s.setup.anchors {
+            1
+        } else {
+            FEE_SPIKE_BUFFER_MULTIPLE
+        };
+        view.feerate = FeeratePerKw(view.feerate.0.saturating_mul(multiple));
+        let fee = self.funder_fee(&view, &counted, true);
+        // One more HTLC output on the commitment (BOLT 3: 172 weight units).
+        let extra_sat =
+            u64::from(view.feerate.0) * crate::commitment::COMMITMENT_WEIGHT_PER_HTLC / 1000;
+        self.check_affordable(
+            &view,
+            Side::Local,
+            self.s.setup.remote_params.channel_reserve_sat,
+            Msat(fee.0.saturating_add(extra_sat * 1000)),
+            htlc.amount,
+        )
+    }
+
     /// Offers an HTLC: returns the update_add_htlc to send.
     pub fn send_add_htlc(
         &mut self,
@@ -873,6 +904,9 @@ impl Channel {
             onion,
         };
         self.check_add_limits(&htlc, true)?;
+        if self.s.setup.is_funder {
+            self.check_fee_spike_buffer(&htlc)?;
+        }
         if self.is_dust(&htlc) {
             let exposure = self.dust_exposure(Some(&htlc));
             if exposure > self.max_dust_exposure {

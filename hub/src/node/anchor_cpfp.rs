@@ -198,7 +198,7 @@ impl Node {
         if stored.is_err() {
             self.wallet.lock().await.unlock(&child.tx);
             if let Some(old) = &w.child {
-                self.wallet.lock().await.reserve(&old.tx);
+                self.wallet.lock().await.restore(&old.tx);
             }
             return;
         }
@@ -218,7 +218,7 @@ impl Node {
                 .await;
             let mut wallet = self.wallet.lock().await;
             wallet.unlock(&child.tx);
-            wallet.reserve(&old.tx);
+            wallet.restore(&old.tx);
             drop(wallet);
             rebroadcast(old).await;
         }
@@ -302,7 +302,7 @@ impl Node {
         }
         let Some((mut tx, fee)) = built else {
             if let Some(old) = &w.child {
-                wallet.reserve(&old.tx);
+                wallet.restore(&old.tx);
             }
             return None;
         };
@@ -312,7 +312,7 @@ impl Node {
             let mut wallet = self.wallet.lock().await;
             wallet.unlock(&tx);
             if let Some(old) = &w.child {
-                wallet.reserve(&old.tx);
+                wallet.restore(&old.tx);
             }
             return None;
         }

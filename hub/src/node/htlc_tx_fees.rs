@@ -3,9 +3,10 @@
 //! Each has a deadline:
 //! - HTLC-success: the HTLC's expiry (from then on the counterparty can take it back by
 //!   timeout);
-//! - HTLC-timeout: for a forward, the incoming HTLC's expiry (the upstream node takes its
-//!   HTLC back then, and a preimage the downstream reveals later would cost us the
-//!   amount); for our own payment, a day after its expiry
+//! - HTLC-timeout: for a forward, 12 blocks before the incoming HTLC's expiry (the
+//!   upstream node takes its HTLC back then, and a preimage the downstream reveals later
+//!   would cost us the amount; the HTLC-timeout must be 6 deep before the incoming HTLC
+//!   is failed back); for our own payment, a day after its expiry
 //!   ([`super::sweep_fees::OWN_PAYMENT_TIMEOUT_BLOCKS`]).
 //!
 //! Every block one still unconfirmed is funded again (BIP 125 RBF, paying at least the
@@ -67,6 +68,11 @@ impl Node {
         };
         for id in ids {
             for w in self.waiting_htlc_txs(&id).await {
+                // An HTLC-timeout cannot be relayed before its locktime: nothing to bump.
+                let lock = w.old.lock_time;
+                if lock.is_block_height() && lock.to_consensus_u32() > tip.height {
+                    continue;
+                }
                 let blocks_left = w.deadline.saturating_sub(tip.height).max(1);
                 let target = blocks_left.min(NO_DEADLINE_BLOCKS) as u16;
                 let wanted = Wallet::fee_rate(&*self.config.chain, target)
@@ -204,7 +210,7 @@ impl Node {
             break;
         }
         let Some((mut tx, fee)) = funded else {
-            wallet.reserve(&w.old);
+            wallet.restore(&w.old);
             return;
         };
         drop(wallet);
@@ -237,17 +243,28 @@ impl Node {
             tracing::warn!(channel = %id, "HTLC transaction not signed again: {err}");
             let mut wallet = self.wallet.lock().await;
             wallet.unlock(&tx);
-            wallet.reserve(&w.old);
+            wallet.restore(&w.old);
             return;
         }
-        let swap = |e: &mut super::channels::ChannelEntry, from: &Transaction, to: &Transaction| {
-            if let Some(slot) = e.sweeps.iter_mut().find(|t| *t == from) {
-                *slot = to.clone();
-            }
-        };
+        let swap =
+            |e: &mut super::channels::ChannelEntry, from: &Transaction, to: &Transaction| match e
+                .sweeps
+                .iter_mut()
+                .find(|t| *t == from)
+            {
+                Some(slot) => {
+                    *slot = to.clone();
+                    true
+                }
+                None => false,
+            };
         let stored = self
             .with_channel(id, |e, _| {
-                swap(e, &w.old, &tx);
+                // The sweeps changed since they were read (the old one settled, say):
+                // nothing is replaced.
+                if !swap(e, &w.old, &tx) {
+                    return Err(super::NodeError::Invalid("the HTLC transaction changed"));
+                }
                 if let Some((old, new)) = &sweep {
                     swap(e, old, new);
                 }
@@ -257,7 +274,7 @@ impl Node {
         if stored.is_err() {
             let mut wallet = self.wallet.lock().await;
             wallet.unlock(&tx);
-            wallet.reserve(&w.old);
+            wallet.restore(&w.old);
             return;
         }
         match self.config.chain.broadcast(&tx).await {
@@ -292,7 +309,7 @@ impl Node {
                     .await;
                 let mut wallet = self.wallet.lock().await;
                 wallet.unlock(&tx);
-                wallet.reserve(&w.old);
+                wallet.restore(&w.old);
             }
         }
     }
@@ -302,53 +319,69 @@ impl Node {
     /// For an HTLC transaction of ours, `lost`, that can never confirm: when what spent its
     /// HTLC output is an earlier version of it (one it replaced, mined by a miner that had
     /// not seen the replacement), the sweep of that version's output, which is ours as
-    /// well. `None` otherwise.
+    /// well. `Some(None)` when there is none; `None` when the chain or the wallet could
+    /// not answer (the caller keeps `lost` and asks again at the next block).
     pub(super) async fn sweep_of_earlier_version(
         &self,
         id: &ChannelId,
         lost: &Transaction,
-    ) -> Option<Transaction> {
-        let entry = self.entry(id).await.ok()?;
+    ) -> Option<Option<Transaction>> {
+        let Ok(entry) = self.entry(id).await else {
+            return Some(None);
+        };
         let commitment = {
             let e = entry.lock().await;
-            let txid = e.onchain_commitment?;
-            match e.channel.commitment_by_txid(&txid)? {
-                (channel::Side::Local, built) => built,
-                _ => return None,
+            let local = e
+                .onchain_commitment
+                .and_then(|txid| e.channel.commitment_by_txid(&txid));
+            match local {
+                Some((channel::Side::Local, built)) => built,
+                _ => return Some(None),
             }
         };
-        let input = lost.input.first()?.previous_output;
+        let Some(input) = lost.input.first().map(|i| i.previous_output) else {
+            return Some(None);
+        };
         if input.txid != commitment.txid() || lost.input.len() < 2 {
-            return None;
+            return Some(None);
         }
         let chain = &self.config.chain;
         let tip = chain.tip().await.ok()?.height;
         let depth = chain.confirmations(&input.txid).await.ok()?;
-        let spend = chain
+        let Some(spend) = chain
             .find_spend(&input, (tip + 1).saturating_sub(depth))
             .await
-            .ok()??;
-        spend.block.as_ref()?;
+            .ok()?
+        else {
+            return Some(None);
+        };
         // Every version pays the HTLC to the same delayed script of ours; the
         // counterparty's own claims pay elsewhere.
-        let same_script =
-            spend.tx.output.first()?.script_pubkey == lost.output.first()?.script_pubkey;
-        if spend.tx == *lost || !same_script {
-            return None;
+        let same_script = spend.tx.output.first().map(|o| &o.script_pubkey)
+            == lost.output.first().map(|o| &o.script_pubkey);
+        if spend.block.is_none() || spend.tx == *lost || !same_script {
+            return Some(None);
         }
         let rate = self.sweep_rate(NO_DEADLINE_BLOCKS).await;
         let dest = self.wallet.lock().await.new_address().ok()?;
-        let sweep = entry
-            .lock()
-            .await
-            .channel
-            .sweep_local_htlc_output(&spend.tx, dest.script_pubkey(), rate)
-            .ok()?;
-        tracing::info!(
-            channel = %id,
-            mined = %spend.tx.compute_txid(),
-            "an earlier version of our HTLC transaction confirmed: sweeping its output"
+        let sweep = entry.lock().await.channel.sweep_local_htlc_output(
+            &spend.tx,
+            dest.script_pubkey(),
+            rate,
         );
-        Some(sweep)
+        match sweep {
+            Ok(sweep) => {
+                tracing::info!(
+                    channel = %id,
+                    mined = %spend.tx.compute_txid(),
+                    "an earlier version of our HTLC transaction confirmed: sweeping its output"
+                );
+                Some(Some(sweep))
+            }
+            Err(err) => {
+                tracing::warn!(channel = %id, "output of an earlier HTLC transaction not swept: {err}");
+                Some(None)
+            }
+        }
     }
 }

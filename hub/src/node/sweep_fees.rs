@@ -5,9 +5,10 @@
 //! takes, and has a deadline:
 //! - an HTLC offered to us, claimed with its preimage: its expiry (from then on the
 //!   counterparty can take it back by timeout);
-//! - an HTLC we offered, claimed by timeout: for a forward, the incoming HTLC's expiry
-//!   (after it the upstream node takes its HTLC back, and a preimage the downstream
-//!   reveals later would cost us the amount); for our own payment,
+//! - an HTLC we offered, claimed by timeout: for a forward, 12 blocks before the
+//!   incoming HTLC's expiry (after it the upstream node takes its HTLC back, and a
+//!   preimage the downstream reveals later would cost us the amount; the claim must be
+//!   6 deep before the incoming HTLC is failed back); for our own payment,
 //!   [`OWN_PAYMENT_TIMEOUT_BLOCKS`] after the expiry (the counterparty may still claim
 //!   it with the preimage until then, which settles our payment);
 //! - anything else (nobody else can take it): [`NO_DEADLINE_BLOCKS`] after the output
@@ -74,15 +75,20 @@ impl Node {
     }
 
     /// The height by which the timeout claim of HTLC `htlc_id` we offered on channel `id`,
-    /// expiring at `cltv_expiry`, must confirm: the incoming HTLC's expiry when it is a
-    /// forward still pending, else [`OWN_PAYMENT_TIMEOUT_BLOCKS`] after its own.
+    /// expiring at `cltv_expiry`, must confirm: for a forward still pending, early enough
+    /// to be `ANTI_REORG_DEPTH` deep (when the incoming HTLC is failed back) with
+    /// `FULFILL_SAFETY` blocks to spare before the incoming HTLC's expiry (but not before
+    /// the claim can be mined); else [`OWN_PAYMENT_TIMEOUT_BLOCKS`] after its own expiry.
     pub(super) fn timeout_deadline(&self, id: &ChannelId, htlc_id: u64, cltv_expiry: u32) -> u32 {
         let pay = self.pay.lock().expect("pay lock");
+        let margin = super::sweeps::ANTI_REORG_DEPTH + super::onchain::FULFILL_SAFETY;
         pay.forwards
             .values()
             .filter(|f| f.status == "pending" && f.out_channel == *id)
             .find(|f| f.out_htlc == Some(htlc_id))
-            .map_or(cltv_expiry + OWN_PAYMENT_TIMEOUT_BLOCKS, |f| f.in_cltv)
+            .map_or(cltv_expiry + OWN_PAYMENT_TIMEOUT_BLOCKS, |f| {
+                f.in_cltv.saturating_sub(margin).max(cltv_expiry + 1)
+            })
     }
 
     /// [`Node::bump_own_sweeps`] for every channel with a commitment on chain.
@@ -116,6 +122,11 @@ impl Node {
         for p in self.own_pending_sweeps(id).await {
             let txid = p.old.compute_txid();
             if chain.confirmations(&txid).await.unwrap_or(1) > 0 {
+                continue;
+            }
+            // A timeout claim cannot be relayed before its locktime: nothing to bump.
+            let lock = p.old.lock_time;
+            if lock.is_block_height() && lock.to_consensus_u32() > tip.height {
                 continue;
             }
             let deadline = match p.deadline {
@@ -163,14 +174,28 @@ impl Node {
                 tracing::debug!(channel = %id, %txid, budget, "sweep at its budget: not bumped");
                 continue;
             }
-            let rate = FeeratePerKw((fee * 1000 / weight + 1).min(u64::from(u32::MAX)) as u32);
-            let Some(new) = self.rebuild_sweep(id, &p, rate).await else {
+            let mut rate = FeeratePerKw((fee * 1000 / weight + 1).min(u64::from(u32::MAX)) as u32);
+            let Some(mut new) = self.rebuild_sweep(id, &p, rate).await else {
                 continue;
             };
-            let new_fee = p
-                .value
-                .checked_sub(new.output[0].value)
-                .unwrap_or(Amount::ZERO);
+            let fee_of = |t: &Transaction| {
+                p.value
+                    .checked_sub(t.output[0].value)
+                    .unwrap_or(Amount::ZERO)
+                    .to_sat()
+            };
+            if fee_of(&new) > budget {
+                // The builder counts our signature at its largest size: scaled down to
+                // the budget once, rounded down.
+                rate = FeeratePerKw(
+                    (u64::from(rate.0) * budget / fee_of(&new).max(1)).saturating_sub(1) as u32,
+                );
+                let Some(again) = self.rebuild_sweep(id, &p, rate).await else {
+                    continue;
+                };
+                new = again;
+            }
+            let new_fee = Amount::from_sat(fee_of(&new));
             let same_input = new.input.len() == 1
                 && new.input[0].previous_output == p.old.input[0].previous_output;
             if same_input && new_fee.to_sat() > floor && new_fee.to_sat() <= budget.max(floor) {

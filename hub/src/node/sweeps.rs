@@ -14,7 +14,7 @@ use channel::ChannelId;
 use std::collections::HashSet;
 
 /// Confirmations after which a transaction that resolved an HTLC is taken as final.
-const ANTI_REORG_DEPTH: u32 = 6;
+pub(super) const ANTI_REORG_DEPTH: u32 = 6;
 
 impl Node {
     /// Broadcasts pending sweeps (a CSV-locked one is refused until it matures) and
@@ -51,16 +51,18 @@ impl Node {
                     // Never possible: the counterparty took that output first. If it was
                     // a revoked HTLC output taken by the cheater's HTLC-success or
                     // HTLC-timeout, that transaction's output is ours in turn.
-                    if let Some(claims) = self.second_stage_claims(&id, tx, &sweeps).await {
+                    // Or, if it was an HTLC transaction of ours whose earlier version
+                    // was mined, that version's output is ours to sweep.
+                    let claims = self.second_stage_claims(&id, tx, &sweeps).await;
+                    let earlier = self.sweep_of_earlier_version(&id, tx).await;
+                    if let (Some(claims), Some(earlier)) = (claims, earlier) {
                         // Wallet coins it carried (an anchor channel's HTLC transaction)
                         // are free again.
                         self.wallet.lock().await.unlock(tx);
                         done.push(txid);
                         forget.push(txid);
                         replacements.extend(claims);
-                        // Or it was an HTLC transaction of ours whose earlier version
-                        // was mined: that version's output is ours to sweep.
-                        replacements.extend(self.sweep_of_earlier_version(&id, tx).await);
+                        replacements.extend(earlier);
                     }
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");
