@@ -48,43 +48,50 @@ fn mine(devnet: &Devnet, n: u32) {
         .unwrap();
 }
 
+/// The hub's transaction spending `outpoint` is waiting in the mempool at the calm rate
+/// (`before`): a 50× spike starts, the next block does not take it, and the hub replaces
+/// it. Returns the first version, its fee, and the spike's rate.
+async fn spike_until_replaced(
+    devnet: &Devnet,
+    outpoint: OutPoint,
+    before: FeeRate,
+    what: &str,
+) -> (Transaction, u64, FeeRate) {
+    wait_until(&format!("{what} in the mempool"), || async {
+        devnet.find_spend(&outpoint, 0).await.unwrap().is_some()
+    })
+    .await;
+    let first = devnet.find_spend(&outpoint, 0).await.unwrap().unwrap().tx;
+    let first_fee = fee_of(devnet, &first).await;
+    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
+    devnet.set_competing_fee_rate(Some(spike));
+    mine(devnet, 1);
+    let spend = devnet.find_spend(&outpoint, 0).await.unwrap();
+    assert!(
+        spend.as_ref().is_none_or(|s| s.block.is_none()),
+        "{what} at the calm rate is not mined in the spike"
+    );
+    wait_until(&format!("{what} replaced"), || async {
+        devnet
+            .find_spend(&outpoint, 0)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.tx != first)
+    })
+    .await;
+    (first, first_fee, spike)
+}
+
 /// Mallory pays a 100,000 sat invoice of the hub's over `ch` with an HTLC expiring 40
 /// blocks out, and reads nothing after the hub's update_fulfill_htlc: her current
 /// commitment (returned) keeps the HTLC, whose preimage the hub knows. Returns that
 /// commitment, the invoice and the expiry.
 async fn withheld_payment(
-    devnet: &Devnet,
     hub: &hub::node::Node,
     m: &mut Mallory,
     ch: &mut channel::state::Channel,
 ) -> (Transaction, hub::node::InvoiceRecord, u32) {
-    let amount_msat = 100_000_000;
-    let inv = hub
-        .create_invoice(Some(amount_msat), "withheld", 3600, "")
-        .await
-        .unwrap();
-    let expiry = devnet.tip().1 + 40;
-    let (onion, _) = channel::onion::create_onion(
-        &bitcoin::secp256k1::SecretKey::from_slice(&[0x75; 32]).unwrap(),
-        &[(
-            hub.node_id(),
-            channel::onion::HopPayload {
-                amt_to_forward: amount_msat,
-                outgoing_cltv_value: expiry,
-                short_channel_id: None,
-                payment_data: Some((inv.payment_secret, amount_msat)),
-            },
-        )],
-        &inv.payment_hash.0,
-    )
-    .unwrap();
-    let add = ch
-        .send_add_htlc(Msat(amount_msat), inv.payment_hash, expiry, onion)
-        .unwrap();
-    m.w.send(&channel::msgs::Message::UpdateAddHtlc(add))
-        .await
-        .unwrap();
-    m.sign_if_needed(ch).await;
+    let (inv, expiry) = m.offer_to_hub(ch, hub, 100_000_000).await;
     let mut kept = Vec::new();
     m.serve_until(ch, &[], &mut kept, settled_with(1)).await;
     // The hub settles it off chain (fulfill and commitment_signed); Mallory reads no more.
@@ -292,29 +299,8 @@ async fn in_a_fee_spike_justice_is_bumped_and_confirms_before_the_csv_ends() {
             .position(|o| o.value.to_sat() > 290_000)
             .expect("her to_local: 300,000 sat less the fee") as u32,
     );
-    wait_until("the hub's justice in the mempool", || async {
-        devnet.find_spend(&to_local, 0).await.unwrap().is_some()
-    })
-    .await;
-    let first = devnet.find_spend(&to_local, 0).await.unwrap().unwrap().tx;
-    let first_fee = fee_of(&devnet, &first).await;
-
-    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
-    devnet.set_competing_fee_rate(Some(spike));
-    mine(&devnet, 1);
-    let spend = devnet.find_spend(&to_local, 0).await.unwrap();
-    assert!(
-        spend.as_ref().is_none_or(|s| s.block.is_none()),
-        "the calm-rate justice is not mined in the spike"
-    );
-    wait_until("the justice replaced at the spiked rate", || async {
-        devnet
-            .find_spend(&to_local, 0)
-            .await
-            .unwrap()
-            .is_some_and(|s| s.tx != first)
-    })
-    .await;
+    let (_, first_fee, spike) =
+        spike_until_replaced(&devnet, to_local, before, "the hub's justice").await;
     mine(&devnet, 1);
     let (justice, height) = confirmed_spend(&devnet, to_local)
         .await
@@ -363,7 +349,7 @@ async fn in_a_fee_spike_justice_is_bumped_and_confirms_before_the_csv_ends() {
 async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
     let (devnet, _dir, hub, mut m, mut ch) = hub_and_mallory(0x78, 200_000_000).await;
     let id = ch.channel_id();
-    let (commitment, inv, expiry) = withheld_payment(&devnet, &hub, &mut m, &mut ch).await;
+    let (commitment, inv, expiry) = withheld_payment(&hub, &mut m, &mut ch).await;
     let before = devnet
         .estimate_fee_rate(6)
         .await
@@ -387,29 +373,8 @@ async fn in_a_fee_spike_a_claim_with_a_preimage_is_bumped_before_the_expiry() {
             .position(|o| o.value.to_sat() == 100_000)
             .expect("the HTLC output") as u32,
     );
-    wait_until("the hub's claim in the mempool", || async {
-        devnet.find_spend(&htlc, 0).await.unwrap().is_some()
-    })
-    .await;
-    let first = devnet.find_spend(&htlc, 0).await.unwrap().unwrap().tx;
-    let first_fee = fee_of(&devnet, &first).await;
-
-    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
-    devnet.set_competing_fee_rate(Some(spike));
-    mine(&devnet, 1);
-    let spend = devnet.find_spend(&htlc, 0).await.unwrap();
-    assert!(
-        spend.as_ref().is_none_or(|s| s.block.is_none()),
-        "the calm-rate claim is not mined in the spike"
-    );
-    wait_until("the claim replaced at the spiked rate", || async {
-        devnet
-            .find_spend(&htlc, 0)
-            .await
-            .unwrap()
-            .is_some_and(|s| s.tx != first)
-    })
-    .await;
+    let (_, first_fee, spike) =
+        spike_until_replaced(&devnet, htlc, before, "the hub's claim").await;
     mine(&devnet, 1);
     let (claim, height) = confirmed_spend(&devnet, htlc)
         .await
@@ -492,7 +457,7 @@ async fn htlc_success_in_a_spike(earlier_version_mined: bool) {
     let mut ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
     let id = ch.channel_id();
     let wallet_before = hub.wallet_balance().await.to_sat();
-    let (_, inv, expiry) = withheld_payment(&devnet, &hub, &mut m, &mut ch).await;
+    let (_, inv, expiry) = withheld_payment(&hub, &mut m, &mut ch).await;
 
     let before = devnet.estimate_fee_rate(6).await.unwrap().unwrap();
 
@@ -516,30 +481,9 @@ async fn htlc_success_in_a_spike(earlier_version_mined: bool) {
             .position(|o| o.value.to_sat() == 100_000)
             .expect("the HTLC output") as u32,
     );
-    wait_until("the HTLC-success in the mempool", || async {
-        devnet.find_spend(&htlc, 0).await.unwrap().is_some()
-    })
-    .await;
-    let first = devnet.find_spend(&htlc, 0).await.unwrap().unwrap().tx;
+    let (first, first_fee, spike) =
+        spike_until_replaced(&devnet, htlc, before, "the HTLC-success").await;
     assert!(first.input.len() >= 2, "funded by the wallet");
-    let first_fee = fee_of(&devnet, &first).await;
-
-    let spike = FeeRate::from_sat_per_kwu(before.to_sat_per_kwu() * 50);
-    devnet.set_competing_fee_rate(Some(spike));
-    mine(&devnet, 1);
-    let spend = devnet.find_spend(&htlc, 0).await.unwrap();
-    assert!(
-        spend.as_ref().is_none_or(|s| s.block.is_none()),
-        "the calm-rate HTLC-success is not mined in the spike"
-    );
-    wait_until("the HTLC-success funded again", || async {
-        devnet
-            .find_spend(&htlc, 0)
-            .await
-            .unwrap()
-            .is_some_and(|s| s.tx != first)
-    })
-    .await;
     let height_before = devnet.tip().1;
     if earlier_version_mined {
         devnet
@@ -598,9 +542,14 @@ async fn htlc_success_in_a_spike(earlier_version_mined: bool) {
         hub.wallet_balance().await.to_sat() == wallet_before + to_local + 100_000 - fees
     })
     .await;
+    let confirmed = if earlier_version_mined {
+        "the first version mined by a miner that missed the replacement"
+    } else {
+        "the replacement confirmed"
+    };
     println!(
-        "anchor HTLC-success in a fee spike {}→{} sat/kwu: first at {first_fee} sat, funded again \
-         at {success_fee} sat ({rate} sat/kwu), confirmed {} blocks before the HTLC's expiry; \
+        "anchor HTLC-success in a fee spike {}→{} sat/kwu: first at {first_fee} sat, funded again; \
+         {confirmed}: {success_fee} sat ({rate} sat/kwu), {} blocks before the HTLC's expiry; \
          sweeps {sweep_fees} sat",
         before.to_sat_per_kwu(),
         spike.to_sat_per_kwu(),

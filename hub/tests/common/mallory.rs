@@ -360,9 +360,14 @@ impl Mallory {
             .await;
     }
 
-    /// Mallory pays a `amount_msat` invoice of the hub's over `ch` and answers the dance
-    /// until the payment is settled (her commitments from before are revoked).
-    pub async fn pay_hub(&mut self, ch: &mut Channel, hub: &Node, amount_msat: u64) {
+    /// Mallory offers the hub an HTLC paying a new `amount_msat` invoice of its, expiring
+    /// 40 blocks out, and signs it. Returns the invoice and the expiry.
+    pub async fn offer_to_hub(
+        &mut self,
+        ch: &mut Channel,
+        hub: &Node,
+        amount_msat: u64,
+    ) -> (hub::node::InvoiceRecord, u32) {
         let inv = hub
             .create_invoice(Some(amount_msat), "from mallory", 3600, "")
             .await
@@ -387,6 +392,13 @@ impl Mallory {
             .unwrap();
         self.w.send(&Message::UpdateAddHtlc(add)).await.unwrap();
         self.sign_if_needed(ch).await;
+        (inv, expiry)
+    }
+
+    /// Mallory pays a `amount_msat` invoice of the hub's over `ch` and answers the dance
+    /// until the payment is settled (her commitments from before are revoked).
+    pub async fn pay_hub(&mut self, ch: &mut Channel, hub: &Node, amount_msat: u64) {
+        self.offer_to_hub(ch, hub, amount_msat).await;
         let from = ch.local_commitment_number().0;
         let mut kept = Vec::new();
         self.serve_until(ch, &[], &mut kept, |c| {
