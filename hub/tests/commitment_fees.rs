@@ -3,8 +3,9 @@
 //! jumps to 50 sat/vB (about 12,500 sat/kw: a block containing only such a
 //! transaction); Alice sends update_fee at the estimate, Bob (our other half, whose bounds
 //! are the estimate's half to ten times) takes it, and both commitments carry the new
-//! rate. A small rise (under a fifth) changes nothing; when the estimate falls below half
-//! the rate, Alice lowers it to the estimate, and a payment goes through at that rate.
+//! rate. A small rise (under a fifth) changes nothing; when the estimate (the larger of
+//! the 6-block and the day's) falls below half the rate, Alice lowers it to the estimate,
+//! and a payment goes through at that rate.
 
 mod common;
 
@@ -63,10 +64,9 @@ async fn the_funder_raises_the_commitment_fee_rate_with_the_estimate() {
     // The channel opened at 2,500 sat/kw. The estimate is brought to 10 sat/vB (about
     // 2,500 sat/kw) first: whatever the calm chain's estimate did to the rate since the
     // open (one below half of it lowers the rate), both commitments end up at 2,500 or
-    // at the estimate.
+    // at the rate followed.
     set_estimate(&p, &mut wallet, &mut poller, 10).await;
-    let start = p.devnet.estimate_fee_rate(6).await.unwrap().unwrap();
-    let start = start.to_sat_per_kwu() as u32;
+    let start = followed(&p).await;
     wait_until("both commitments at the starting rate", || async {
         let rates = feerates(&p).await;
         rates == (2_500, 2_500) || rates == (start, start)
@@ -91,20 +91,34 @@ async fn the_funder_raises_the_commitment_fee_rate_with_the_estimate() {
     // A payment still goes through at the new rate.
     pay(&p, false, 10_000_000, 1).await;
 
-    // The estimate falls to 8 sat/vB (about 2,000 sat/kw, under half of 12,500):
-    // Alice lowers the rate to it, Bob takes it, and payments go on.
+    // The 6-block estimate falls to 8 sat/vB (about 2,000 sat/kw): the rate followed,
+    // the larger of it and the day's estimate, is under half of 12,500, so Alice lowers
+    // the rate to it, Bob takes it, and payments go on.
     set_estimate(&p, &mut wallet, &mut poller, 8).await;
-    let lower = p.devnet.estimate_fee_rate(6).await.unwrap().unwrap();
-    let lower = lower.to_sat_per_kwu() as u32;
-    assert!((1_900..=2_000).contains(&lower), "{lower}");
-    wait_until("both commitments at the lower estimate", || async {
+    let six = p.devnet.estimate_fee_rate(6).await.unwrap().unwrap();
+    assert!((1_900..=2_000).contains(&six.to_sat_per_kwu()), "{six:?}");
+    let lower = followed(&p).await;
+    assert!(lower * 2 < target, "{lower} vs {target}");
+    wait_until("both commitments at the lower rate", || async {
         feerates(&p).await == (lower, lower)
     })
     .await;
     pay(&p, false, 10_000_000, 1).await;
 
-    // A fall to more than half the rate (7 sat/vB, 1,750 sat/kw) changes nothing.
+    // A small fall (7 sat/vB) changes nothing.
     set_estimate(&p, &mut wallet, &mut poller, 7).await;
+    let now = followed(&p).await;
+    assert!(
+        now * 2 >= lower && now * 100 <= lower * 120,
+        "{now} vs {lower}"
+    );
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(feerates(&p).await, (lower, lower));
+}
+
+/// The rate the funder follows: the larger of the 6-block and the 144-block estimates.
+async fn followed(p: &Pair) -> u32 {
+    let six = p.devnet.estimate_fee_rate(6).await.unwrap().unwrap();
+    let day = p.devnet.estimate_fee_rate(144).await.unwrap().unwrap();
+    six.max(day).to_sat_per_kwu() as u32
 }

@@ -160,12 +160,14 @@ fn the_hub_opens_to_ldk_pays_both_ways_and_closes() {
     ldk.stop().expect("LDK stops");
 }
 
-/// The hub as funder follows the chain's fee estimate up: on a static_remotekey channel
-/// to LDK (which cannot be bumped on chain) the estimate jumps to 50 sat/vB; the hub sends
-/// update_fee at the estimate and LDK, which checks it against its own estimator, takes
-/// it: both commitments carry the new rate, and a payment crosses the channel after.
+/// The hub as funder follows the chain's fee estimate up and down: on a static_remotekey
+/// channel to LDK (which cannot be bumped on chain) the estimate jumps to 50 sat/vB; the
+/// hub sends update_fee at the estimate and LDK, which checks it against its own
+/// estimator, takes it: both commitments carry the new rate, and a payment crosses the
+/// channel after. Then the estimate falls back and the hub lowers the rate; LDK takes that
+/// too.
 #[test]
-fn the_hub_raises_its_commitment_fee_rate_and_ldk_takes_it() {
+fn the_hub_raises_and_lowers_its_commitment_fee_rate_and_ldk_takes_both() {
     let w = World::new();
     let ldk = ldk_node(&w, "fee-fundee");
     let addr = ldk.listening_addresses().expect("listening")[0].to_string();
@@ -176,7 +178,10 @@ fn the_hub_raises_its_commitment_fee_rate_and_ldk_takes_it() {
     );
     let id = hub_opens_to(&w, &ldk, 1_000_000);
     assert_eq!(w.hub_channel(&id)["channel_type"], "static_remotekey");
-    assert_eq!(w.hub_channel(&id)["feerate_per_kw"], 2500);
+    // Opened at 2,500 sat/kw (or already lowered, if the devnet's calm estimate is under
+    // half of it).
+    let opened = w.hub_channel(&id)["feerate_per_kw"].as_u64().unwrap();
+    assert!(opened <= 2500, "{opened}");
 
     // One transaction at 50 sat/vB, alone in a block after 12 empty ones: the devnet's
     // 6-block estimate becomes its rate.
@@ -216,6 +221,45 @@ fn the_hub_raises_its_commitment_fee_rate_and_ldk_takes_it() {
     assert!(rate <= 12_500, "{rate}");
     let paid = w.hub_pay(&ldk_invoice(&ldk, 10_000_000, "after the fee rise"));
     assert_eq!(paid["status"], "succeeded", "{paid}");
+
+    // The spike passes: 12 empty blocks, then one with a 2 sat/vB transaction. The rate
+    // the hub follows (the larger of its 6- and 144-block estimates) is now under half
+    // its commitment's: it lowers it with update_fee, and LDK, which refuses (and closes
+    // the channel over) a rate below its own 144-block estimate less 250 sat/kw, takes
+    // it. The channel carries a payment after.
+    w.mine(12);
+    let calm = spiker
+        .onchain_payment()
+        .send_to_address(
+            &to,
+            100_000,
+            Some(ldk_node::bitcoin::FeeRate::from_sat_per_vb_u32(2)),
+        )
+        .expect("a 2 sat/vB transaction")
+        .to_string();
+    wait("the 2 sat/vB transaction in the devnet's mempool", || {
+        w.rpc("getrawmempool", json!([]))
+            .as_array()
+            .is_some_and(|pool| pool.iter().any(|t| t.as_str() == Some(calm.as_str())))
+    });
+    w.mine(1);
+    let mut lowered = 0;
+    wait(
+        "the hub's commitment rate lowered and LDK's equal to it",
+        || {
+            lowered = w.hub_channel(&id)["feerate_per_kw"].as_u64().unwrap_or(0);
+            let at_ldk = ldk
+                .list_channels()
+                .iter()
+                .find(|c| c.counterparty_node_id == w.hub_id())
+                .map(|c| u64::from(c.feerate_sat_per_1000_weight));
+            lowered * 2 < rate && at_ldk == Some(lowered)
+        },
+    );
+    assert_eq!(w.hub_channel(&id)["status"], "normal");
+    let paid = w.hub_pay(&ldk_invoice(&ldk, 10_000_000, "after the fee fall"));
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    println!("LDK took the hub's update_fee up to {rate} sat/kw and back down to {lowered} sat/kw");
     ldk.stop().expect("LDK stops");
     spiker.stop().expect("LDK stops");
 }

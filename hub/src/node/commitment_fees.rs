@@ -4,6 +4,7 @@
 //! (BOLT 2: the funder keeps the commitment fee timely). When the estimate falls below
 //! half the rate, the node lowers it to the estimate (as LDK does), so that a force close
 //! does not pay a spike's fee long after it passed; between the two, nothing changes.
+//! The estimate followed is the larger of the 6-block and the 144-block ones.
 //! Anchor channels keep their rate, which their anchors bump on chain.
 
 use super::channels::{ChannelStatus, UPDATE_FEE_FLOOR};
@@ -21,22 +22,26 @@ pub const FEE_LOWER_DIVISOR: u64 = 2;
 
 /// Confirmation target of the commitment fee estimate, in blocks.
 const COMMITMENT_TARGET_BLOCKS: u16 = 6;
+/// The rate followed is never below the estimate for this many blocks (a day): a fundee
+/// checks our rate against its own slow estimate (ldk-node refuses one below its
+/// 144-block estimate less 250 sat/kw, and closes the channel).
+const SLOW_TARGET_BLOCKS: u16 = 144;
 
 impl Node {
     /// After each block: every static_remotekey channel this node funds, usable and
     /// reestablished, whose rate the estimate has outgrown (or fallen far below) gets an
     /// update_fee.
     pub(super) async fn follow_commitment_fees(&self) {
-        let Ok(Some(estimate)) = self
-            .config
-            .chain
-            .estimate_fee_rate(COMMITMENT_TARGET_BLOCKS)
-            .await
-        else {
+        let chain = &self.config.chain;
+        let Ok(Some(estimate)) = chain.estimate_fee_rate(COMMITMENT_TARGET_BLOCKS).await else {
+            return;
+        };
+        let Ok(Some(slow)) = chain.estimate_fee_rate(SLOW_TARGET_BLOCKS).await else {
             return;
         };
         let (_, ceiling) = self.acceptable_feerates().await;
         let target = estimate
+            .max(slow)
             .to_sat_per_kwu()
             .clamp(u64::from(UPDATE_FEE_FLOOR.0), u64::from(ceiling.0));
         let target = FeeratePerKw(target as u32);
