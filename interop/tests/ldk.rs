@@ -228,6 +228,9 @@ fn the_hub_raises_and_lowers_its_commitment_fee_rate_and_ldk_takes_both() {
     // the channel over) a rate below its own 144-block estimate less 250 sat/kw, takes
     // it. The channel carries a payment after.
     w.mine(12);
+    // The spiker's wallet learns that its first transaction confirmed (else it would
+    // spend the same coin again).
+    spiker.sync_wallets().expect("the spiker's wallet syncs");
     let calm = spiker
         .onchain_payment()
         .send_to_address(
