@@ -48,6 +48,37 @@ fn mine(devnet: &Devnet, n: u32) {
         .unwrap();
 }
 
+/// A hub whose wallet holds one matured 50 BTC coinbase (for its anchor fees) and
+/// Mallory with a usable anchor channel to it that she funded, `push_msat` of it given
+/// to the hub.
+async fn hub_with_coins_and_anchor_channel(
+    seed: u8,
+    push_msat: u64,
+) -> (
+    Arc<Devnet>,
+    tempfile::TempDir,
+    Arc<hub::node::Node>,
+    Mallory,
+    channel::state::Channel,
+) {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let addr = hub.new_address().await.unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
+    wait_until("the hub's coinbase matured", || async {
+        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
+    })
+    .await;
+    let secrets = ChannelSecrets::from_seed(&[seed; 32]);
+    let mut open = Mallory::open_msg(&secrets, seed);
+    open.push_msat = push_msat;
+    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
+    let ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
+    (devnet, dir, hub, m, ch)
+}
+
 /// The hub's transaction spending `outpoint` is waiting in the mempool at the calm rate
 /// (`before`): a 50× spike starts, the next block does not take it, and the hub replaces
 /// it. Returns the first version, its fee, and the spike's rate.
@@ -111,23 +142,9 @@ async fn withheld_payment(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fee_spike_the_anchor_commitment_and_its_htlc_confirm_in_time() {
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let addr = hub.new_address().await.unwrap();
-    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
-    wait_until("the hub's coinbase matured", || async {
-        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
-    })
-    .await;
-
     // Mallory's anchor channel gives the hub 400,000 sat.
-    let secrets = ChannelSecrets::from_seed(&[0x73; 32]);
-    let mut open = Mallory::open_msg(&secrets, 0x73);
-    open.push_msat = 400_000_000;
-    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
-    let mut ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
+    let (devnet, _dir, hub, mut m, mut ch) =
+        hub_with_coins_and_anchor_channel(0x73, 400_000_000).await;
     let id = ch.channel_id();
     assert!(ch.anchors());
     let wallet_before = hub.wallet_balance().await.to_sat();
@@ -440,21 +457,8 @@ async fn when_the_replaced_htlc_success_is_mined_its_output_is_swept() {
 }
 
 async fn htlc_success_in_a_spike(earlier_version_mined: bool) {
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let addr = hub.new_address().await.unwrap();
-    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
-    wait_until("the hub's coinbase matured", || async {
-        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
-    })
-    .await;
-    let secrets = ChannelSecrets::from_seed(&[0x79; 32]);
-    let mut open = Mallory::open_msg(&secrets, 0x79);
-    open.push_msat = 200_000_000;
-    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
-    let mut ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
+    let (devnet, _dir, hub, mut m, mut ch) =
+        hub_with_coins_and_anchor_channel(0x79, 200_000_000).await;
     let id = ch.channel_id();
     let wallet_before = hub.wallet_balance().await.to_sat();
     let (_, inv, expiry) = withheld_payment(&hub, &mut m, &mut ch).await;

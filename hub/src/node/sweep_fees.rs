@@ -350,7 +350,7 @@ impl Node {
                     .find(|t| t.input[0].previous_output == prev);
             }
             Rebuild::LocalHtlcOutput(parent) => {
-                Ok(e.channel.sweep_local_htlc_output(parent, dest, rate).ok()?)
+                e.channel.sweep_local_htlc_output(parent, dest, rate)
             }
         };
         match built {
