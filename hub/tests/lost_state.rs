@@ -218,9 +218,10 @@ async fn a_node_restored_from_an_old_backup_never_broadcasts_and_recovers_its_ba
         .expect("an estimate")
         .to_sat_per_kwu();
     // (The builder counts the signature at its largest size, 73 bytes: up to 2 weight
-    // units more than the one made.)
+    // units more than the one made; the estimate read now may have moved by up to a
+    // tenth since the sweep was built.)
     assert!(
-        fee > 0 && fee <= estimate.max(253) * (weight + 2) / 1000 + 1,
+        fee > 0 && fee <= estimate.max(253) * (weight + 2) * 11 / 10_000 + 1,
         "fee {fee} over {weight} wu vs estimate {estimate} sat/kwu"
     );
     mine(&rpc, 1).await;
