@@ -56,7 +56,7 @@ impl Party {
             updated_at: 0,
         })];
         for r in revoked {
-            writes.push(hub::node::monitor::revocation_write(self.channel_id, r));
+            writes.push(hub::monitor::records::revocation_write(self.channel_id, r));
             self.legacy_bytes += serde_json::to_vec(r).expect("revoked").len() as u64;
             self.revocations += 1;
         }

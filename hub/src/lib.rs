@@ -4,6 +4,7 @@
 pub mod api;
 pub mod demo;
 pub mod metrics;
+pub mod monitor;
 pub mod node;
 pub mod peer;
 pub mod store;

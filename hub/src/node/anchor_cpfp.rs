@@ -10,12 +10,12 @@
 
 use super::channels::ChannelStatus;
 use super::Node;
+use crate::monitor::AnchorChild;
 use bitcoin::transaction::Version;
 use bitcoin::{absolute, Amount, FeeRate, OutPoint, Sequence, Transaction, TxIn, Weight};
 use chain::wallet::{Wallet, FALLBACK_FEE_RATE};
 use channel::commitment::ANCHOR_OUTPUT_SAT;
 use channel::ChannelId;
-use serde::{Deserialize, Serialize};
 
 /// Default of [`super::NodeConfig::fee_budget_percent`]: LND's default budget ratio for
 /// anchor sweeps and HTLC transactions.
@@ -27,17 +27,6 @@ const MAX_TARGET_BLOCKS: u32 = 1008;
 /// Bitcoin Core's incremental relay fee (BIP 125 rule 4).
 const INCREMENTAL_RELAY: FeeRate =
     FeeRate::from_sat_per_kwu(super::justice_fees::INCREMENTAL_RELAY_PER_KW);
-
-/// The child that pays for our commitment through our anchor, as last broadcast.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnchorChild {
-    /// The signed child.
-    pub tx: Transaction,
-    /// Its own fee.
-    pub fee_sat: u64,
-    /// The fee rate of the commitment and the child together, sat per 1000 weight units.
-    pub package_sat_per_kwu: u64,
-}
 
 /// A commitment of ours waiting to confirm, as seen under its channel's lock.
 struct Waiting {
@@ -66,16 +55,16 @@ impl Node {
             let mut keep = false;
             let _ = self
                 .with_channel(&id, |e, _| {
-                    if e.onchain_commitment == Some(parent) {
+                    if e.monitor.onchain_commitment == Some(parent) {
                         // Our commitment confirmed: the child is still valid (a miner may
                         // have taken the parent alone) and goes on as a sweep, broadcast
                         // until it confirms, its coins reserved until then.
                         keep = true;
-                        if !e.sweeps.contains(&child.tx) {
-                            e.sweeps.push(child.tx.clone());
+                        if !e.monitor.sweeps.contains(&child.tx) {
+                            e.monitor.sweeps.push(child.tx.clone());
                         }
                     }
-                    e.anchor_child = None;
+                    e.monitor.anchor_child = None;
                     Ok(())
                 })
                 .await;
@@ -97,8 +86,8 @@ impl Node {
         let mut done = Vec::new();
         for (id, e) in channels.iter() {
             let e = e.lock().await;
-            if e.funding_spent {
-                if let Some(c) = &e.anchor_child {
+            if e.monitor.funding_spent {
+                if let Some(c) = &e.monitor.anchor_child {
                     done.push((*id, c.clone()));
                 }
                 continue;
@@ -134,7 +123,7 @@ impl Node {
                 fee,
                 deadline: ours.iter().map(|h| h.htlc.cltv_expiry).min(),
                 at_stake,
-                child: e.anchor_child.clone(),
+                child: e.monitor.anchor_child.clone(),
                 commitment,
             });
         }
@@ -188,10 +177,10 @@ impl Node {
         );
         let stored = self
             .with_channel(&w.id, |e, _| {
-                if e.funding_spent {
+                if e.monitor.funding_spent {
                     return Err(super::NodeError::Invalid("the commitment is already spent"));
                 }
-                e.anchor_child = Some(child.clone());
+                e.monitor.anchor_child = Some(child.clone());
                 Ok(())
             })
             .await;
@@ -212,7 +201,7 @@ impl Node {
             tracing::info!(channel = %w.id, "replacement child refused, keeping the old one: {e}");
             let _ = self
                 .with_channel(&w.id, |e, _| {
-                    e.anchor_child = Some(old.clone());
+                    e.monitor.anchor_child = Some(old.clone());
                     Ok(())
                 })
                 .await;

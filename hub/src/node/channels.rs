@@ -7,6 +7,7 @@ use super::gossip::{AnnouncementLink, AnnouncementState, GossipCache};
 use super::pay::ForwardingPolicy;
 use super::pay::{codes, usable, Ctx, Failure, FollowUp};
 use super::{Node, NodeError, Role};
+use crate::monitor::ChannelMonitor;
 use crate::store::{StoredChannel, Write};
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::PublicKey;
@@ -18,7 +19,7 @@ use channel::msgs::*;
 use channel::state::open::{
     check_accept_channel, check_open_channel, setup_from_messages, OpenPolicy,
 };
-use channel::state::{Channel, ChannelParams, ChannelState, RevokedCommitment, ViewOf};
+use channel::state::{Channel, ChannelParams, ChannelState, ViewOf};
 use channel::*;
 
 use std::sync::Arc;
@@ -71,16 +72,10 @@ struct Stored {
     ready_received: bool,
     closing_tx: Option<Transaction>,
     closing_started: bool,
-    #[serde(default)]
-    funding_spent: bool,
-    #[serde(default)]
-    sweeps: Vec<Transaction>,
-    #[serde(default)]
-    onchain_commitment: Option<bitcoin::Txid>,
-    #[serde(default)]
-    breach: Option<RevokedCommitment>,
-    #[serde(default)]
-    anchor_child: Option<super::anchor_cpfp::AnchorChild>,
+    /// The monitor's fields sit beside the rest, as they did before it was a type of
+    /// its own: rows written before then read unchanged.
+    #[serde(flatten)]
+    monitor: ChannelMonitor,
     #[serde(default)]
     spent_in: Option<super::reorg::SpentIn>,
     #[serde(default)]
@@ -113,18 +108,8 @@ pub(super) struct ChannelEntry {
     pub ready_received: bool,
     pub closing_tx: Option<Transaction>,
     pub closing_started: bool,
-    /// The funding output has been spent on chain.
-    pub funding_spent: bool,
-    /// Our transactions taking our funds from a commitment on chain, broadcast until
-    /// they confirm.
-    pub sweeps: Vec<Transaction>,
-    /// The commitment (ours or the counterparty's) that spent the funding output.
-    pub onchain_commitment: Option<bitcoin::Txid>,
-    /// When `onchain_commitment` is a revoked commitment of the counterparty's: that
-    /// commitment, rebuilt by the monitor from the chain and its records.
-    pub breach: Option<RevokedCommitment>,
-    /// The child paying for our anchor commitment while it waits to confirm.
-    pub anchor_child: Option<super::anchor_cpfp::AnchorChild>,
+    /// On-chain enforcement: the funding spend, what we must get confirmed.
+    pub monitor: ChannelMonitor,
     /// The block whose transaction spent the funding output, and the status before.
     pub spent_in: Option<super::reorg::SpentIn>,
     /// The peer's channel_reestablish on this connection was taken in (or the channel was
@@ -290,11 +275,7 @@ impl ChannelEntry {
             ready_received: false,
             closing_tx: None,
             closing_started: false,
-            funding_spent: false,
-            sweeps: vec![],
-            onchain_commitment: None,
-            breach: None,
-            anchor_child: None,
+            monitor: ChannelMonitor::default(),
             spent_in: None,
             reestablished: true,
             awaiting_funding_since: None,
@@ -321,11 +302,7 @@ impl ChannelEntry {
             ready_received: self.ready_received,
             closing_tx: self.closing_tx.clone(),
             closing_started: self.closing_started,
-            funding_spent: self.funding_spent,
-            sweeps: self.sweeps.clone(),
-            onchain_commitment: self.onchain_commitment,
-            breach: self.breach.clone(),
-            anchor_child: self.anchor_child.clone(),
+            monitor: self.monitor.clone(),
             spent_in: self.spent_in.clone(),
             awaiting_funding_since: self.awaiting_funding_since,
             scid: self.scid,
@@ -359,14 +336,16 @@ impl ChannelEntry {
             quiescent: self.channel.log().updates.is_empty() && !self.channel.awaiting_revoke(),
             active: self.reestablished,
             closing_tx: self.closing_tx.clone(),
-            pending_sweeps: self.sweeps.clone(),
+            pending_sweeps: self.monitor.sweeps.clone(),
             short_channel_id: self.scid,
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
             we_funded: self.channel.setup().is_funder,
             feerate_per_kw: v.feerate.0,
             public: self.announce,
-            announced: self.announce && self.announcement.remote.is_some() && !self.funding_spent,
+            announced: self.announce
+                && self.announcement.remote.is_some()
+                && !self.monitor.funding_spent,
             channel_type: if self.channel.anchors() {
                 ChannelType::AnchorsZeroFeeHtlcTx
             } else {
@@ -378,7 +357,7 @@ impl ChannelEntry {
     /// The channel is over off-chain: its funding is spent, our commitment was broadcast,
     /// or our state is known to be outdated. No message may change it any more.
     pub(super) fn is_failed(&self) -> bool {
-        self.funding_spent
+        self.monitor.funding_spent
             || matches!(
                 self.status,
                 ChannelStatus::ForceClosed
@@ -438,8 +417,12 @@ impl Node {
             {
                 // Coins the wallet added to sweeps still to confirm stay theirs.
                 let mut wallet = self.wallet.lock().await;
-                stored.sweeps.iter().for_each(|tx| wallet.reserve(tx));
-                if let Some(c) = &stored.anchor_child {
+                stored
+                    .monitor
+                    .sweeps
+                    .iter()
+                    .for_each(|tx| wallet.reserve(tx));
+                if let Some(c) = &stored.monitor.anchor_child {
                     wallet.reserve(&c.tx);
                 }
             }
@@ -454,11 +437,7 @@ impl Node {
                 ready_received: stored.ready_received,
                 closing_tx: stored.closing_tx,
                 closing_started: stored.closing_started,
-                funding_spent: stored.funding_spent,
-                sweeps: stored.sweeps,
-                onchain_commitment: stored.onchain_commitment,
-                breach: stored.breach,
-                anchor_child: stored.anchor_child,
+                monitor: stored.monitor,
                 spent_in: stored.spent_in,
                 reestablished: false,
                 awaiting_funding_since: stored.awaiting_funding_since,
@@ -638,7 +617,7 @@ impl Node {
     fn report_lifecycle(&self, e: &mut ChannelEntry, out: &mut Outcome) {
         let id = e.channel.channel_id();
         let opened = e.status == ChannelStatus::Normal && !e.opened_reported;
-        let closed = e.funding_spent && !e.closed_reported;
+        let closed = e.monitor.funding_spent && !e.closed_reported;
         let noted = e.peer_noted == Some(id);
         if noted && !opened && !closed {
             // The common case, every channel step: nothing to report, no lock to take.
@@ -1340,8 +1319,10 @@ impl Node {
                 }
                 Message::RevokeAndAck(m) => {
                     let revoked = ch.receive_revoke(&m)?;
-                    out.writes
-                        .push(super::monitor::revocation_write(ch.channel_id(), &revoked));
+                    out.writes.push(crate::monitor::records::revocation_write(
+                        ch.channel_id(),
+                        &revoked,
+                    ));
                     self.queue_appointments(ch, &revoked, out);
                 }
                 Message::Shutdown(m) => {
@@ -1641,7 +1622,7 @@ impl Node {
     pub async fn force_close(&self, channel_id: &ChannelId) -> Result<Txid, NodeError> {
         let mut txid = None;
         self.with_channel(channel_id, |e, out| {
-            if e.funding_spent {
+            if e.monitor.funding_spent {
                 return Err(NodeError::Invalid("channel already closed on chain"));
             }
             if e.status == ChannelStatus::AwaitingRemoteClose {

@@ -57,7 +57,10 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.channel.anchors() && e.onchain_commitment.is_some() && !e.sweeps.is_empty() {
+                if e.channel.anchors()
+                    && e.monitor.onchain_commitment.is_some()
+                    && !e.monitor.sweeps.is_empty()
+                {
                     v.push(*id);
                 }
             }
@@ -95,11 +98,11 @@ impl Node {
         };
         let (built, sweeps) = {
             let e = entry.lock().await;
-            let Some(txid) = e.onchain_commitment else {
+            let Some(txid) = e.monitor.onchain_commitment else {
                 return vec![];
             };
             match e.channel.commitment_by_txid(&txid) {
-                Some((channel::Side::Local, built)) => (built, e.sweeps.clone()),
+                Some((channel::Side::Local, built)) => (built, e.monitor.sweeps.clone()),
                 _ => return vec![],
             }
         };
@@ -220,6 +223,7 @@ impl Node {
             let signed = e.channel.sign_local_htlc_input(&mut tx);
             // The sweep of its output, to the same place at the same rate.
             let old_sweep = e
+                .monitor
                 .sweeps
                 .iter()
                 .find(|t| t.input[0].previous_output == OutPoint::new(old_txid, 0))
@@ -248,6 +252,7 @@ impl Node {
         }
         let swap =
             |e: &mut super::channels::ChannelEntry, from: &Transaction, to: &Transaction| match e
+                .monitor
                 .sweeps
                 .iter_mut()
                 .find(|t| *t == from)
@@ -332,6 +337,7 @@ impl Node {
         let commitment = {
             let e = entry.lock().await;
             let local = e
+                .monitor
                 .onchain_commitment
                 .and_then(|txid| e.channel.commitment_by_txid(&txid));
             match local {

@@ -15,7 +15,6 @@ mod htlc_tx_fees;
 mod invoices;
 mod justice_fees;
 mod merchants;
-pub mod monitor;
 mod mpp;
 mod onchain;
 mod pay;
@@ -412,7 +411,7 @@ impl Node {
             listen_addr,
             tasks: Default::default(),
         });
-        node.convert_legacy_revoked().await?;
+        crate::monitor::records::convert_legacy_revoked(&node.store).await?;
         node.load_channels().await?;
         node.undo_closes_reorganised_while_away().await;
         node.fail_unsent_forwards().await;

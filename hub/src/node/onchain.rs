@@ -3,6 +3,7 @@
 
 use super::channels::ChannelStatus;
 use super::{Node, NodeError};
+use crate::monitor::{records, ClaimParams, Spend};
 use bitcoin::Transaction;
 use chain::{ChainEvent, ChainPoller};
 
@@ -75,7 +76,7 @@ impl Node {
             let mut m = std::collections::HashMap::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if !e.funding_spent {
+                if !e.monitor.funding_spent {
                     m.insert(e.channel.setup().funding_outpoint, *id);
                 }
             }
@@ -205,7 +206,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.scid.is_none() && !e.funding_spent {
+                if e.scid.is_none() && !e.monitor.funding_spent {
                     v.push((*id, e.channel.setup().funding_outpoint));
                 }
             }
@@ -281,7 +282,7 @@ impl Node {
                         channel::HtlcId(f.out_htlc.unwrap_or(0)),
                     )
                     .is_some();
-                (e.funding_spent, present)
+                (e.monitor.funding_spent, present)
             };
             let why = if !spent && !present {
                 "the outgoing HTLC is gone"
@@ -364,74 +365,68 @@ impl Node {
         let revoked = self.rebuild_revoked(id, tx).await?;
         // Our own sweeps start at the estimate for the longest target; those with a
         // deadline are raised to it in this same block (`bump_all_own_sweeps`).
-        let feerate = self.sweep_rate(super::sweep_fees::NO_DEADLINE_BLOCKS).await;
+        let sweep = self.sweep_rate(super::sweep_fees::NO_DEADLINE_BLOCKS).await;
         // Justice pays the estimate for the blocks left before the cheater can take each
         // output: to_local after her CSV delay, an HTLC output at once.
-        let (local_rate, htlc_rate) = match &revoked {
-            Some(r) => (
-                self.justice_rate(Self::blocks_left(r, 1, false)).await,
-                self.justice_rate(Self::blocks_left(r, 1, true)).await,
-            ),
-            None => (feerate, feerate),
-        };
         let dest = self.wallet.lock().await.new_address()?.script_pubkey();
+        let params = match &revoked {
+            Some(r) => ClaimParams {
+                dest: dest.clone(),
+                sweep,
+                justice_to_local: self.justice_rate(Self::blocks_left(r, 1, false)).await,
+                justice_htlc: self.justice_rate(Self::blocks_left(r, 1, true)).await,
+            },
+            None => ClaimParams {
+                dest: dest.clone(),
+                sweep,
+                justice_to_local: sweep,
+                justice_htlc: sweep,
+            },
+        };
         let preimages = self.known_preimages();
         let preimage_for = |h: &channel::PaymentHash| preimages.get(h).copied();
         // Our commitment's HTLC transactions, completed (under anchors, paid for by the
         // wallet) once the channel is released.
         let mut local_htlc_txs = Vec::new();
         self.with_channel(id, |e, out| {
-            e.funding_spent = true;
             e.spent_in = Some(super::reorg::SpentIn {
                 block: block_ref.hash,
                 height: block_ref.height,
                 status_before: e.status,
             });
             self.pay.lock().expect("pay lock").scids.retain(|_, c| c != id);
-            if e.closing_tx.as_ref().map(|t| t.compute_txid()) == Some(txid) {
-                e.status = ChannelStatus::Closed;
-                // A clean close: the towers may forget this channel once it is deep.
-                self.queue_prunes(id, txid, out);
-                return Ok(());
+            let closing = e.closing_tx.as_ref().map(|t| t.compute_txid());
+            let resolution = e.monitor.resolve_spend(
+                &e.channel,
+                tx,
+                revoked.clone(),
+                closing,
+                &params,
+                preimage_for,
+            );
+            for (what, err) in &resolution.skipped {
+                tracing::warn!(channel = %id, "{what} not claimed: {err}");
             }
-            e.status = ChannelStatus::ForceClosed;
-            e.onchain_commitment = Some(txid);
-            if revoked.is_none() {
+            match resolution.spend {
+                Spend::MutualClose => {
+                    e.status = ChannelStatus::Closed;
+                    // A clean close: the towers may forget this channel once it is deep.
+                    self.queue_prunes(id, txid, out);
+                    return Ok(());
+                }
+                Spend::Revoked(number) => {
+                    tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", number.0);
+                }
                 // A current commitment spent the funding output: once that is deep, no
                 // revoked one can confirm, so the towers may forget the channel too.
-                self.queue_prunes(id, txid, out);
+                Spend::Local | Spend::Remote => self.queue_prunes(id, txid, out),
             }
-            let mut sweeps = Vec::new();
-            // One output that cannot be swept (worth less than its fee) must not stop the
-            // others: each is built, or skipped with a log line, on its own.
-            let mut add = |s: Option<Result<Transaction, channel::state::ChannelError>>, what: &str| match s {
-                Some(Ok(t)) => sweeps.push(t),
-                Some(Err(err)) => tracing::warn!(channel = %id, "{what} not swept: {err}"),
-                None => {}
-            };
-            e.breach = revoked.clone();
-            if let Some(r) = revoked {
-                tracing::warn!(%txid, "counterparty broadcast revoked commitment {}: justice", r.number.0);
-                // Output by output: a second-stage transaction of the cheater's that takes
-                // one HTLC output first invalidates only that one (see `lost_race`).
-                let rate = |htlc| if htlc { htlc_rate } else { local_rate };
-                match e.channel.justice_txs(&r, dest.clone(), rate) {
-                    Ok(txs) => txs.into_iter().for_each(|t| add(Some(Ok(t)), "")),
-                    Err(err) => tracing::error!(channel = %id, "justice: {err}"),
-                }
-                add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
-            } else if let Some((_, built)) = e.channel.signed_local_commitment().filter(|(t, _)| t.compute_txid() == txid) {
-                let number = e.channel.local_commitment_number();
-                add(e.channel.sweep_local_to_local(number, &built, dest.clone(), feerate), "to_local");
-                local_htlc_txs = e.channel.signed_local_htlc_txs(preimage_for);
+            e.status = if resolution.settles_nothing(&e.monitor) {
+                ChannelStatus::Closed
             } else {
-                add(e.channel.sweep_to_remote(tx, dest.clone(), feerate), "to_remote");
-                sweeps.extend(e.channel.remote_htlc_claims(&txid, preimage_for, dest.clone(), feerate));
-            }
-            if sweeps.is_empty() && local_htlc_txs.is_empty() {
-                e.status = ChannelStatus::Closed;
-            }
-            e.sweeps = sweeps;
+                ChannelStatus::ForceClosed
+            };
+            local_htlc_txs = resolution.local_htlc_txs;
             Ok(())
         })
         .await?;
@@ -440,10 +435,28 @@ impl Node {
         }
         let completed = self.complete_local_htlc_txs(id, local_htlc_txs, dest).await;
         self.with_channel(id, |e, _| {
-            e.sweeps.extend(completed);
+            e.monitor.add_sweeps(completed);
             Ok(())
         })
         .await
+    }
+
+    /// `tx`, which spent the funding output of channel `id`, rebuilt as the revoked
+    /// commitment of the counterparty's it is, from the monitor's records; `None` when
+    /// it is none (a mutual close, our commitment, the counterparty's current one).
+    async fn rebuild_revoked(
+        &self,
+        id: &ChannelId,
+        tx: &Transaction,
+    ) -> Result<Option<channel::state::RevokedCommitment>, NodeError> {
+        let entry = self.entry(id).await?;
+        let number = entry.lock().await.channel.revoked_commitment_number(tx);
+        let Some((number, _)) = number else {
+            return Ok(None);
+        };
+        let candidates = records::revoked_htlcs(&self.store, id, number).await?;
+        let e = entry.lock().await;
+        Ok(e.channel.revoked_from_chain(tx, &candidates))
     }
 
     /// A commitment we broadcast to fail a channel goes out again every block until the
@@ -455,7 +468,7 @@ impl Node {
             let mut v = Vec::new();
             for e in channels.values() {
                 let e = e.lock().await;
-                if e.status == ChannelStatus::ForceClosed && !e.funding_spent {
+                if e.status == ChannelStatus::ForceClosed && !e.monitor.funding_spent {
                     v.extend(e.channel.signed_local_commitment().map(|(tx, _)| tx));
                 }
             }
@@ -480,7 +493,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.funding_spent
+                if e.monitor.funding_spent
                     || !matches!(
                         e.status,
                         ChannelStatus::Normal | ChannelStatus::ShuttingDown

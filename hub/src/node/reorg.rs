@@ -82,10 +82,7 @@ impl Node {
                         height = spent.height,
                         "the close of this channel was reorganised out: watching its funding again"
                     );
-                    e.funding_spent = false;
-                    e.onchain_commitment = None;
-                    e.breach = None;
-                    dropped = std::mem::take(&mut e.sweeps);
+                    dropped = e.monitor.forget_spend();
                     e.status = match spent.status_before {
                         // A peer that proved we lost state still gets no commitment of
                         // ours.

@@ -25,8 +25,8 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if !e.sweeps.is_empty() {
-                    v.push((*id, e.sweeps.clone()));
+                if !e.monitor.sweeps.is_empty() {
+                    v.push((*id, e.monitor.sweeps.clone()));
                 }
             }
             v
@@ -77,13 +77,15 @@ impl Node {
                 let closed = all_done && !self.has_unclaimed_htlc_outputs(&id).await;
                 let _ = self
                     .with_channel(&id, |e, _| {
-                        e.sweeps.retain(|t| !forget.contains(&t.compute_txid()));
-                        for tx in replacements {
-                            if !e.sweeps.contains(&tx) {
-                                e.sweeps.push(tx);
-                            }
-                        }
-                        let settled = e.sweeps.iter().all(|t| done.contains(&t.compute_txid()));
+                        e.monitor
+                            .sweeps
+                            .retain(|t| !forget.contains(&t.compute_txid()));
+                        e.monitor.add_sweeps(replacements);
+                        let settled = e
+                            .monitor
+                            .sweeps
+                            .iter()
+                            .all(|t| done.contains(&t.compute_txid()));
                         if closed && settled {
                             e.status = ChannelStatus::Closed;
                         }
@@ -111,7 +113,7 @@ impl Node {
         for input in &lost.input {
             let parent = input.previous_output.txid;
             let entry = self.entry(id).await.ok()?;
-            let breach = entry.lock().await.breach.clone();
+            let breach = entry.lock().await.monitor.breach.clone();
             let Some(revoked) = breach.filter(|r| r.commitment.txid() == parent) else {
                 continue;
             };
@@ -209,7 +211,7 @@ impl Node {
         let mut follow = Vec::new();
         let ids: Vec<ChannelId> = match only {
             Some(id) => match self.entry(&id).await {
-                Ok(e) if e.lock().await.onchain_commitment.is_some() => vec![id],
+                Ok(e) if e.lock().await.monitor.onchain_commitment.is_some() => vec![id],
                 _ => vec![],
             },
             None => {
@@ -217,7 +219,9 @@ impl Node {
                 let mut v = Vec::new();
                 for (id, e) in channels.iter() {
                     let e = e.lock().await;
-                    if e.status == ChannelStatus::ForceClosed && e.onchain_commitment.is_some() {
+                    if e.status == ChannelStatus::ForceClosed
+                        && e.monitor.onchain_commitment.is_some()
+                    {
                         v.push(*id);
                     }
                 }
@@ -243,7 +247,8 @@ impl Node {
                     // an output whose claim was still waiting for a wallet coin, say).
                     let (_, more) = self
                         .with_channel_once(&id, |e, _| {
-                            if e.sweeps.is_empty() && e.status == ChannelStatus::ForceClosed {
+                            if e.monitor.sweeps.is_empty() && e.status == ChannelStatus::ForceClosed
+                            {
                                 e.status = ChannelStatus::Closed;
                             }
                             Ok(())
@@ -279,11 +284,7 @@ impl Node {
             tracing::info!(channel = %id, claims = added.len(), "claiming HTLC outputs on chain with preimages learnt after the close");
             let (_, more) = self
                 .with_channel_once(&id, |e, _| {
-                    for tx in added.iter().cloned() {
-                        if !e.sweeps.contains(&tx) {
-                            e.sweeps.push(tx);
-                        }
-                    }
+                    e.monitor.add_sweeps(added.iter().cloned());
                     e.status = ChannelStatus::ForceClosed;
                     Ok(())
                 })
@@ -299,7 +300,8 @@ impl Node {
                         .iter()
                         .flat_map(|t| t.input.iter().map(|i| i.previous_output))
                         .collect();
-                    e.sweeps
+                    e.monitor
+                        .sweeps
                         .iter()
                         .filter(|t| t.input.iter().any(|i| inputs.contains(&i.previous_output)))
                         .cloned()
@@ -329,16 +331,7 @@ impl Node {
         let rate = self.sweep_rate(NO_DEADLINE_BLOCKS).await;
         let entry = self.entry(id).await.ok()?;
         let e = entry.lock().await;
-        let txid = e.onchain_commitment?;
-        let (side, _) = e.channel.commitment_by_txid(&txid)?;
-        Some(match side {
-            channel::Side::Local => (side, e.channel.signed_local_htlc_txs(preimage_for)),
-            channel::Side::Remote => (
-                side,
-                e.channel
-                    .remote_htlc_claims(&txid, preimage_for, dest, rate),
-            ),
-        })
+        e.monitor.htlc_claims(&e.channel, preimage_for, dest, rate)
     }
 
     /// Our commitment's HTLC transactions `txs` made ready to broadcast, each followed by
@@ -459,8 +452,9 @@ impl Node {
             };
             let e = entry.lock().await;
             (
-                e.onchain_commitment,
-                e.sweeps
+                e.monitor.onchain_commitment,
+                e.monitor
+                    .sweeps
                     .iter()
                     .flat_map(|t| t.input.iter().map(|i| i.previous_output))
                     .collect(),
@@ -492,8 +486,9 @@ impl Node {
         let (txid, side, built, swept) = {
             let entry = self.entry(&f.out_channel).await.ok()?;
             let e = entry.lock().await;
-            let txid = e.onchain_commitment?;
+            let txid = e.monitor.onchain_commitment?;
             let swept: HashSet<OutPoint> = e
+                .monitor
                 .sweeps
                 .iter()
                 .flat_map(|t| t.input.iter().map(|i| i.previous_output))
@@ -501,7 +496,11 @@ impl Node {
             match e.channel.commitment_by_txid(&txid) {
                 Some((side, c)) => (txid, side, c, swept),
                 None => {
-                    let r = e.breach.as_ref().filter(|r| r.commitment.txid() == txid)?;
+                    let r = e
+                        .monitor
+                        .breach
+                        .as_ref()
+                        .filter(|r| r.commitment.txid() == txid)?;
                     (txid, channel::Side::Remote, r.commitment.clone(), swept)
                 }
             }
