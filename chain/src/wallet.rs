@@ -61,6 +61,9 @@ pub enum WalletError {
     /// The requested amount is below the dust limit of its output.
     #[error("amount {0} is dust")]
     Dust(Amount),
+    /// The output to spend is not one of this wallet's.
+    #[error("the output is not this wallet's")]
+    NotOurs,
     /// Signing failed.
     #[error("signing: {0}")]
     Signing(String),
@@ -619,6 +622,78 @@ impl Wallet {
         Ok((funded, fee))
     }
 
+    /// A child that pays for `parent`, an unconfirmed transaction of this wallet's paying
+    /// `parent_fee`, through its output `vout` (this wallet's change): child pays for
+    /// parent (CPFP), for a parent whose txid must not change (a channel's funding, on
+    /// which the commitments are signed). The two together pay `fee_rate`. The child
+    /// spends that output alone when it can pay the fee, else with more coins; its one
+    /// output is new change. The coins are reserved as in [`Self::build_and_sign`].
+    /// Returns the signed child and the fee it pays itself.
+    pub fn cpfp_child(
+        &mut self,
+        parent: &Transaction,
+        vout: u32,
+        fee_rate: FeeRate,
+        parent_fee: Amount,
+    ) -> Result<(Transaction, Amount), WalletError> {
+        let output = parent
+            .output
+            .get(vout as usize)
+            .ok_or(WalletError::NotOurs)?
+            .clone();
+        let &(keychain, index) = self
+            .scripts
+            .get(&output.script_pubkey)
+            .ok_or(WalletError::NotOurs)?;
+        let own = WalletUtxo {
+            outpoint: OutPoint::new(parent.compute_txid(), vout),
+            output,
+            height: 0,
+            is_coinbase: false,
+            keychain,
+            index,
+        };
+        let template = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: own.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::from_slice(&[vec![0u8; 73], vec![0u8; 33]]),
+            }],
+            output: vec![],
+        };
+        let change_script = self.script(INTERNAL, self.next_unused[INTERNAL as usize])?;
+        let mut alone = template.clone();
+        alone.output.push(TxOut {
+            value: Amount::ZERO,
+            script_pubkey: change_script.clone(),
+        });
+        let fee = fee_rate
+            .fee_wu(alone.weight() + parent.weight())
+            .unwrap_or(Amount::MAX)
+            .checked_sub(parent_fee)
+            .unwrap_or(Amount::ZERO);
+        let (mut tx, fee) = if own.output.value >= fee + change_script.minimal_non_dust() {
+            self.next_script(INTERNAL)?;
+            alone.output[0].value = own.output.value - fee;
+            self.note_change(&alone, 0);
+            (alone, fee)
+        } else {
+            self.add_package_fee_inputs(
+                template,
+                fee_rate,
+                parent.weight(),
+                parent_fee,
+                own.output.value,
+            )?
+        };
+        self.sign(&mut tx, std::slice::from_ref(&own), 0)?;
+        self.locked.insert(own.outpoint);
+        Ok((tx, fee))
+    }
+
     /// Reserves the coins that `tx` spends (a transaction built before a restart that is
     /// still to confirm), also those the wallet has not seen yet while it catches up
     /// with the chain.
@@ -818,6 +893,115 @@ mod tests {
         assert_eq!(w.balance().trusted_pending, pending, "change pending again");
         let next = w.next_script(INTERNAL).expect("script");
         assert_ne!(Some(next), change_of(&kept), "change address not reused");
+    }
+
+    /// A wallet holding one confirmed coin of each of `values`, and those coins' outputs.
+    fn wallet_with_coins(seed: u8, values: &[u64]) -> Wallet {
+        use bitcoin::blockdata::constants::genesis_block;
+        use std::sync::Arc;
+        let mut w = Wallet::from_seed(&[seed; 32], Network::Regtest).expect("wallet");
+        let mut block = genesis_block(Network::Regtest);
+        for (i, v) in values.iter().enumerate() {
+            let mine = w.new_address().expect("address").script_pubkey();
+            block.txdata.push(Transaction {
+                version: bitcoin::transaction::Version::TWO,
+                lock_time: bitcoin::absolute::LockTime::ZERO,
+                input: vec![bitcoin::TxIn {
+                    previous_output: OutPoint::new(
+                        bitcoin::Txid::from_byte_array([9; 32]),
+                        i as u32,
+                    ),
+                    ..Default::default()
+                }],
+                output: vec![TxOut {
+                    value: Amount::from_sat(*v),
+                    script_pubkey: mine,
+                }],
+            });
+        }
+        let block_ref = BlockRef {
+            hash: block.block_hash(),
+            height: 1,
+        };
+        w.apply(&ChainEvent::BlockConnected {
+            block_ref,
+            block: Arc::new(block),
+        })
+        .expect("connect");
+        w
+    }
+
+    /// Bitcoin Core's interpreter on every input of `tx`, the outputs it spends looked up
+    /// in `parents`.
+    fn verify(tx: &Transaction, parents: &[&Transaction], coins: &[WalletUtxo]) {
+        tx.verify(|op| {
+            parents
+                .iter()
+                .find(|p| p.compute_txid() == op.txid)
+                .map(|p| p.output[op.vout as usize].clone())
+                .or_else(|| {
+                    coins
+                        .iter()
+                        .find(|u| u.outpoint == *op)
+                        .map(|u| u.output.clone())
+                })
+        })
+        .expect("valid under Core's script rules");
+    }
+
+    #[test]
+    fn a_child_pays_for_its_funding_parent() {
+        let mut w = wallet_with_coins(4, &[1_000_000, 50_000]);
+        let coins: Vec<WalletUtxo> = w.utxos().cloned().collect();
+        let p2wsh = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32]));
+        let low = FeeRate::from_sat_per_kwu(500);
+        let funding = w
+            .build_funding_tx(p2wsh.clone(), Amount::from_sat(900_000), low)
+            .expect("funding");
+        let change = funding.tx.output.len() as u32 - 1;
+        assert_ne!(funding.tx.output[change as usize].script_pubkey, p2wsh);
+        let pending = w.balance().trusted_pending;
+        // At 50 times the rate: the change alone pays.
+        let high = FeeRate::from_sat_per_kwu(25_000);
+        let (child, fee) = w
+            .cpfp_child(&funding.tx, change, high, funding.fee)
+            .expect("child");
+        assert_eq!(child.input.len(), 1, "the change alone pays");
+        assert_eq!(
+            child.input[0].previous_output.txid,
+            funding.tx.compute_txid()
+        );
+        verify(&child, &[&funding.tx], &coins);
+        let package =
+            (funding.fee + fee).to_sat() * 1000 / (funding.tx.weight() + child.weight()).to_wu();
+        assert!(package >= 25_000, "the package pays the rate: {package}");
+        assert!(package < 25_500, "and no more than its rounding: {package}");
+        let spent = funding.tx.output[change as usize].value;
+        assert_eq!(child.output[0].value, spent - fee);
+        assert_eq!(
+            w.balance().trusted_pending,
+            pending + spent - fee,
+            "the child's change is pending"
+        );
+        // Given up: its change goes, the funding's stays.
+        w.unlock(&child);
+        assert_eq!(w.balance().trusted_pending, pending);
+        // A change too small for a steeper rate: another coin joins it.
+        let steep = FeeRate::from_sat_per_kwu(110_000);
+        let (child, fee) = w
+            .cpfp_child(&funding.tx, change, steep, funding.fee)
+            .expect("child with another coin");
+        assert_eq!(child.input.len(), 2);
+        verify(&child, &[&funding.tx], &coins);
+        let package =
+            (funding.fee + fee).to_sat() * 1000 / (funding.tx.weight() + child.weight()).to_wu();
+        assert!(package >= 110_000, "{package}");
+        // The funding output is not the wallet's to spend.
+        let funding_vout = 1 - change;
+        assert!(matches!(
+            w.cpfp_child(&funding.tx, funding_vout, high, funding.fee),
+            Err(WalletError::NotOurs)
+        ));
     }
 
     #[test]

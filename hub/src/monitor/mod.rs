@@ -21,14 +21,15 @@ use channel::state::{Channel, ChannelError, RevokedCommitment};
 use channel::{CommitmentNumber, FeeratePerKw, PaymentHash, PaymentPreimage, Side};
 use serde::{Deserialize, Serialize};
 
-/// The child that pays for our commitment through our anchor, as last broadcast.
+/// A child that pays for its parent (CPFP), as last broadcast: for our anchor commitment
+/// through its anchor, for our funding transaction through its change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnchorChild {
+pub struct FeeChild {
     /// The signed child.
     pub tx: Transaction,
     /// Its own fee.
     pub fee_sat: u64,
-    /// The fee rate of the commitment and the child together, sat per 1000 weight units.
+    /// The fee rate of the parent and the child together, sat per 1000 weight units.
     pub package_sat_per_kwu: u64,
 }
 
@@ -52,7 +53,7 @@ pub struct ChannelMonitor {
     pub breach: Option<RevokedCommitment>,
     /// The child paying for our anchor commitment while it waits to confirm.
     #[serde(default)]
-    pub anchor_child: Option<AnchorChild>,
+    pub anchor_child: Option<FeeChild>,
 }
 
 /// What spent the funding output.

@@ -10,10 +10,10 @@
 
 use super::channels::ChannelStatus;
 use super::Node;
-use crate::monitor::AnchorChild;
+use crate::monitor::FeeChild;
 use bitcoin::transaction::Version;
 use bitcoin::{absolute, Amount, FeeRate, OutPoint, Sequence, Transaction, TxIn, Weight};
-use chain::wallet::{Wallet, FALLBACK_FEE_RATE};
+use chain::wallet::{Wallet, WalletError, FALLBACK_FEE_RATE};
 use channel::commitment::ANCHOR_OUTPUT_SAT;
 use channel::ChannelId;
 
@@ -38,7 +38,7 @@ struct Waiting {
     deadline: Option<u32>,
     /// What the commitment's outputs hold for us.
     at_stake: Amount,
-    child: Option<AnchorChild>,
+    child: Option<FeeChild>,
 }
 
 impl Node {
@@ -79,7 +79,7 @@ impl Node {
         }
     }
 
-    async fn anchor_commitments(&self) -> (Vec<Waiting>, Vec<(ChannelId, AnchorChild)>) {
+    async fn anchor_commitments(&self) -> (Vec<Waiting>, Vec<(ChannelId, FeeChild)>) {
         let preimages = self.known_preimages();
         let channels = self.channels.lock().await;
         let mut waiting = Vec::new();
@@ -142,7 +142,7 @@ impl Node {
         let parent_weight = w.commitment.weight();
         let own_rate = rate_of(w.fee, parent_weight);
         // As a package: in a spike the commitment alone is below the mempool's minimum.
-        let rebroadcast = |c: &AnchorChild| {
+        let rebroadcast = |c: &FeeChild| {
             let tx = c.tx.clone();
             let parent = w.commitment.clone();
             async move {
@@ -217,12 +217,7 @@ impl Node {
     /// budget buys), signed, its coins reserved; replacing `w.child` (whose coins it may
     /// reuse), it pays at least the old fee plus the incremental relay fee. `None` when no
     /// child can do better than what is there.
-    async fn build_child(
-        &self,
-        w: &Waiting,
-        wanted: FeeRate,
-        budget: Amount,
-    ) -> Option<AnchorChild> {
+    async fn build_child(&self, w: &Waiting, wanted: FeeRate, budget: Amount) -> Option<FeeChild> {
         let entry = self.entry(&w.id).await.ok()?;
         let template = Transaction {
             version: Version::TWO,
@@ -241,54 +236,19 @@ impl Node {
         if let Some(old) = &w.child {
             wallet.unlock(&old.tx);
         }
-        let mut rate = wanted;
-        let mut built = None;
-        for _ in 0..3 {
-            let (tx, fee) = match wallet.add_package_fee_inputs(
-                template.clone(),
-                rate,
-                parent_weight,
-                w.fee,
-                surplus,
-            ) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(channel = %w.id, "cannot pay for our commitment: {e}");
-                    break;
-                }
-            };
-            // BIP 125: a replacement pays the old fee plus its own size at the
-            // incremental relay fee.
-            // BIP 125 and Core's rule that the replacement's own rate beats the old
-            // child's.
-            let floor = w.child.as_ref().map_or(Amount::ZERO, |c| {
-                let old_rate = rate_of(Amount::from_sat(c.fee_sat), c.tx.weight());
-                let by_rate =
-                    old_rate.fee_wu(tx.weight()).unwrap_or(Amount::MAX) + Amount::from_sat(1);
-                let by_fee = Amount::from_sat(c.fee_sat)
-                    + INCREMENTAL_RELAY.fee_wu(tx.weight()).unwrap_or(Amount::MAX);
-                by_fee.max(by_rate)
-            });
-            let retarget = |fee_wanted: Amount| {
-                let r = rate_of(fee_wanted + w.fee, parent_weight + tx.weight());
-                FeeRate::from_sat_per_kwu(r.to_sat_per_kwu() + 1)
-            };
-            if fee < floor {
-                wallet.unlock(&tx);
-                rate = retarget(floor);
-                continue;
-            }
-            if fee > budget {
-                wallet.unlock(&tx);
-                if budget < floor {
-                    break; // no replacement fits the budget: keep the child there is
-                }
-                rate = rate_of(budget + w.fee, parent_weight + tx.weight());
-                continue;
-            }
-            built = Some((tx, fee));
-            break;
-        }
+        let built = child_in_budget(
+            &mut wallet,
+            |wallet, rate| {
+                wallet.add_package_fee_inputs(template.clone(), rate, parent_weight, w.fee, surplus)
+            },
+            ParentFee {
+                fee: w.fee,
+                weight: parent_weight,
+            },
+            w.child.as_ref(),
+            wanted,
+            budget,
+        );
         let Some((mut tx, fee)) = built else {
             if let Some(old) = &w.child {
                 wallet.restore(&old.tx);
@@ -310,7 +270,7 @@ impl Node {
             self.wallet.lock().await.unlock(&tx);
             return None;
         }
-        Some(AnchorChild {
+        Some(FeeChild {
             fee_sat: fee.to_sat(),
             package_sat_per_kwu: package.to_sat_per_kwu(),
             tx,
@@ -318,7 +278,65 @@ impl Node {
     }
 }
 
+/// What a parent pays for itself.
+pub(super) struct ParentFee {
+    pub fee: Amount,
+    pub weight: Weight,
+}
+
+/// A child built by `build` (given the wallet and a package fee rate: the child and its
+/// own fee, its coins reserved) at `wanted`, or, beyond `budget` (the child's own fee),
+/// at the rate the budget buys; replacing `old` (whose coins the caller has released),
+/// it pays at least the old fee plus its own size at the incremental relay fee, and
+/// beats the old child's rate (BIP 125, and Core's rule on the replacement's own rate).
+/// `None` when the wallet cannot pay or no replacement fits the budget.
+pub(super) fn child_in_budget(
+    wallet: &mut Wallet,
+    mut build: impl FnMut(&mut Wallet, FeeRate) -> Result<(Transaction, Amount), WalletError>,
+    parent: ParentFee,
+    old: Option<&FeeChild>,
+    wanted: FeeRate,
+    budget: Amount,
+) -> Option<(Transaction, Amount)> {
+    let mut rate = wanted;
+    for _ in 0..3 {
+        let (tx, fee) = match build(wallet, rate) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("the wallet cannot pay for a child: {e}");
+                return None;
+            }
+        };
+        let floor = old.map_or(Amount::ZERO, |c| {
+            let old_rate = rate_of(Amount::from_sat(c.fee_sat), c.tx.weight());
+            let by_rate = old_rate.fee_wu(tx.weight()).unwrap_or(Amount::MAX) + Amount::from_sat(1);
+            let by_fee = Amount::from_sat(c.fee_sat)
+                + INCREMENTAL_RELAY.fee_wu(tx.weight()).unwrap_or(Amount::MAX);
+            by_fee.max(by_rate)
+        });
+        let retarget = |fee_wanted: Amount| {
+            let r = rate_of(fee_wanted + parent.fee, parent.weight + tx.weight());
+            FeeRate::from_sat_per_kwu(r.to_sat_per_kwu() + 1)
+        };
+        if fee < floor {
+            wallet.unlock(&tx);
+            rate = retarget(floor);
+            continue;
+        }
+        if fee > budget {
+            wallet.unlock(&tx);
+            if budget < floor {
+                return None; // no replacement fits the budget: keep the child there is
+            }
+            rate = rate_of(budget + parent.fee, parent.weight + tx.weight());
+            continue;
+        }
+        return Some((tx, fee));
+    }
+    None
+}
+
 /// The fee rate `fee` pays over `weight`, rounded down.
-fn rate_of(fee: Amount, weight: Weight) -> FeeRate {
+pub(super) fn rate_of(fee: Amount, weight: Weight) -> FeeRate {
     FeeRate::from_sat_per_kwu(fee.to_sat() * 1000 / weight.to_wu().max(1))
 }

@@ -7,7 +7,7 @@ use super::gossip::{AnnouncementLink, AnnouncementState, GossipCache};
 use super::pay::ForwardingPolicy;
 use super::pay::{codes, usable, Ctx, Failure, FollowUp};
 use super::{Node, NodeError, Role};
-use crate::monitor::ChannelMonitor;
+use crate::monitor::{ChannelMonitor, FeeChild};
 use crate::store::{StoredChannel, Write};
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::PublicKey;
@@ -68,6 +68,10 @@ struct Stored {
     status: ChannelStatus,
     minimum_depth: u32,
     funding_tx: Option<Transaction>,
+    #[serde(default)]
+    funding_fee_sat: Option<u64>,
+    #[serde(default)]
+    funding_child: Option<FeeChild>,
     ready_sent: bool,
     ready_received: bool,
     closing_tx: Option<Transaction>,
@@ -104,6 +108,10 @@ pub(super) struct ChannelEntry {
     pub status: ChannelStatus,
     pub minimum_depth: u32,
     pub funding_tx: Option<Transaction>,
+    /// What our funding transaction pays itself (recorded since funding fees are bumped).
+    pub funding_fee_sat: Option<u64>,
+    /// The child paying for our funding transaction through its change, while it waits.
+    pub funding_child: Option<FeeChild>,
     pub ready_sent: bool,
     pub ready_received: bool,
     pub closing_tx: Option<Transaction>,
@@ -271,6 +279,8 @@ impl ChannelEntry {
             status: ChannelStatus::AwaitingLock,
             minimum_depth,
             funding_tx,
+            funding_fee_sat: None,
+            funding_child: None,
             ready_sent: false,
             ready_received: false,
             closing_tx: None,
@@ -298,6 +308,8 @@ impl ChannelEntry {
             status: self.status,
             minimum_depth: self.minimum_depth,
             funding_tx: self.funding_tx.clone(),
+            funding_fee_sat: self.funding_fee_sat,
+            funding_child: self.funding_child.clone(),
             ready_sent: self.ready_sent,
             ready_received: self.ready_received,
             closing_tx: self.closing_tx.clone(),
@@ -425,6 +437,15 @@ impl Node {
                 if let Some(c) = &stored.monitor.anchor_child {
                     wallet.reserve(&c.tx);
                 }
+                // Our funding transaction and its child, until they confirm (the wallet
+                // learns of their spends only from blocks): no other transaction may
+                // take their coins meanwhile.
+                if stored.status == ChannelStatus::AwaitingLock {
+                    stored.funding_tx.iter().for_each(|tx| wallet.reserve(tx));
+                }
+                if let Some(c) = &stored.funding_child {
+                    wallet.reserve(&c.tx);
+                }
             }
             let entry = ChannelEntry {
                 channel,
@@ -433,6 +454,8 @@ impl Node {
                 status: stored.status,
                 minimum_depth: stored.minimum_depth,
                 funding_tx: stored.funding_tx,
+                funding_fee_sat: stored.funding_fee_sat,
+                funding_child: stored.funding_child,
                 ready_sent: stored.ready_sent,
                 ready_received: stored.ready_received,
                 closing_tx: stored.closing_tx,
@@ -1050,7 +1073,11 @@ impl Node {
         }
         let script =
             channel::script::funding_script(&pending.open.funding_pubkey, &accept.funding_pubkey);
-        let fee_rate = Wallet::fee_rate(self.config.chain.as_ref(), 6).await?;
+        let fee_rate = Wallet::fee_rate(
+            self.config.chain.as_ref(),
+            super::funding_fees::FUNDING_TARGET_BLOCKS,
+        )
+        .await?;
         let built = self.wallet.lock().await.build_funding_tx(
             ScriptBuf::new_p2wsh(&script.wscript_hash()),
             Amount::from_sat(pending.open.funding_satoshis),
@@ -1083,6 +1110,7 @@ impl Node {
             accept.minimum_depth,
             Some(funding.tx),
         );
+        entry.funding_fee_sat = Some(funding.fee.to_sat());
         entry.announce = pending.open.channel_flags & 1 == 1;
         {
             // The caller may have given up (the open timed out) while this was built: then

@@ -10,6 +10,7 @@ mod channels;
 mod commitment_fees;
 mod events;
 mod forward_history;
+mod funding_fees;
 mod gossip;
 mod htlc_tx_fees;
 mod invoices;

@@ -104,6 +104,7 @@ impl Node {
         self.rebroadcast_commitments().await;
         self.enforce_htlc_deadlines().await;
         self.bump_anchor_commitments().await;
+        self.bump_fundings().await;
         self.check_confirmations().await;
         self.follow_commitment_fees().await;
         if let Ok(tip) = self.config.chain.tip().await {
