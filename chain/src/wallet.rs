@@ -830,32 +830,7 @@ mod tests {
 
     #[test]
     fn an_unlocked_funding_gives_back_its_coins_and_its_change_address() {
-        use bitcoin::blockdata::constants::genesis_block;
-        use std::sync::Arc;
-        let mut w = Wallet::from_seed(&[3u8; 32], Network::Regtest).expect("wallet");
-        let mine = w.new_address().expect("address").script_pubkey();
-        let mut block = genesis_block(Network::Regtest);
-        block.txdata.push(Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![bitcoin::TxIn {
-                previous_output: OutPoint::new(bitcoin::Txid::from_byte_array([9; 32]), 0),
-                ..Default::default()
-            }],
-            output: vec![TxOut {
-                value: Amount::from_sat(1_000_000),
-                script_pubkey: mine,
-            }],
-        });
-        let block_ref = BlockRef {
-            hash: block.block_hash(),
-            height: 1,
-        };
-        w.apply(&ChainEvent::BlockConnected {
-            block_ref,
-            block: Arc::new(block),
-        })
-        .expect("connect");
+        let mut w = wallet_with_coins(3, &[1_000_000]);
         let p2wsh = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32]));
         let spendable = w.balance().spendable;
         assert_eq!(spendable, Amount::from_sat(1_000_000));

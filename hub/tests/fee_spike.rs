@@ -10,74 +10,13 @@
 
 mod common;
 
-use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use bitcoin::{FeeRate, OutPoint, Transaction};
 use chain::{ChainSource, Devnet};
-use channel::channel_type::ChannelType;
-use channel::keys::ChannelSecrets;
 use channel::*;
 use common::mallory::*;
 use common::*;
+use common::{fee_on_devnet as fee_of, mine_on as mine};
 use hub::node::ChannelStatus;
-use std::sync::Arc;
-
-/// What `tx` pays in fees: its inputs' values (looked up on the devnet) minus its outputs.
-async fn fee_of(devnet: &Devnet, tx: &Transaction) -> u64 {
-    let mut input = 0;
-    for i in &tx.input {
-        let (parent, _) = devnet
-            .transaction(&i.previous_output.txid)
-            .await
-            .unwrap()
-            .expect("parent known");
-        input += parent.output[i.previous_output.vout as usize]
-            .value
-            .to_sat();
-    }
-    input - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
-}
-
-/// The confirmed transaction spending `outpoint`, with its height.
-async fn confirmed_spend(devnet: &Devnet, outpoint: OutPoint) -> Option<(Transaction, u32)> {
-    let spend = devnet.find_spend(&outpoint, 0).await.unwrap()?;
-    Some((spend.tx, spend.block?.height))
-}
-
-fn mine(devnet: &Devnet, n: u32) {
-    devnet
-        .generate_to_script(n, &elsewhere().script_pubkey())
-        .unwrap();
-}
-
-/// A hub whose wallet holds one matured 50 BTC coinbase (for its anchor fees) and
-/// Mallory with a usable anchor channel to it that she funded, `push_msat` of it given
-/// to the hub.
-async fn hub_with_coins_and_anchor_channel(
-    seed: u8,
-    push_msat: u64,
-) -> (
-    Arc<Devnet>,
-    tempfile::TempDir,
-    Arc<hub::node::Node>,
-    Mallory,
-    channel::state::Channel,
-) {
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let addr = hub.new_address().await.unwrap();
-    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
-    wait_until("the hub's coinbase matured", || async {
-        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
-    })
-    .await;
-    let secrets = ChannelSecrets::from_seed(&[seed; 32]);
-    let mut open = Mallory::open_msg(&secrets, seed);
-    open.push_msat = push_msat;
-    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
-    let ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
-    (devnet, dir, hub, m, ch)
-}
 
 /// The hub's transaction spending `outpoint` is waiting in the mempool at the calm rate
 /// (`before`): a 50× spike starts, the next block does not take it, and the hub replaces
@@ -246,15 +185,13 @@ async fn in_a_fee_spike_the_anchor_commitment_and_its_htlc_confirm_in_time() {
     let to_local = commitment.output[to_local_vout as usize].value.to_sat();
     mine(&devnet, 145);
     mine_until_closed(&devnet, &hub, &id, 30).await;
-    let to_local_sweep = confirmed_spend(&devnet, OutPoint::new(commitment_txid, to_local_vout))
-        .await
-        .expect("to_local swept")
-        .0;
-    let htlc_sweep = confirmed_spend(&devnet, OutPoint::new(timeout.compute_txid(), 0))
-        .await
-        .expect("the HTLC-timeout's output swept")
-        .0;
-    let sweep_fees = fee_of(&devnet, &to_local_sweep).await + fee_of(&devnet, &htlc_sweep).await;
+    let sweep_fees = fees_of_sweeps(
+        &devnet,
+        commitment_txid,
+        to_local_vout,
+        timeout.compute_txid(),
+    )
+    .await;
 
     // Every satoshi: the wallet got to_local, the HTLC and our anchor back, less the fees
     // of the child, the HTLC-timeout and the two sweeps.

@@ -27,13 +27,13 @@ use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction, TxOut, Txid};
 use chain::wallet::Wallet;
 use chain::{ChainPoller, ChainSource, Devnet};
-use channel::channel_type::ChannelType;
 use channel::keys::{secp, ChannelSecrets};
 use channel::msgs::Message;
 use channel::onion::{create_onion, decode_failure, HopPayload};
 use channel::*;
 use common::mallory::*;
 use common::*;
+use common::{fee_on_devnet as fee_of, mine_on as mine};
 use hub::node::ChannelStatus;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -60,34 +60,6 @@ const ANTI_REORG_DEPTH: u32 = 6;
 /// A forward's timeout claim is due this many blocks before the incoming HTLC's expiry:
 /// `ANTI_REORG_DEPTH` + `FULFILL_SAFETY` (hub/src/node/onchain.rs).
 const FORWARD_MARGIN: u32 = 12;
-
-/// What `tx` pays in fees: its inputs' values (looked up on the devnet) minus its outputs.
-async fn fee_of(devnet: &Devnet, tx: &Transaction) -> u64 {
-    let mut input = 0;
-    for i in &tx.input {
-        let (parent, _) = devnet
-            .transaction(&i.previous_output.txid)
-            .await
-            .unwrap()
-            .expect("parent known");
-        input += parent.output[i.previous_output.vout as usize]
-            .value
-            .to_sat();
-    }
-    input - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
-}
-
-/// The confirmed transaction spending `outpoint`, with its height.
-async fn confirmed_spend(devnet: &Devnet, outpoint: OutPoint) -> Option<(Transaction, u32)> {
-    let spend = devnet.find_spend(&outpoint, 0).await.unwrap()?;
-    Some((spend.tx, spend.block?.height))
-}
-
-fn mine(devnet: &Devnet, n: u32) {
-    devnet
-        .generate_to_script(n, &elsewhere().script_pubkey())
-        .unwrap();
-}
 
 /// A block on the tip from the mempool as a miner whose blocks are full at `rate` builds
 /// it: each transaction (in arrival order) with its unconfirmed ancestors not yet taken,
@@ -213,21 +185,8 @@ async fn synced(hub: &hub::node::Node, devnet: &Devnet) {
 async fn a_forwards_timeout_claim_is_bumped_for_the_incoming_expiry_not_a_day_later() {
     // The hub, with coins for its anchor fees; Dave (Mallory's code, key 0x4d) opens an
     // anchor channel to it giving it 400,000 sat.
-    let devnet = Arc::new(Devnet::in_memory());
-    let dir = tempfile::tempdir().unwrap();
-    let hub = start(&devnet, dir.path(), None).await;
-    let addr = hub.new_address().await.unwrap();
-    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    let mut dave = Mallory::new(&devnet, &hub).await; // mines 101 blocks
-    wait_until("the hub's coinbase matured", || async {
-        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
-    })
-    .await;
-    let secrets = ChannelSecrets::from_seed(&[0x91; 32]);
-    let mut open = Mallory::open_msg(&secrets, 0x91);
-    open.push_msat = 400_000_000;
-    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
-    let mut dch = dave.open_usable_as(&devnet, &hub, secrets, open).await;
+    let (devnet, _dir, hub, mut dave, mut dch) =
+        hub_with_coins_and_anchor_channel(0x91, 400_000_000).await;
     assert!(dch.anchors());
     let did = dch.channel_id();
     let dave_id = PublicKey::from_secret_key(secp(), &SecretKey::from_slice(&[0x4d; 32]).unwrap());
@@ -444,15 +403,13 @@ async fn a_forwards_timeout_claim_is_bumped_for_the_incoming_expiry_not_a_day_la
         .position(|o| o.value.to_sat() == 250_000)
         .expect("the hub's to_local: 400,000 sat less the HTLC (Dave pays the fee)")
         as u32;
-    let to_local_sweep = confirmed_spend(&devnet, OutPoint::new(commitment_txid, to_local_vout))
-        .await
-        .expect("to_local swept")
-        .0;
-    let htlc_sweep = confirmed_spend(&devnet, OutPoint::new(timeout.compute_txid(), 0))
-        .await
-        .expect("the HTLC-timeout's output swept")
-        .0;
-    let sweep_fees = fee_of(&devnet, &to_local_sweep).await + fee_of(&devnet, &htlc_sweep).await;
+    let sweep_fees = fees_of_sweeps(
+        &devnet,
+        commitment_txid,
+        to_local_vout,
+        timeout.compute_txid(),
+    )
+    .await;
     // Children on the anchors (each with its wallet change): what they took is the
     // anchors' 330 sat less their fee.
     let mut children: Vec<Transaction> = Vec::new();

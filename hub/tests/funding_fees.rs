@@ -7,35 +7,14 @@
 
 mod common;
 
-use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use bitcoin::{Amount, FeeRate, OutPoint};
 use chain::{ChainSource, Devnet};
 use common::*;
+use common::{fee_on_devnet as fee_of, mine_on as mine};
 use hub::node::ChannelStatus;
 use std::sync::Arc;
 
 const CAPACITY: u64 = 1_000_000;
-
-/// What `tx` pays in fees: its inputs' values (looked up on the devnet) minus its outputs.
-async fn fee_of(devnet: &Devnet, tx: &Transaction) -> u64 {
-    let mut input = 0;
-    for i in &tx.input {
-        let (parent, _) = devnet
-            .transaction(&i.previous_output.txid)
-            .await
-            .unwrap()
-            .expect("parent known");
-        input += parent.output[i.previous_output.vout as usize]
-            .value
-            .to_sat();
-    }
-    input - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
-}
-
-fn mine(devnet: &Devnet, n: u32) {
-    devnet
-        .generate_to_script(n, &elsewhere().script_pubkey())
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_fee_spike_the_funding_confirms_through_a_child_of_its_change() {

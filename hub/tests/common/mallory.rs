@@ -425,3 +425,34 @@ pub fn settled_with(n: usize) -> impl Fn(&Channel) -> bool {
             && !ch.has_changes_to_sign()
     }
 }
+
+/// A hub whose wallet holds one matured 50 BTC coinbase (for its anchor fees) and
+/// Mallory with a usable anchor channel to it that she funded, `push_msat` of it given
+/// to the hub.
+pub async fn hub_with_coins_and_anchor_channel(
+    seed: u8,
+    push_msat: u64,
+) -> (
+    Arc<Devnet>,
+    tempfile::TempDir,
+    Arc<hub::node::Node>,
+    Mallory,
+    channel::state::Channel,
+) {
+    let devnet = Arc::new(Devnet::in_memory());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(&devnet, dir.path(), None).await;
+    let addr = hub.new_address().await.unwrap();
+    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    let mut m = Mallory::new(&devnet, &hub).await; // mines 101 blocks
+    wait_until("the hub's coinbase matured", || async {
+        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
+    })
+    .await;
+    let secrets = ChannelSecrets::from_seed(&[seed; 32]);
+    let mut open = Mallory::open_msg(&secrets, seed);
+    open.push_msat = push_msat;
+    open.channel_type = Some(ChannelType::AnchorsZeroFeeHtlcTx.to_bytes());
+    let ch = m.open_usable_as(&devnet, &hub, secrets, open).await;
+    (devnet, dir, hub, m, ch)
+}

@@ -9,6 +9,60 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What `tx` pays in fees: its inputs' values (looked up on the devnet) minus its outputs.
+pub async fn fee_on_devnet(devnet: &Devnet, tx: &bitcoin::Transaction) -> u64 {
+    use chain::ChainSource;
+    let mut input = 0;
+    for i in &tx.input {
+        let (parent, _) = devnet
+            .transaction(&i.previous_output.txid)
+            .await
+            .unwrap()
+            .expect("parent known");
+        input += parent.output[i.previous_output.vout as usize]
+            .value
+            .to_sat();
+    }
+    input - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+}
+
+/// The confirmed transaction spending `outpoint`, with its height.
+pub async fn confirmed_spend(
+    devnet: &Devnet,
+    outpoint: bitcoin::OutPoint,
+) -> Option<(bitcoin::Transaction, u32)> {
+    use chain::ChainSource;
+    let spend = devnet.find_spend(&outpoint, 0).await.unwrap()?;
+    Some((spend.tx, spend.block?.height))
+}
+
+/// What our confirmed sweeps of output `to_local_vout` of our commitment
+/// `commitment_txid` and of output 0 of our HTLC transaction `htlc_txid` paid in fees.
+pub async fn fees_of_sweeps(
+    devnet: &Devnet,
+    commitment_txid: bitcoin::Txid,
+    to_local_vout: u32,
+    htlc_txid: bitcoin::Txid,
+) -> u64 {
+    use bitcoin::OutPoint;
+    let to_local = confirmed_spend(devnet, OutPoint::new(commitment_txid, to_local_vout))
+        .await
+        .expect("to_local swept")
+        .0;
+    let htlc = confirmed_spend(devnet, OutPoint::new(htlc_txid, 0))
+        .await
+        .expect("the HTLC transaction's output swept")
+        .0;
+    fee_on_devnet(devnet, &to_local).await + fee_on_devnet(devnet, &htlc).await
+}
+
+/// `n` blocks on the devnet, paying someone else.
+pub fn mine_on(devnet: &Devnet, n: u32) {
+    devnet
+        .generate_to_script(n, &elsewhere().script_pubkey())
+        .unwrap();
+}
+
 pub async fn wait_until<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
