@@ -321,6 +321,13 @@ impl Devnet {
         Ok(())
     }
 
+    /// Empties the mempool, as a restart of Core without its mempool file does (or its
+    /// expiry of transactions after two weeks): whoever wants a transaction mined must
+    /// send it again.
+    pub fn clear_mempool(&self) {
+        self.lock().mempool = Default::default();
+    }
+
     /// Bytes used in the data directory (0 in memory).
     pub fn size_on_disk(&self) -> u64 {
         self.lock()

@@ -462,22 +462,31 @@ impl Node {
 
     /// A commitment we broadcast to fail a channel goes out again every block until the
     /// funding output is spent: one refused once (a node briefly unreachable, a full
-    /// mempool) must not leave the channel's HTLCs unenforced.
+    /// mempool) must not leave the channel's HTLCs unenforced. So does an agreed closing
+    /// transaction (a crash between storing it and broadcasting it, a mempool that
+    /// dropped it, must not leave the channel half closed).
     async fn rebroadcast_commitments(&self) {
         let txs: Vec<Transaction> = {
             let channels = self.channels.lock().await;
             let mut v = Vec::new();
             for e in channels.values() {
                 let e = e.lock().await;
-                if e.status == ChannelStatus::ForceClosed && !e.monitor.funding_spent {
-                    v.extend(e.channel.signed_local_commitment().map(|(tx, _)| tx));
+                if e.monitor.funding_spent {
+                    continue;
+                }
+                match e.status {
+                    ChannelStatus::ForceClosed => {
+                        v.extend(e.channel.signed_local_commitment().map(|(tx, _)| tx));
+                    }
+                    ChannelStatus::Closing => v.extend(e.closing_tx.clone()),
+                    _ => {}
                 }
             }
             v
         };
         for tx in txs {
             if let Err(e) = self.config.chain.broadcast(&tx).await {
-                tracing::debug!(txid = %tx.compute_txid(), "commitment not accepted: {e}");
+                tracing::debug!(txid = %tx.compute_txid(), "closing transaction not accepted: {e}");
             }
         }
     }

@@ -1,0 +1,98 @@
+//! Transactions the node needs confirmed go out again when the mempool forgets them (a
+//! restart of Core without its mempool file, an expiry, an eviction): the funding of a
+//! channel it opened, and an agreed closing transaction. Each test empties the devnet's
+//! mempool after the broadcast; the next block, the node sends the transaction again,
+//! and the channel opens (or closes) with every satoshi where it belongs.
+
+mod common;
+
+use bitcoin::Amount;
+use chain::ChainSource;
+use common::*;
+use hub::node::ChannelStatus;
+
+async fn in_mempool(p: &Pair, txid: &bitcoin::Txid) -> bool {
+    p.devnet.mempool_txids().await.unwrap().contains(txid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_funding_the_mempool_forgot_goes_out_again() {
+    // `open_pair` mines the funding at once; a second channel, opened here, is the one
+    // whose funding the mempool forgets.
+    let p = open_pair(None, None).await;
+    let before = p.a.wallet_balance().await;
+    let id =
+        p.a.open_channel(p.b.node_id(), CAPACITY, channel::Msat(0))
+            .await
+            .expect("open");
+    let funding = p.a.channel(&id).await.unwrap().funding_outpoint.txid;
+    assert!(in_mempool(&p, &funding).await);
+    p.devnet.clear_mempool();
+    assert!(!in_mempool(&p, &funding).await);
+    // The next block: not in it, and the hub sends it again.
+    mine(&p, 1).await;
+    assert_eq!(p.devnet.confirmations(&funding).await.unwrap(), 0);
+    wait_until("the funding sent again", || async {
+        in_mempool(&p, &funding).await
+    })
+    .await;
+    mine(&p, 3).await;
+    for n in [&p.a, &p.b] {
+        wait_until("channel normal", || async {
+            n.channel(&id)
+                .await
+                .is_ok_and(|c| c.status == ChannelStatus::Normal)
+        })
+        .await;
+    }
+    let (tx, _) = p.devnet.transaction(&funding).await.unwrap().unwrap();
+    let fee = fee_on_devnet(&p.devnet, &tx).await;
+    assert_eq!(
+        p.a.wallet_balance().await,
+        before - Amount::from_sat(CAPACITY + fee)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_transaction_the_mempool_forgot_goes_out_again() {
+    let p = open_pair(None, None).await;
+    pay(&p, false, 200_000_000, 1).await;
+    quiescent(&p).await;
+    p.a.close_channel(&p.id).await.unwrap();
+    for n in [&p.a, &p.b] {
+        wait_until("closing tx agreed", || async {
+            n.channel(&p.id).await.unwrap().closing_tx.is_some()
+        })
+        .await;
+    }
+    let closing = p.a.channel(&p.id).await.unwrap().closing_tx.unwrap();
+    let txid = closing.compute_txid();
+    wait_until("closing tx in the mempool", || async {
+        in_mempool(&p, &txid).await
+    })
+    .await;
+    p.devnet.clear_mempool();
+    mine(&p, 1).await;
+    assert_eq!(p.devnet.confirmations(&txid).await.unwrap(), 0);
+    wait_until("the closing tx sent again", || async {
+        in_mempool(&p, &txid).await
+    })
+    .await;
+    mine(&p, 1).await;
+    for n in [&p.a, &p.b] {
+        wait_until("closed", || async {
+            n.channel(&p.id).await.unwrap().status == ChannelStatus::Closed
+        })
+        .await;
+    }
+    let fee = CAPACITY - closing.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
+    wait_until("bob's wallet", || async {
+        p.b.wallet_balance().await == Amount::from_sat(200_000)
+    })
+    .await;
+    let alice = p.wallet_after_funding + Amount::from_sat(CAPACITY - 200_000 - fee);
+    wait_until("alice's wallet", || async {
+        p.a.wallet_balance().await == alice
+    })
+    .await;
+}
