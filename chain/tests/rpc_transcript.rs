@@ -450,3 +450,38 @@ async fn verbose_block_and_transaction_carry_fee_and_prevouts() -> anyhow::Resul
     server.shutdown().await?;
     Ok(())
 }
+
+/// The devnet's own `devnetsetfeespike` (not Core's): a spike raises `estimatesmartfee`
+/// for short targets to its rate, 0 ends it, and a negative rate is refused.
+#[tokio::test]
+async fn the_devnet_fee_spike_method_moves_the_estimate() -> anyhow::Result<()> {
+    let (_server, url) = start().await?;
+    let call = |method: &str, params: &str| {
+        format!(r#"{{"jsonrpc":"1.0","id":1,"method":"{method}","params":{params}}}"#)
+    };
+    let (_, before) = post(&url, &call("estimatesmartfee", "[6]")).await?;
+    assert!(before["result"]["feerate"].is_null(), "{before}");
+    let (status, set) = post(&url, &call("devnetsetfeespike", "[100000]")).await?;
+    assert_eq!((status, &set["result"]), (200, &Value::Null), "{set}");
+    let (_, during) = post(&url, &call("estimatesmartfee", "[6]")).await?;
+    assert_eq!(
+        during["result"]["feerate"],
+        serde_json::json!(0.001),
+        "{during}"
+    );
+    let (_, long) = post(&url, &call("estimatesmartfee", "[1008]")).await?;
+    assert!(
+        long["result"]["feerate"].is_null(),
+        "a day's horizon and beyond: {long}"
+    );
+    post(&url, &call("devnetsetfeespike", "[0]")).await?;
+    let (_, after) = post(&url, &call("estimatesmartfee", "[6]")).await?;
+    assert!(after["result"]["feerate"].is_null(), "{after}");
+    let (status, bad) = post(&url, &call("devnetsetfeespike", "[-1]")).await?;
+    assert_eq!(
+        (status, bad["error"]["code"].as_i64()),
+        (500, Some(-8)),
+        "{bad}"
+    );
+    Ok(())
+}

@@ -123,6 +123,11 @@ struct Args {
     /// and our own sweeps and HTLC claims (of the output).
     #[arg(long, env = "HUB_FEE_BUDGET_PERCENT", default_value_t = hub::node::DEFAULT_FEE_BUDGET_PERCENT, value_parser = clap::value_parser!(u64).range(1..=100))]
     fee_budget_percent: u64,
+    /// The most, in percent of a channel's capacity, that the child paying for our stuck
+    /// funding transaction (through its change) may take, less what the funding paid
+    /// itself. Nothing is at risk while a funding waits, so this is kept small.
+    #[arg(long, env = "HUB_FUNDING_FEE_BUDGET_PERCENT", default_value_t = hub::node::DEFAULT_FUNDING_FEE_BUDGET_PERCENT, value_parser = clap::value_parser!(u64).range(0..=100))]
+    funding_fee_budget_percent: u64,
     /// Fee rate, in sat per 1000 weight units, of the penalties pre-signed for
     /// watchtowers (a tower cannot bump them; the default is LND's 10 sat/vB).
     #[arg(long, env = "HUB_TOWER_PENALTY_FEERATE", default_value_t = hub::node::DEFAULT_TOWER_PENALTY_FEERATE, value_parser = clap::value_parser!(u32).range(253..=100_000))]
@@ -317,6 +322,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         towers: args.tower_urls.clone(),
         anchor_reserve_sat: args.anchor_reserve_sat,
         fee_budget_percent: args.fee_budget_percent,
+        funding_fee_budget_percent: args.funding_fee_budget_percent,
         tower_penalty_feerate: args.tower_penalty_feerate,
         max_inbound: args.max_inbound,
         max_inbound_per_ip: args.max_inbound_per_ip,

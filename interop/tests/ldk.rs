@@ -744,11 +744,30 @@ fn ldk_force_closes_with_an_htlc_in_flight() {
 /// to_remote. Each side's wallet gets exactly its outputs less its own sweeps' fees.
 #[test]
 fn the_hub_force_closes_with_an_htlc_in_flight() {
+    hub_force_closes(false);
+}
+
+/// [`the_hub_force_closes_with_an_htlc_in_flight`] in a fee spike: every block is full of
+/// other users' transactions at 100 sat/vB (the devnet's `devnetsetfeespike`), far above
+/// the rate LDK, the funder, gave the commitment. The commitment is not mined alone; the
+/// hub pays for it through its anchor with a child at the spiked estimate (CPFP), and the
+/// next block takes both. LDK, which watches the chain through the same devnet, sees its
+/// channel closed and takes its to_remote once the spike is over.
+#[test]
+fn in_a_fee_spike_the_hub_pays_for_its_commitment_through_its_anchor() {
+    hub_force_closes(true);
+}
+
+fn hub_force_closes(spike: bool) {
     let w = World::new();
     let ldk = ldk_node(&w, "victim");
     let (_, id, funding) = channel_with_an_htlc_in_flight(&w, &ldk);
     let before = w.hub_onchain_sat();
     let ldk_before = ldk.list_balances().total_onchain_balance_sats;
+    const SPIKE_SAT_PER_KVB: u64 = 100_000;
+    if spike {
+        w.rpc("devnetsetfeespike", json!([SPIKE_SAT_PER_KVB]));
+    }
     let closed = w.hub(
         "POST",
         &format!("/v1/channels/{id}/close"),
@@ -763,6 +782,53 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
             .is_some_and(|t| t["txid"] == commitment_txid)
     });
     let commitment = w.rpc("getrawtransaction", json!([commitment_txid, true]));
+    // What the hub's wallet put into (and got back from) children on its anchor.
+    let mut child_net: i64 = 0;
+    if spike {
+        w.mine(1);
+        let waiting = w.rpc("getrawtransaction", json!([commitment_txid, true]));
+        assert_eq!(
+            waiting["confirmations"].as_u64().unwrap_or(0),
+            0,
+            "the commitment alone is not mined in the spike"
+        );
+        let mut child = None;
+        wait("a child on the hub's anchor", || {
+            child = w.mempool_spender(&commitment_txid);
+            child.is_some()
+        });
+        let child = child.expect("child");
+        let commitment_fee = 1_000_000 - outputs_sat(&commitment);
+        let child_in: u64 = child["vin"]
+            .as_array()
+            .expect("vin")
+            .iter()
+            .map(|i| w.prevout_sat(i))
+            .sum();
+        let child_fee = child_in - outputs_sat(&child);
+        let weight = commitment["weight"].as_u64().expect("weight")
+            + child["weight"].as_u64().expect("weight");
+        let package = (commitment_fee + child_fee) * 1000 / weight;
+        assert!(
+            package >= SPIKE_SAT_PER_KVB / 4,
+            "the package pays the spike: {package} sat/kwu"
+        );
+        // The anchor (330 sat) is the commitment's, the rest of the inputs the wallet's.
+        child_net = outputs_sat(&child) as i64 - (child_in - 330) as i64;
+        w.mine(1);
+        let mined = w.rpc("getrawtransaction", json!([commitment_txid, true]));
+        assert!(
+            mined["confirmations"].as_u64().unwrap_or(0) >= 1,
+            "the commitment confirms with its child: {mined}"
+        );
+        w.rpc("devnetsetfeespike", json!([0]));
+        println!(
+            "fee spike at {} sat/kwu: the commitment (fee {commitment_fee} sat) confirmed \
+             through a child on the hub's anchor paying {child_fee} sat, {package} sat/kwu \
+             together",
+            SPIKE_SAT_PER_KVB / 4
+        );
+    }
     let height = w.height() + 1;
     w.mine(1);
     // An anchor channel: two anchors; the hub's outputs are to_local (250,000) and the
@@ -775,7 +841,7 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
     // The HTLC's first stage is the hub's HTLC-timeout: zero fee of its own, the HTLC's
     // whole value to a to_local-style P2WSH (output 0, CSV-delayed, swept after), the fee
     // from a coin of the hub's wallet (input 1) with its change (output 1).
-    let mut gained: i64 = 0;
+    let mut gained: i64 = child_net;
     for tx in &hub_sweeps {
         let htlc_tx = tx["vin"][0]["txid"] == commitment_txid.as_str()
             && sat(&tx["vout"][0]["value"]) == 50_000;
@@ -803,10 +869,13 @@ fn the_hub_force_closes_with_an_htlc_in_flight() {
         .map(|o| sat(&o["value"]))
         .sum();
     assert_eq!(to_hub, 300_000, "the hub's outputs in its commitment");
+    // `gained` is what the wallet gets in all; the child on the anchor (spike only) is
+    // paid from it, the sweeps from the outputs.
+    let swept = u64::try_from(i64::try_from(gained).expect("gained") - child_net).expect("swept");
     assert!(
-        to_hub - gained < 5_000,
+        to_hub - swept < 5_000,
         "the hub's sweeps paid {} sat",
-        to_hub - gained
+        to_hub - swept
     );
     wait("the hub's wallet has its sweeps", || {
         w.hub_onchain_sat() == before + gained

@@ -41,6 +41,7 @@ pub const METHODS: &[&str] = &[
     "reconsiderblock",
     "submitblock",
     "setmocktime",
+    "devnetsetfeespike",
 ];
 
 /// The transactions of `testmempoolaccept` / `submitpackage`: 1 to 25, hex-encoded.
@@ -310,6 +311,16 @@ pub fn dispatch(devnet: &Devnet, method: &str, params: &Value) -> Result<Option<
                 ));
             }
             devnet.set_mock_time(if t == 0 { None } else { Some(t as u64) });
+            Value::Null
+        }
+        // Not Core's: starts (a positive rate in sat/kvB) or ends (0) a fee spike on the
+        // devnet, for tests of fee bumping across processes (see
+        // `Devnet::set_competing_fee_rate`).
+        "devnetsetfeespike" => {
+            let p = p(&["sat_per_kvb"], 1)?;
+            let rate = u64::try_from(p.i64(0)?)
+                .map_err(|_| RpcError::new(codes::INVALID_PARAMETER, "negative rate"))?;
+            devnet.set_competing_fee_rate((rate > 0).then(|| FeeRate::from_sat_per_kwu(rate / 4)));
             Value::Null
         }
         _ => return Ok(None),

@@ -236,8 +236,10 @@ impl Node {
         if let Some(old) = &w.child {
             wallet.unlock(&old.tx);
         }
+        let what = format!("the commitment of {}", w.id);
         let built = child_in_budget(
             &mut wallet,
+            &what,
             |wallet, rate| {
                 wallet.add_package_fee_inputs(template.clone(), rate, parent_weight, w.fee, surplus)
             },
@@ -292,6 +294,7 @@ pub(super) struct ParentFee {
 /// `None` when the wallet cannot pay or no replacement fits the budget.
 pub(super) fn child_in_budget(
     wallet: &mut Wallet,
+    what: &str,
     mut build: impl FnMut(&mut Wallet, FeeRate) -> Result<(Transaction, Amount), WalletError>,
     parent: ParentFee,
     old: Option<&FeeChild>,
@@ -303,7 +306,7 @@ pub(super) fn child_in_budget(
         let (tx, fee) = match build(wallet, rate) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!("the wallet cannot pay for a child: {e}");
+                tracing::warn!("the wallet cannot pay for {what}: {e}");
                 return None;
             }
         };
@@ -328,7 +331,13 @@ pub(super) fn child_in_budget(
             if budget < floor {
                 return None; // no replacement fits the budget: keep the child there is
             }
-            rate = rate_of(budget + parent.fee, parent.weight + tx.weight());
+            // Scaled so that the package fee is what the budget allows, over the weight
+            // the builder counts (its placeholder witnesses may be larger than the
+            // signed ones): a rate taken from the signed weight would overshoot again.
+            let scaled = u128::from(rate.to_sat_per_kwu())
+                * u128::from((budget + parent.fee).to_sat())
+                / u128::from((fee + parent.fee).to_sat().max(1));
+            rate = FeeRate::from_sat_per_kwu(u64::try_from(scaled).unwrap_or(u64::MAX));
             continue;
         }
         return Some((tx, fee));

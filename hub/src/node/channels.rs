@@ -440,11 +440,11 @@ impl Node {
                 // Our funding transaction and its child, until they confirm (the wallet
                 // learns of their spends only from blocks): no other transaction may
                 // take their coins meanwhile.
-                if stored.status == ChannelStatus::AwaitingLock {
-                    stored.funding_tx.iter().for_each(|tx| wallet.reserve(tx));
+                if !stored.ready_sent && !stored.monitor.funding_spent {
+                    stored.funding_tx.iter().for_each(|tx| wallet.restore(tx));
                 }
                 if let Some(c) = &stored.funding_child {
-                    wallet.reserve(&c.tx);
+                    wallet.restore(&c.tx);
                 }
             }
             let entry = ChannelEntry {

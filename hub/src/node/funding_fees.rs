@@ -6,8 +6,12 @@
 //! [`FUNDING_TARGET_BLOCKS`] (the target it was built for) rises more than
 //! [`FEE_RAISE_THRESHOLD_PERCENT`] above what it pays, a child spending its change pays
 //! for both (CPFP), and is replaced (RBF) as the estimate keeps rising. The child's fee
-//! stays within [`super::NodeConfig::fee_budget_percent`] of the channel's capacity, less
-//! what the funding paid itself.
+//! stays within [`super::NodeConfig::funding_fee_budget_percent`] of the channel's
+//! capacity, less what the funding paid itself: nothing is at risk while a funding waits,
+//! so the budget is small. Followed while the funding has not reached its depth and its
+//! output is unspent, whatever became of the channel meanwhile (a peer's `error`, a force
+//! close); a child left over once the funding confirmed is forgotten when it is not in
+//! the mempool any more, and its coins are freed.
 
 use super::anchor_cpfp::{child_in_budget, rate_of, ParentFee};
 use super::channels::ChannelStatus;
@@ -20,6 +24,10 @@ use channel::ChannelId;
 
 /// The confirmation target a funding transaction is built for and held to.
 pub(super) const FUNDING_TARGET_BLOCKS: u16 = 6;
+/// Default of [`super::NodeConfig::funding_fee_budget_percent`].
+pub const DEFAULT_FUNDING_FEE_BUDGET_PERCENT: u64 = 5;
+/// Core's minimum relay fee: a child paying less is refused.
+const MIN_RELAY_SAT_PER_KWU: u64 = 250;
 
 /// A funding transaction of ours not yet confirmed, as seen under its channel's lock.
 struct Unconfirmed {
@@ -50,7 +58,10 @@ impl Node {
             let Some(funding) = &e.funding_tx else {
                 continue;
             };
-            if e.status != ChannelStatus::AwaitingLock || e.monitor.funding_spent {
+            // Until the funding reached its depth (or while a child of it is kept), and
+            // not once anything spent its output.
+            let waiting = !e.ready_sent || e.funding_child.is_some();
+            if !waiting || e.monitor.funding_spent || e.status == ChannelStatus::Closed {
                 continue;
             }
             let setup = e.channel.setup();
@@ -75,22 +86,28 @@ impl Node {
         match chain.confirmations(&txid).await {
             Ok(0) => {}
             Ok(_) => {
-                // Confirmed: a child a miner left behind still goes out (its coins stay
-                // reserved until it confirms); a confirmed one is forgotten.
+                // Confirmed: a child still in the mempool is left to confirm; one that
+                // confirmed, or that the mempool dropped (its fee was for the parent, no
+                // use sending it again), is forgotten, and a dropped one's coins are free.
                 if let Some(c) = &u.child {
-                    match chain.confirmations(&c.tx.compute_txid()).await {
-                        Ok(0) => {
-                            let _ = chain.broadcast(&c.tx).await;
-                        }
-                        Ok(_) => {
-                            let _ = self
-                                .with_channel(&u.id, |e, _| {
-                                    e.funding_child = None;
-                                    Ok(())
-                                })
-                                .await;
-                        }
-                        Err(_) => {}
+                    let child = c.tx.compute_txid();
+                    let (Ok(depth), Ok(known)) = (
+                        chain.confirmations(&child).await,
+                        chain.transaction(&child).await,
+                    ) else {
+                        return;
+                    };
+                    if depth == 0 && known.is_some() {
+                        return;
+                    }
+                    let _ = self
+                        .with_channel(&u.id, |e, _| {
+                            e.funding_child = None;
+                            Ok(())
+                        })
+                        .await;
+                    if depth == 0 {
+                        self.wallet.lock().await.unlock(&c.tx);
                     }
                 }
                 return;
@@ -103,13 +120,16 @@ impl Node {
         let wanted = Wallet::fee_rate(chain, FUNDING_TARGET_BLOCKS)
             .await
             .unwrap_or(FALLBACK_FEE_RATE);
+        // A funding whose fee was not recorded (opened before it was) is only sent again.
         let paying = match (&u.child, u.fee) {
-            (Some(c), _) => FeeRate::from_sat_per_kwu(c.package_sat_per_kwu),
-            (None, Some(fee)) => rate_of(fee, u.funding.weight()),
-            (None, None) => FeeRate::MAX,
+            (Some(c), _) => Some(FeeRate::from_sat_per_kwu(c.package_sat_per_kwu)),
+            (None, Some(fee)) => Some(rate_of(fee, u.funding.weight())),
+            (None, None) => None,
         };
-        let raise = wanted.to_sat_per_kwu() * 100
-            > paying.to_sat_per_kwu() * (100 + FEE_RAISE_THRESHOLD_PERCENT);
+        let raise = paying.is_some_and(|p| {
+            u128::from(wanted.to_sat_per_kwu()) * 100
+                > u128::from(p.to_sat_per_kwu()) * u128::from(100 + FEE_RAISE_THRESHOLD_PERCENT)
+        });
         let child = match (raise, u.fee, u.change) {
             (true, Some(fee), Some(vout)) => self.funding_child(&u, fee, vout, wanted).await,
             _ => None,
@@ -139,10 +159,15 @@ impl Node {
             })
             .await;
         let accepted = match stored {
-            Ok(()) => chain
-                .broadcast_package(&u.funding, &child.tx)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(()) => match chain.broadcast_package(&u.funding, &child.tx).await {
+                Ok(()) => Ok(()),
+                // An error that may hide an acceptance (a timeout after Core took it):
+                // the mempool tells.
+                Err(e) => match chain.transaction(&child.tx.compute_txid()).await {
+                    Ok(Some(_)) => Ok(()),
+                    _ => Err(e.to_string()),
+                },
+            },
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = accepted {
@@ -174,9 +199,12 @@ impl Node {
         vout: u32,
         wanted: FeeRate,
     ) -> Option<FeeChild> {
-        let budget = (u.capacity * self.config.fee_budget_percent / 100)
+        let budget = (u.capacity * self.config.funding_fee_budget_percent / 100)
             .checked_sub(fee)
             .unwrap_or(Amount::ZERO);
+        if budget == Amount::ZERO {
+            return None;
+        }
         let parent_weight = u.funding.weight();
         let mut wallet = self.wallet.lock().await;
         if let Some(old) = &u.child {
@@ -184,6 +212,7 @@ impl Node {
         }
         let built = child_in_budget(
             &mut wallet,
+            "our funding",
             |wallet, rate| wallet.cpfp_child(&u.funding, vout, rate, fee),
             ParentFee {
                 fee,
@@ -200,6 +229,20 @@ impl Node {
             return None;
         };
         let package = rate_of(fee + child_fee, parent_weight + tx.weight());
+        // A child that would not raise the package above what is there, or that pays
+        // less than the relay minimum itself, is not worth sending.
+        let floor = u.child.as_ref().map_or(rate_of(fee, parent_weight), |c| {
+            FeeRate::from_sat_per_kwu(c.package_sat_per_kwu)
+        });
+        if package <= floor
+            || rate_of(child_fee, tx.weight()).to_sat_per_kwu() < MIN_RELAY_SAT_PER_KWU
+        {
+            wallet.unlock(&tx);
+            if let Some(old) = &u.child {
+                wallet.restore(&old.tx);
+            }
+            return None;
+        }
         Some(FeeChild {
             fee_sat: child_fee.to_sat(),
             package_sat_per_kwu: package.to_sat_per_kwu(),

@@ -29,6 +29,7 @@ pub mod webhook_target;
 
 pub use anchor_cpfp::DEFAULT_FEE_BUDGET_PERCENT;
 pub use forward_history::DEFAULT_FAILED_FORWARD_RETENTION;
+pub use funding_fees::DEFAULT_FUNDING_FEE_BUDGET_PERCENT;
 pub use invoices::PaymentLimits;
 pub use mpp::DEFAULT_MPP_TIMEOUT;
 pub use towers::{DEFAULT_TOWER_PENALTY_FEERATE, PRUNE_CONFIRMATIONS};
@@ -111,6 +112,9 @@ pub struct NodeConfig {
     /// us), the wallet's fee on an anchor channel's HTLC transaction (of the HTLC), and
     /// our own sweeps and HTLC claims (of the output). Justice may take the whole output.
     pub fee_budget_percent: u64,
+    /// The most, in percent of a channel's capacity, the child paying for our stuck
+    /// funding transaction may take (less the funding's own fee); 0: never bumped.
+    pub funding_fee_budget_percent: u64,
     /// The fee rate of the penalties pre-signed for watchtowers (a tower cannot bump
     /// them), sat per 1000 weight units.
     pub tower_penalty_feerate: u32,
@@ -164,6 +168,7 @@ impl NodeConfig {
             towers: Vec::new(),
             anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
             fee_budget_percent: DEFAULT_FEE_BUDGET_PERCENT,
+            funding_fee_budget_percent: DEFAULT_FUNDING_FEE_BUDGET_PERCENT,
             tower_penalty_feerate: DEFAULT_TOWER_PENALTY_FEERATE,
             max_inbound: DEFAULT_MAX_INBOUND,
             max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,

@@ -406,7 +406,12 @@ impl Node {
                 preimage_for,
             );
             for (what, err) in &resolution.skipped {
-                tracing::warn!(channel = %id, "{what} not claimed: {err}");
+                if *what == "justice" {
+                    // A breach we cannot punish: the operator must know.
+                    tracing::error!(channel = %id, "justice not built: {err}");
+                } else {
+                    tracing::warn!(channel = %id, "{what} not claimed: {err}");
+                }
             }
             match resolution.spend {
                 Spend::MutualClose => {
