@@ -134,9 +134,9 @@ async fn resolves_every_spend(anchors: bool) {
     let closing = alice_tx.compute_txid(); // any transaction agreed as the closing one
     let r = m.resolve_spend(&p.alice, &alice_tx, None, Some(closing), &params(), know);
     assert_eq!(r.spend, Spend::MutualClose);
-    assert!(m.sweeps.is_empty() && r.local_htlc_txs.is_empty());
-    assert!(!m.watches_funding());
-    assert_eq!(m.onchain_commitment, None);
+    assert!(m.sweeps().is_empty() && r.local_htlc_txs.is_empty());
+    assert!(m.funding_spent());
+    assert_eq!(m.onchain_commitment(), None);
 
     // Our own commitment: to_local after our CSV delay, and both HTLC transactions
     // (the success one only with the preimage).
@@ -144,16 +144,20 @@ async fn resolves_every_spend(anchors: bool) {
     assert!(rebuilt(&store, &p.alice, &alice_tx).await.is_none());
     let r = m.resolve_spend(&p.alice, &alice_tx, None, None, &params(), know);
     assert_eq!(r.spend, Spend::Local);
-    assert_eq!(m.sweeps.len(), 1, "to_local");
-    assert_eq!(m.sweeps[0].input[0].sequence.0, 144, "after our CSV delay");
+    assert_eq!(m.sweeps().len(), 1, "to_local");
+    assert_eq!(
+        m.sweeps()[0].input[0].sequence.0,
+        144,
+        "after our CSV delay"
+    );
     assert_eq!(
         r.local_htlc_txs.len(),
         3,
         "two timeouts (40,000 and 2,000 sat) and a success"
     );
-    verify_claims(&alice_tx, &m.sweeps);
+    verify_claims(&alice_tx, m.sweeps());
     verify(&alice_tx, &r.local_htlc_txs, anchors);
-    assert_eq!(m.onchain_commitment, Some(alice_tx.compute_txid()));
+    assert_eq!(m.onchain_commitment(), Some(alice_tx.compute_txid()));
     let mut m = ChannelMonitor::default();
     let r = m.resolve_spend(&p.alice, &alice_tx, None, None, &params(), know_nothing);
     assert_eq!(
@@ -173,7 +177,7 @@ async fn resolves_every_spend(anchors: bool) {
     assert_eq!(r.spend, Spend::Remote);
     assert!(r.local_htlc_txs.is_empty());
     let timeouts: Vec<_> = m
-        .sweeps
+        .sweeps()
         .iter()
         .filter(|t| t.lock_time.to_consensus_u32() >= 700)
         .collect();
@@ -183,15 +187,15 @@ async fn resolves_every_spend(anchors: bool) {
         "the timeout claims wait for their expiry"
     );
     assert_eq!(
-        m.sweeps.len(),
+        m.sweeps().len(),
         4,
         "to_remote, two timeout claims, one success claim"
     );
-    let taken = verify_claims(&bob_tx, &m.sweeps);
+    let taken = verify_claims(&bob_tx, m.sweeps());
     assert_eq!(taken, non_anchor_value(&bob_tx) - bob_to_local);
     let mut m = ChannelMonitor::default();
     m.resolve_spend(&p.alice, &bob_tx, None, None, &params(), know_nothing);
-    assert_eq!(m.sweeps.len(), 3, "no success claim without the preimage");
+    assert_eq!(m.sweeps().len(), 3, "no success claim without the preimage");
 
     // Bob's revoked commitment: justice for each of his outputs on its own (his
     // to_local and both HTLC outputs), and our to_remote; together, everything but the
@@ -211,28 +215,28 @@ async fn resolves_every_spend(anchors: bool) {
     assert_eq!(r.spend, Spend::Revoked(revoked.number));
     assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     assert_eq!(
-        m.sweeps.len(),
+        m.sweeps().len(),
         4,
         "three justice transactions and to_remote"
     );
     assert!(
-        m.sweeps.iter().all(|t| t.input.len() == 1),
+        m.sweeps().iter().all(|t| t.input.len() == 1),
         "one output each"
     );
-    let taken = verify_claims(&revoked_tx, &m.sweeps);
+    let taken = verify_claims(&revoked_tx, m.sweeps());
     assert_eq!(
         taken,
         non_anchor_value(&revoked_tx),
         "the cheater keeps nothing"
     );
-    assert_eq!(m.breach.as_ref(), Some(&revoked));
+    assert_eq!(m.breach(), Some(&revoked));
 
     // The block with the spend is reorganised out: the funding output is watched again
     // and every decided sweep is handed back.
     let dropped = m.forget_spend();
     assert_eq!(dropped.len(), 4);
-    assert!(m.watches_funding() && m.sweeps.is_empty() && m.breach.is_none());
-    assert_eq!(m.onchain_commitment, None);
+    assert!(!m.funding_spent() && m.sweeps().is_empty() && m.breach().is_none());
+    assert_eq!(m.onchain_commitment(), None);
     store.close().await;
 }
 

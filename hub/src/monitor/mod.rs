@@ -8,10 +8,10 @@
 //! justice for each output of a revoked commitment, the sweeps of our outputs, the claims
 //! of HTLCs on the counterparty's commitment, and our own HTLC transactions.
 //!
-//! The transactions it decided on are kept here until they confirm; the node's sweeper
-//! (the per-block passes in `node`: `justice_fees`, `sweep_fees`, `htlc_tx_fees`,
-//! `anchor_cpfp`, `sweeps`) broadcasts them and replaces them as fees and the chain
-//! require. The monitor is stored with its channel's row (its fields flattened into the
+//! The transactions it decided on are kept here until they confirm, and change only
+//! through its methods; the node's sweeper (the per-block passes in `node`:
+//! `justice_fees`, `sweep_fees`, `htlc_tx_fees`, `anchor_cpfp`, `sweeps`) broadcasts
+//! them and has them replaced as fees and the chain require. The monitor is stored with its channel's row (its fields flattened into the
 //! same document, so rows written before it existed read unchanged).
 
 pub mod records;
@@ -33,27 +33,27 @@ pub struct FeeChild {
     pub package_sat_per_kwu: u64,
 }
 
-/// One channel's on-chain enforcement state.
+/// One channel's on-chain enforcement state. It changes only through its own methods.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMonitor {
     /// The funding output has been spent on chain (a block holding the spend is on the
     /// active chain; a reorganisation undoes it, see [`ChannelMonitor::forget_spend`]).
     #[serde(default)]
-    pub funding_spent: bool,
+    funding_spent: bool,
     /// Our transactions taking our funds from a commitment on chain, broadcast (and
     /// replaced when fees rise) until they confirm.
     #[serde(default)]
-    pub sweeps: Vec<Transaction>,
+    sweeps: Vec<Transaction>,
     /// The commitment (ours or the counterparty's) that spent the funding output.
     #[serde(default)]
-    pub onchain_commitment: Option<Txid>,
+    onchain_commitment: Option<Txid>,
     /// When `onchain_commitment` is a revoked commitment of the counterparty's: that
     /// commitment, rebuilt from the chain and the monitor's records.
     #[serde(default)]
-    pub breach: Option<RevokedCommitment>,
+    breach: Option<RevokedCommitment>,
     /// The child paying for our anchor commitment while it waits to confirm.
     #[serde(default)]
-    pub anchor_child: Option<FeeChild>,
+    anchor_child: Option<FeeChild>,
 }
 
 /// What spent the funding output.
@@ -104,9 +104,73 @@ impl Resolution {
 }
 
 impl ChannelMonitor {
-    /// The funding output is unspent as far as the monitor knows: it is watched.
-    pub fn watches_funding(&self) -> bool {
-        !self.funding_spent
+    /// The funding output has been spent in a block of the active chain (until a
+    /// reorganisation takes that block out: [`ChannelMonitor::forget_spend`]).
+    pub fn funding_spent(&self) -> bool {
+        self.funding_spent
+    }
+
+    /// Our transactions still to get confirmed for the close.
+    pub fn sweeps(&self) -> &[Transaction] {
+        &self.sweeps
+    }
+
+    /// The commitment (ours or the counterparty's) that spent the funding output.
+    pub fn onchain_commitment(&self) -> Option<Txid> {
+        self.onchain_commitment
+    }
+
+    /// The counterparty's revoked commitment that spent the funding output, rebuilt.
+    pub fn breach(&self) -> Option<&RevokedCommitment> {
+        self.breach.as_ref()
+    }
+
+    /// The child paying for our anchor commitment while it waits.
+    pub fn anchor_child(&self) -> Option<&FeeChild> {
+        self.anchor_child.as_ref()
+    }
+
+    /// Records the child now paying for our anchor commitment (`None`: none).
+    pub fn set_anchor_child(&mut self, child: Option<FeeChild>) {
+        self.anchor_child = child;
+    }
+
+    /// Once the funding output is spent, the anchor child is settled: when the commitment
+    /// it pays for is the one on chain, it stays valid (a miner may have taken the parent
+    /// alone) and is kept with the sweeps, its coins reserved until it confirms (`true`);
+    /// else it can never confirm (`false`: its coins are free again).
+    pub fn settle_anchor_child(&mut self) -> Option<(FeeChild, bool)> {
+        let child = self.anchor_child.take()?;
+        let parent = child.tx.input.first().map(|i| i.previous_output.txid);
+        let keep = parent.is_some() && parent == self.onchain_commitment;
+        if keep {
+            self.add_sweeps([child.tx.clone()]);
+        }
+        Some((child, keep))
+    }
+
+    /// Replaces sweep `old` by `new` (a bumped version of it); `false` when `old` is no
+    /// longer one of the sweeps (it settled meanwhile), and nothing changes.
+    pub fn replace_sweep(&mut self, old: &Transaction, new: &Transaction) -> bool {
+        match self.sweeps.iter_mut().find(|t| *t == old) {
+            Some(slot) => {
+                *slot = new.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the sweeps with these txids (confirmed deep enough, or lost for good).
+    pub fn forget_sweeps(&mut self, txids: &[Txid]) {
+        self.sweeps.retain(|t| !txids.contains(&t.compute_txid()));
+    }
+
+    /// The sweep spending `outpoint`.
+    pub fn sweep_of(&self, outpoint: &bitcoin::OutPoint) -> Option<&Transaction> {
+        self.sweeps
+            .iter()
+            .find(|t| t.input.iter().any(|i| i.previous_output == *outpoint))
     }
 
     /// `tx` spent the funding output of `channel`. Records the spend and decides what we
@@ -234,5 +298,85 @@ impl ChannelMonitor {
         self.onchain_commitment = None;
         self.breach = None;
         std::mem::take(&mut self.sweeps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, OutPoint, TxIn, TxOut};
+
+    fn spending(parent: Txid, vout: u32, value: u64) -> Transaction {
+        Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::new(parent, vout),
+                ..Default::default()
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(value),
+                script_pubkey: ScriptBuf::new(),
+            }],
+        }
+    }
+
+    fn child(parent: Txid) -> FeeChild {
+        FeeChild {
+            tx: spending(parent, 0, 1_000),
+            fee_sat: 500,
+            package_sat_per_kwu: 2_500,
+        }
+    }
+
+    #[test]
+    fn sweeps_are_replaced_forgotten_and_found_by_what_they_spend() {
+        let commitment = Txid::from_byte_array([1; 32]);
+        let mut m = ChannelMonitor {
+            funding_spent: true,
+            onchain_commitment: Some(commitment),
+            ..Default::default()
+        };
+        let a = spending(commitment, 0, 10_000);
+        let b = spending(commitment, 1, 20_000);
+        m.add_sweeps([a.clone(), b.clone(), a.clone()]);
+        assert_eq!(m.sweeps(), &[a.clone(), b.clone()], "each once");
+        let bumped = spending(commitment, 0, 9_000);
+        assert!(m.replace_sweep(&a, &bumped));
+        assert!(!m.replace_sweep(&a, &bumped), "the old one is gone");
+        assert_eq!(m.sweep_of(&OutPoint::new(commitment, 0)), Some(&bumped));
+        m.forget_sweeps(&[bumped.compute_txid()]);
+        assert_eq!(m.sweeps(), &[b]);
+        assert!(m.sweep_of(&OutPoint::new(commitment, 0)).is_none());
+    }
+
+    #[test]
+    fn an_anchor_child_is_kept_only_for_the_commitment_on_chain() {
+        let ours = Txid::from_byte_array([1; 32]);
+        let theirs = Txid::from_byte_array([2; 32]);
+        let mut m = ChannelMonitor {
+            funding_spent: true,
+            onchain_commitment: Some(ours),
+            ..Default::default()
+        };
+        assert!(m.settle_anchor_child().is_none());
+        m.set_anchor_child(Some(child(ours)));
+        let (c, keep) = m.settle_anchor_child().expect("settled");
+        assert!(keep);
+        assert_eq!(m.sweeps(), &[c.tx], "broadcast until it confirms");
+        assert!(m.anchor_child().is_none());
+        let mut m = ChannelMonitor {
+            funding_spent: true,
+            onchain_commitment: Some(theirs),
+            ..Default::default()
+        };
+        m.set_anchor_child(Some(child(ours)));
+        let (_, keep) = m.settle_anchor_child().expect("settled");
+        assert!(
+            !keep,
+            "their commitment spent the funding: the child can never confirm"
+        );
+        assert!(m.sweeps().is_empty());
     }
 }

@@ -51,26 +51,18 @@ impl Node {
         };
         let (waiting, done) = self.anchor_commitments().await;
         for (id, child) in done {
-            let parent = child.tx.input[0].previous_output.txid;
-            let mut keep = false;
+            // Our commitment confirmed: the child stays valid and goes on as a sweep.
+            // Another transaction spent the funding output: it can never confirm.
+            let mut settled = None;
             let _ = self
                 .with_channel(&id, |e, _| {
-                    if e.monitor.onchain_commitment == Some(parent) {
-                        // Our commitment confirmed: the child is still valid (a miner may
-                        // have taken the parent alone) and goes on as a sweep, broadcast
-                        // until it confirms, its coins reserved until then.
-                        keep = true;
-                        if !e.monitor.sweeps.contains(&child.tx) {
-                            e.monitor.sweeps.push(child.tx.clone());
-                        }
-                    }
-                    e.monitor.anchor_child = None;
+                    settled = e.monitor.settle_anchor_child();
                     Ok(())
                 })
                 .await;
+            let keep = settled.as_ref().is_some_and(|(_, keep)| *keep);
             if !keep {
-                // Another transaction spent the funding output: the child can never
-                // confirm, and its coins are free again.
+                // Its coins are free again.
                 self.wallet.lock().await.unlock(&child.tx);
             }
         }
@@ -86,8 +78,8 @@ impl Node {
         let mut done = Vec::new();
         for (id, e) in channels.iter() {
             let e = e.lock().await;
-            if e.monitor.funding_spent {
-                if let Some(c) = &e.monitor.anchor_child {
+            if e.monitor.funding_spent() {
+                if let Some(c) = e.monitor.anchor_child() {
                     done.push((*id, c.clone()));
                 }
                 continue;
@@ -123,7 +115,7 @@ impl Node {
                 fee,
                 deadline: ours.iter().map(|h| h.htlc.cltv_expiry).min(),
                 at_stake,
-                child: e.monitor.anchor_child.clone(),
+                child: e.monitor.anchor_child().cloned(),
                 commitment,
             });
         }
@@ -177,10 +169,10 @@ impl Node {
         );
         let stored = self
             .with_channel(&w.id, |e, _| {
-                if e.monitor.funding_spent {
+                if e.monitor.funding_spent() {
                     return Err(super::NodeError::Invalid("the commitment is already spent"));
                 }
-                e.monitor.anchor_child = Some(child.clone());
+                e.monitor.set_anchor_child(Some(child.clone()));
                 Ok(())
             })
             .await;
@@ -201,7 +193,7 @@ impl Node {
             tracing::info!(channel = %w.id, "replacement child refused, keeping the old one: {e}");
             let _ = self
                 .with_channel(&w.id, |e, _| {
-                    e.monitor.anchor_child = Some(old.clone());
+                    e.monitor.set_anchor_child(Some(old.clone()));
                     Ok(())
                 })
                 .await;

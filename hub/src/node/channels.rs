@@ -348,7 +348,7 @@ impl ChannelEntry {
             quiescent: self.channel.log().updates.is_empty() && !self.channel.awaiting_revoke(),
             active: self.reestablished,
             closing_tx: self.closing_tx.clone(),
-            pending_sweeps: self.monitor.sweeps.clone(),
+            pending_sweeps: self.monitor.sweeps().to_vec(),
             short_channel_id: self.scid,
             funding_outpoint: self.channel.setup().funding_outpoint,
             peer_policy: self.remote_policy,
@@ -357,7 +357,7 @@ impl ChannelEntry {
             public: self.announce,
             announced: self.announce
                 && self.announcement.remote.is_some()
-                && !self.monitor.funding_spent,
+                && !self.monitor.funding_spent(),
             channel_type: if self.channel.anchors() {
                 ChannelType::AnchorsZeroFeeHtlcTx
             } else {
@@ -369,7 +369,7 @@ impl ChannelEntry {
     /// The channel is over off-chain: its funding is spent, our commitment was broadcast,
     /// or our state is known to be outdated. No message may change it any more.
     pub(super) fn is_failed(&self) -> bool {
-        self.monitor.funding_spent
+        self.monitor.funding_spent()
             || matches!(
                 self.status,
                 ChannelStatus::ForceClosed
@@ -431,16 +431,16 @@ impl Node {
                 let mut wallet = self.wallet.lock().await;
                 stored
                     .monitor
-                    .sweeps
+                    .sweeps()
                     .iter()
                     .for_each(|tx| wallet.reserve(tx));
-                if let Some(c) = &stored.monitor.anchor_child {
+                if let Some(c) = stored.monitor.anchor_child() {
                     wallet.reserve(&c.tx);
                 }
                 // Our funding transaction and its child, until they confirm (the wallet
                 // learns of their spends only from blocks): no other transaction may
                 // take their coins meanwhile.
-                if !stored.ready_sent && !stored.monitor.funding_spent {
+                if !stored.ready_sent && !stored.monitor.funding_spent() {
                     stored.funding_tx.iter().for_each(|tx| wallet.restore(tx));
                 }
                 if let Some(c) = &stored.funding_child {
@@ -640,7 +640,7 @@ impl Node {
     fn report_lifecycle(&self, e: &mut ChannelEntry, out: &mut Outcome) {
         let id = e.channel.channel_id();
         let opened = e.status == ChannelStatus::Normal && !e.opened_reported;
-        let closed = e.monitor.funding_spent && !e.closed_reported;
+        let closed = e.monitor.funding_spent() && !e.closed_reported;
         let noted = e.peer_noted == Some(id);
         if noted && !opened && !closed {
             // The common case, every channel step: nothing to report, no lock to take.
@@ -1650,7 +1650,7 @@ impl Node {
     pub async fn force_close(&self, channel_id: &ChannelId) -> Result<Txid, NodeError> {
         let mut txid = None;
         self.with_channel(channel_id, |e, out| {
-            if e.monitor.funding_spent {
+            if e.monitor.funding_spent() {
                 return Err(NodeError::Invalid("channel already closed on chain"));
             }
             if e.status == ChannelStatus::AwaitingRemoteClose {

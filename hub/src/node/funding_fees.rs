@@ -61,7 +61,7 @@ impl Node {
             // Until the funding reached its depth (or while a child of it is kept), and
             // not once anything spent its output.
             let waiting = !e.ready_sent || e.funding_child.is_some();
-            if !waiting || e.monitor.funding_spent || e.status == ChannelStatus::Closed {
+            if !waiting || e.monitor.funding_spent() || e.status == ChannelStatus::Closed {
                 continue;
             }
             let setup = e.channel.setup();

@@ -139,7 +139,10 @@ impl Node {
 
     /// A public channel both ends signed, not spent or failed.
     fn channel_announcement_valid(&self, e: &ChannelEntry) -> bool {
-        e.announce && !e.monitor.funding_spent && !e.is_failed() && e.announcement.remote.is_some()
+        e.announce
+            && !e.monitor.funding_spent()
+            && !e.is_failed()
+            && e.announcement.remote.is_some()
     }
 
     /// Whether the channel's funding is six blocks deep.
@@ -154,7 +157,7 @@ impl Node {
     /// blocks deep and unspent.
     fn channel_announcement(&self, e: &ChannelEntry) -> Option<ChannelAnnouncement> {
         if !e.announce
-            || e.monitor.funding_spent
+            || e.monitor.funding_spent()
             || e.is_failed()
             || !e.ready_sent
             || !e.ready_received

@@ -58,8 +58,8 @@ impl Node {
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
                 if e.channel.anchors()
-                    && e.monitor.onchain_commitment.is_some()
-                    && !e.monitor.sweeps.is_empty()
+                    && e.monitor.onchain_commitment().is_some()
+                    && !e.monitor.sweeps().is_empty()
                 {
                     v.push(*id);
                 }
@@ -98,11 +98,11 @@ impl Node {
         };
         let (built, sweeps) = {
             let e = entry.lock().await;
-            let Some(txid) = e.monitor.onchain_commitment else {
+            let Some(txid) = e.monitor.onchain_commitment() else {
                 return vec![];
             };
             match e.channel.commitment_by_txid(&txid) {
-                Some((channel::Side::Local, built)) => (built, e.monitor.sweeps.clone()),
+                Some((channel::Side::Local, built)) => (built, e.monitor.sweeps().to_vec()),
                 _ => return vec![],
             }
         };
@@ -222,12 +222,7 @@ impl Node {
             let e = entry.lock().await;
             let signed = e.channel.sign_local_htlc_input(&mut tx);
             // The sweep of its output, to the same place at the same rate.
-            let old_sweep = e
-                .monitor
-                .sweeps
-                .iter()
-                .find(|t| t.input[0].previous_output == OutPoint::new(old_txid, 0))
-                .cloned();
+            let old_sweep = e.monitor.sweep_of(&OutPoint::new(old_txid, 0)).cloned();
             let sweep = old_sweep.and_then(|s| {
                 let prev_value = w.old.output[0].value;
                 let rate =
@@ -250,28 +245,15 @@ impl Node {
             wallet.restore(&w.old);
             return;
         }
-        let swap =
-            |e: &mut super::channels::ChannelEntry, from: &Transaction, to: &Transaction| match e
-                .monitor
-                .sweeps
-                .iter_mut()
-                .find(|t| *t == from)
-            {
-                Some(slot) => {
-                    *slot = to.clone();
-                    true
-                }
-                None => false,
-            };
         let stored = self
             .with_channel(id, |e, _| {
                 // The sweeps changed since they were read (the old one settled, say):
                 // nothing is replaced.
-                if !swap(e, &w.old, &tx) {
+                if !e.monitor.replace_sweep(&w.old, &tx) {
                     return Err(super::NodeError::Invalid("the HTLC transaction changed"));
                 }
                 if let Some((old, new)) = &sweep {
-                    swap(e, old, new);
+                    e.monitor.replace_sweep(old, new);
                 }
                 Ok(())
             })
@@ -305,9 +287,9 @@ impl Node {
                 tracing::info!(channel = %id, "replacement HTLC transaction refused, keeping the old one: {err}");
                 let _ = self
                     .with_channel(id, |e, _| {
-                        swap(e, &tx, &w.old);
+                        e.monitor.replace_sweep(&tx, &w.old);
                         if let Some((old, new)) = &sweep {
-                            swap(e, new, old);
+                            e.monitor.replace_sweep(new, old);
                         }
                         Ok(())
                     })
@@ -338,7 +320,7 @@ impl Node {
             let e = entry.lock().await;
             let local = e
                 .monitor
-                .onchain_commitment
+                .onchain_commitment()
                 .and_then(|txid| e.channel.commitment_by_txid(&txid));
             match local {
                 Some((channel::Side::Local, built)) => built,

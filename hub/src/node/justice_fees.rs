@@ -51,7 +51,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.monitor.breach.is_some() && !e.monitor.sweeps.is_empty() {
+                if e.monitor.breach().is_some() && !e.monitor.sweeps().is_empty() {
                     v.push(*id);
                 }
             }
@@ -70,8 +70,8 @@ impl Node {
         };
         let (breach, sweeps) = {
             let e = entry.lock().await;
-            match &e.monitor.breach {
-                Some(b) => (b.clone(), e.monitor.sweeps.clone()),
+            match e.monitor.breach() {
+                Some(b) => (b.clone(), e.monitor.sweeps().to_vec()),
                 None => return,
             }
         };
@@ -171,14 +171,13 @@ impl Node {
         let _ = self
             .with_channel(id, |e, _| {
                 for (old, new) in &replace {
-                    if let Some(slot) = e.monitor.sweeps.iter_mut().find(|t| *t == old) {
+                    if e.monitor.replace_sweep(old, new) {
                         tracing::warn!(
                             channel = %id,
                             old = %old.compute_txid(),
                             new = %new.compute_txid(),
                             "justice transaction replaced at a higher fee"
                         );
-                        *slot = new.clone();
                     }
                 }
                 Ok(())

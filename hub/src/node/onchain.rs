@@ -76,7 +76,7 @@ impl Node {
             let mut m = std::collections::HashMap::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if !e.monitor.funding_spent {
+                if !e.monitor.funding_spent() {
                     m.insert(e.channel.setup().funding_outpoint, *id);
                 }
             }
@@ -207,7 +207,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.scid.is_none() && !e.monitor.funding_spent {
+                if e.scid.is_none() && !e.monitor.funding_spent() {
                     v.push((*id, e.channel.setup().funding_outpoint));
                 }
             }
@@ -283,7 +283,7 @@ impl Node {
                         channel::HtlcId(f.out_htlc.unwrap_or(0)),
                     )
                     .is_some();
-                (e.monitor.funding_spent, present)
+                (e.monitor.funding_spent(), present)
             };
             let why = if !spent && !present {
                 "the outgoing HTLC is gone"
@@ -476,7 +476,7 @@ impl Node {
             let mut v = Vec::new();
             for e in channels.values() {
                 let e = e.lock().await;
-                if e.monitor.funding_spent {
+                if e.monitor.funding_spent() {
                     continue;
                 }
                 match e.status {
@@ -508,7 +508,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.monitor.funding_spent
+                if e.monitor.funding_spent()
                     || !matches!(
                         e.status,
                         ChannelStatus::Normal | ChannelStatus::ShuttingDown

@@ -1022,7 +1022,7 @@ pub(super) fn final_cltv(tip: u32, min_final: u32) -> u32 {
 
 /// Whether a channel can carry a new payment now.
 pub(super) fn usable(e: &ChannelEntry) -> bool {
-    e.status == ChannelStatus::Normal && !e.monitor.funding_spent && e.reestablished
+    e.status == ChannelStatus::Normal && !e.monitor.funding_spent() && e.reestablished
 }
 
 #[allow(dead_code)]

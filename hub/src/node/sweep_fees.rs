@@ -98,7 +98,7 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if e.monitor.onchain_commitment.is_some() && !e.monitor.sweeps.is_empty() {
+                if e.monitor.onchain_commitment().is_some() && !e.monitor.sweeps().is_empty() {
                     v.push(*id);
                 }
             }
@@ -208,14 +208,13 @@ impl Node {
         let (_, follow) = self
             .with_channel_once(id, |e, _| {
                 for (old, new) in &replace {
-                    if let Some(slot) = e.monitor.sweeps.iter_mut().find(|t| *t == old) {
+                    if e.monitor.replace_sweep(old, new) {
                         tracing::info!(
                             channel = %id,
                             old = %old.compute_txid(),
                             new = %new.compute_txid(),
                             "sweep replaced at a higher fee as its deadline nears"
                         );
-                        *slot = new.clone();
                     }
                 }
                 Ok(())
@@ -232,16 +231,16 @@ impl Node {
         };
         let (side, built, breach, sweeps) = {
             let e = entry.lock().await;
-            let Some(txid) = e.monitor.onchain_commitment else {
+            let Some(txid) = e.monitor.onchain_commitment() else {
                 return vec![];
             };
             match e.channel.commitment_by_txid(&txid) {
-                Some((side, built)) => (Some(side), Some(built), None, e.monitor.sweeps.clone()),
+                Some((side, built)) => (Some(side), Some(built), None, e.monitor.sweeps().to_vec()),
                 None => (
                     None,
                     None,
-                    e.monitor.breach.clone(),
-                    e.monitor.sweeps.clone(),
+                    e.monitor.breach().cloned(),
+                    e.monitor.sweeps().to_vec(),
                 ),
             }
         };

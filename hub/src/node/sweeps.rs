@@ -25,8 +25,8 @@ impl Node {
             let mut v = Vec::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if !e.monitor.sweeps.is_empty() {
-                    v.push((*id, e.monitor.sweeps.clone()));
+                if !e.monitor.sweeps().is_empty() {
+                    v.push((*id, e.monitor.sweeps().to_vec()));
                 }
             }
             v
@@ -77,13 +77,11 @@ impl Node {
                 let closed = all_done && !self.has_unclaimed_htlc_outputs(&id).await;
                 let _ = self
                     .with_channel(&id, |e, _| {
-                        e.monitor
-                            .sweeps
-                            .retain(|t| !forget.contains(&t.compute_txid()));
+                        e.monitor.forget_sweeps(&forget);
                         e.monitor.add_sweeps(replacements);
                         let settled = e
                             .monitor
-                            .sweeps
+                            .sweeps()
                             .iter()
                             .all(|t| done.contains(&t.compute_txid()));
                         if closed && settled {
@@ -113,7 +111,7 @@ impl Node {
         for input in &lost.input {
             let parent = input.previous_output.txid;
             let entry = self.entry(id).await.ok()?;
-            let breach = entry.lock().await.monitor.breach.clone();
+            let breach = entry.lock().await.monitor.breach().cloned();
             let Some(revoked) = breach.filter(|r| r.commitment.txid() == parent) else {
                 continue;
             };
@@ -211,7 +209,7 @@ impl Node {
         let mut follow = Vec::new();
         let ids: Vec<ChannelId> = match only {
             Some(id) => match self.entry(&id).await {
-                Ok(e) if e.lock().await.monitor.onchain_commitment.is_some() => vec![id],
+                Ok(e) if e.lock().await.monitor.onchain_commitment().is_some() => vec![id],
                 _ => vec![],
             },
             None => {
@@ -220,7 +218,7 @@ impl Node {
                 for (id, e) in channels.iter() {
                     let e = e.lock().await;
                     if e.status == ChannelStatus::ForceClosed
-                        && e.monitor.onchain_commitment.is_some()
+                        && e.monitor.onchain_commitment().is_some()
                     {
                         v.push(*id);
                     }
@@ -247,7 +245,8 @@ impl Node {
                     // an output whose claim was still waiting for a wallet coin, say).
                     let (_, more) = self
                         .with_channel_once(&id, |e, _| {
-                            if e.monitor.sweeps.is_empty() && e.status == ChannelStatus::ForceClosed
+                            if e.monitor.sweeps().is_empty()
+                                && e.status == ChannelStatus::ForceClosed
                             {
                                 e.status = ChannelStatus::Closed;
                             }
@@ -301,7 +300,7 @@ impl Node {
                         .flat_map(|t| t.input.iter().map(|i| i.previous_output))
                         .collect();
                     e.monitor
-                        .sweeps
+                        .sweeps()
                         .iter()
                         .filter(|t| t.input.iter().any(|i| inputs.contains(&i.previous_output)))
                         .cloned()
@@ -452,9 +451,9 @@ impl Node {
             };
             let e = entry.lock().await;
             (
-                e.monitor.onchain_commitment,
+                e.monitor.onchain_commitment(),
                 e.monitor
-                    .sweeps
+                    .sweeps()
                     .iter()
                     .flat_map(|t| t.input.iter().map(|i| i.previous_output))
                     .collect(),
@@ -486,21 +485,17 @@ impl Node {
         let (txid, side, built, swept) = {
             let entry = self.entry(&f.out_channel).await.ok()?;
             let e = entry.lock().await;
-            let txid = e.monitor.onchain_commitment?;
+            let txid = e.monitor.onchain_commitment()?;
             let swept: HashSet<OutPoint> = e
                 .monitor
-                .sweeps
+                .sweeps()
                 .iter()
                 .flat_map(|t| t.input.iter().map(|i| i.previous_output))
                 .collect();
             match e.channel.commitment_by_txid(&txid) {
                 Some((side, c)) => (txid, side, c, swept),
                 None => {
-                    let r = e
-                        .monitor
-                        .breach
-                        .as_ref()
-                        .filter(|r| r.commitment.txid() == txid)?;
+                    let r = e.monitor.breach().filter(|r| r.commitment.txid() == txid)?;
                     (txid, channel::Side::Remote, r.commitment.clone(), swept)
                 }
             }

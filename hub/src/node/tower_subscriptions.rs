@@ -178,7 +178,7 @@ impl Node {
             let mut v = std::collections::HashSet::new();
             for (id, e) in channels.iter() {
                 let e = e.lock().await;
-                if !e.monitor.funding_spent && e.status != ChannelStatus::Closed {
+                if !e.monitor.funding_spent() && e.status != ChannelStatus::Closed {
                     v.insert(*id);
                 }
             }
