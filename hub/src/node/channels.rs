@@ -427,15 +427,17 @@ impl Node {
             let peer = PublicKey::from_slice(&row.peer_id)
                 .map_err(|e| NodeError::Corrupt(e.to_string()))?;
             {
-                // Coins the wallet added to sweeps still to confirm stay theirs.
+                // Coins the wallet added to sweeps still to confirm stay theirs, their
+                // change is pending again and its address is not handed out again (the
+                // wallet, replaying the chain after this, settles what confirmed).
                 let mut wallet = self.wallet.lock().await;
                 stored
                     .monitor
                     .sweeps()
                     .iter()
-                    .for_each(|tx| wallet.reserve(tx));
+                    .for_each(|tx| wallet.restore(tx));
                 if let Some(c) = stored.monitor.anchor_child() {
-                    wallet.reserve(&c.tx);
+                    wallet.restore(&c.tx);
                 }
                 // Our funding transaction and its child, until they confirm (the wallet
                 // learns of their spends only from blocks): no other transaction may
