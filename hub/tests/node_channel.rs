@@ -360,12 +360,7 @@ async fn force_close_with_htlcs_in_flight() {
     })
     .await;
     mine(&p, 1).await;
-    for n in [&p.a, &p.b] {
-        wait_until("closed", || async {
-            n.channel(&p.id).await.unwrap().status == ChannelStatus::Closed
-        })
-        .await;
-    }
+    wait_both(&p, &p.id, ChannelStatus::Closed).await;
 
     let out = |vout: u32| bitcoin::OutPoint::new(txid, vout);
     let h1_claim = spender(&p, out(v1)).await;

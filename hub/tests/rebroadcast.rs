@@ -37,14 +37,7 @@ async fn a_funding_the_mempool_forgot_goes_out_again() {
     })
     .await;
     mine(&p, 3).await;
-    for n in [&p.a, &p.b] {
-        wait_until("channel normal", || async {
-            n.channel(&id)
-                .await
-                .is_ok_and(|c| c.status == ChannelStatus::Normal)
-        })
-        .await;
-    }
+    wait_both(&p, &id, ChannelStatus::Normal).await;
     let (tx, _) = p.devnet.transaction(&funding).await.unwrap().unwrap();
     let fee = fee_on_devnet(&p.devnet, &tx).await;
     assert_eq!(
@@ -79,12 +72,7 @@ async fn a_closing_transaction_the_mempool_forgot_goes_out_again() {
     })
     .await;
     mine(&p, 1).await;
-    for n in [&p.a, &p.b] {
-        wait_until("closed", || async {
-            n.channel(&p.id).await.unwrap().status == ChannelStatus::Closed
-        })
-        .await;
-    }
+    wait_both(&p, &p.id, ChannelStatus::Closed).await;
     let fee = CAPACITY - closing.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
     wait_until("bob's wallet", || async {
         p.b.wallet_balance().await == Amount::from_sat(200_000)

@@ -79,6 +79,16 @@ where
 
 /// Mines a block at a time (up to `max`), giving the node 300 ms after each, until its
 /// channel `id` is closed; panics if it is not.
+/// Waits until channel `id` has `status` on both nodes of the pair.
+pub async fn wait_both(p: &Pair, id: &channel::ChannelId, status: ChannelStatus) {
+    for n in [&p.a, &p.b] {
+        wait_until(&format!("channel {}", status.as_str()), || async {
+            n.channel(id).await.is_ok_and(|c| c.status == status)
+        })
+        .await;
+    }
+}
+
 pub async fn mine_until_closed(devnet: &Devnet, node: &Node, id: &channel::ChannelId, max: u32) {
     for _ in 0..max {
         tokio::time::sleep(Duration::from_millis(300)).await;
