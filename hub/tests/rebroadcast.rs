@@ -84,3 +84,72 @@ async fn a_closing_transaction_the_mempool_forgot_goes_out_again() {
     })
     .await;
 }
+
+/// A restart while our funding waits in the mempool: its coins stay reserved (the wallet
+/// learns of spends only from blocks). The next channel's funding takes another coin,
+/// where it would otherwise take the same one (largest first, ties by outpoint) and be
+/// refused as a double spend of our own funding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_coins_of_a_funding_still_waiting() {
+    use std::sync::Arc;
+    let devnet = Arc::new(chain::Devnet::in_memory());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hub = start(&devnet, dir_a.path(), None).await;
+    let peer = start(&devnet, dir_b.path(), None).await;
+    for _ in 0..2 {
+        let addr = hub.new_address().await.unwrap();
+        devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    }
+    mine_on(&devnet, 100);
+    wait_until("two matured coinbases", || async {
+        hub.wallet_balance().await == Amount::from_sat(10_000_000_000)
+    })
+    .await;
+    hub.connect_peer(peer.node_id(), peer.listen_addr())
+        .await
+        .unwrap();
+    let first = hub
+        .open_channel(peer.node_id(), CAPACITY, channel::Msat(0))
+        .await
+        .expect("open");
+    let first_funding = hub.channel(&first).await.unwrap().funding_outpoint.txid;
+    hub.shutdown().await;
+    drop(hub);
+
+    let hub = start(&devnet, dir_a.path(), None).await;
+    hub.connect_peer(peer.node_id(), peer.listen_addr())
+        .await
+        .unwrap();
+    wait_until("the hub caught up", || async {
+        hub.synced_blocks() >= u64::from(devnet.tip().1)
+    })
+    .await;
+    let second = hub
+        .open_channel(peer.node_id(), CAPACITY, channel::Msat(0))
+        .await
+        .expect("a second open");
+    let second_funding = hub.channel(&second).await.unwrap().funding_outpoint.txid;
+    let pool = devnet.mempool_txids().await.unwrap();
+    assert!(
+        pool.contains(&first_funding) && pool.contains(&second_funding),
+        "both fundings wait in the mempool"
+    );
+    mine_on(&devnet, 3);
+    let mut fees = 0;
+    for (id, txid) in [(first, first_funding), (second, second_funding)] {
+        for n in [&hub, &peer] {
+            wait_until("channel normal", || async {
+                n.channel(&id)
+                    .await
+                    .is_ok_and(|c| c.status == ChannelStatus::Normal)
+            })
+            .await;
+        }
+        let (tx, _) = devnet.transaction(&txid).await.unwrap().unwrap();
+        fees += fee_on_devnet(&devnet, &tx).await;
+    }
+    wait_until("the hub's wallet settled", || async {
+        hub.wallet_balance().await == Amount::from_sat(10_000_000_000 - 2 * CAPACITY - fees)
+    })
+    .await;
+}
