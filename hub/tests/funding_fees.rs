@@ -41,13 +41,7 @@ async fn stuck_funding(budget_percent: u64) -> Stuck {
     })
     .await;
     let peer = start(&devnet, dir_b.path(), None).await;
-    let addr = hub.new_address().await.unwrap();
-    devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    mine(&devnet, 100);
-    wait_until("the hub's coinbase matured", || async {
-        hub.wallet_balance().await == Amount::from_sat(5_000_000_000)
-    })
-    .await;
+    fund_with_coinbases(&devnet, &hub, 1).await;
     hub.connect_peer(peer.node_id(), peer.listen_addr())
         .await
         .unwrap();

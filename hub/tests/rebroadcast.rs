@@ -96,15 +96,7 @@ async fn a_restart_keeps_the_coins_of_a_funding_still_waiting() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let hub = start(&devnet, dir_a.path(), None).await;
     let peer = start(&devnet, dir_b.path(), None).await;
-    for _ in 0..2 {
-        let addr = hub.new_address().await.unwrap();
-        devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
-    }
-    mine_on(&devnet, 100);
-    wait_until("two matured coinbases", || async {
-        hub.wallet_balance().await == Amount::from_sat(10_000_000_000)
-    })
-    .await;
+    fund_with_coinbases(&devnet, &hub, 2).await;
     hub.connect_peer(peer.node_id(), peer.listen_addr())
         .await
         .unwrap();

@@ -56,6 +56,21 @@ pub async fn fees_of_sweeps(
     fee_on_devnet(devnet, &to_local).await + fee_on_devnet(devnet, &htlc).await
 }
 
+/// Gives `node` `coinbases` mined coinbases of 50 BTC, matured, and waits until its
+/// wallet holds them.
+pub async fn fund_with_coinbases(devnet: &Devnet, node: &Node, coinbases: u32) {
+    for _ in 0..coinbases {
+        let addr = node.new_address().await.unwrap();
+        devnet.generate_to_script(1, &addr.script_pubkey()).unwrap();
+    }
+    mine_on(devnet, 100);
+    let total = Amount::from_sat(5_000_000_000 * u64::from(coinbases));
+    wait_until("matured coinbases", || async {
+        node.wallet_balance().await == total
+    })
+    .await;
+}
+
 /// `n` blocks on the devnet, paying someone else.
 pub fn mine_on(devnet: &Devnet, n: u32) {
     devnet
