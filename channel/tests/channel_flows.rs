@@ -872,3 +872,108 @@ fn the_funder_keeps_a_fee_spike_buffer() {
     // on an anchor channel.
     assert!(anchor_buffer < buffer);
 }
+
+/// The outputs only their owner can take, without a deadline, of two channels (Alice's
+/// to_local and the outputs of her HTLC transactions; Bob's to_remote) swept in one
+/// transaction: each channel signs its own inputs over the whole transaction, and
+/// Bitcoin Core's interpreter accepts every input. Anything with a deadline, or another
+/// channel's output, is refused.
+#[test]
+fn own_outputs_of_two_channels_swept_in_one_transaction() {
+    own_outputs_batched(false);
+    own_outputs_batched(true);
+}
+
+fn own_outputs_batched(anchors: bool) {
+    use bitcoin::{absolute::LockTime, transaction::Version, Amount};
+    let mut p = Pair::open_with(Msat(2_000_000_000), FeeratePerKw(2000), anchors);
+    p.add(false, Msat(50_000_000), 600).unwrap();
+    p.add(true, Msat(20_000_000), 610).unwrap();
+    p.settle();
+    let (commit, built) = p.alice.signed_local_commitment().unwrap();
+    let preimages = p.preimages.clone();
+    let find = |h: &PaymentHash| preimages.iter().copied().find(|x| x.payment_hash() == *h);
+    let htlc_txs = p.alice.signed_local_htlc_txs(find);
+    assert_eq!(htlc_txs.len(), 2);
+    let rate = FeeratePerKw(1000);
+    let number = p.alice.local_commitment_number();
+    // (whether Bob signs it, its single-input sweep)
+    let mut singles = vec![(
+        false,
+        p.alice
+            .sweep_local_to_local(number, &built, p2wsh(9), rate)
+            .unwrap()
+            .unwrap(),
+    )];
+    for tx in &htlc_txs {
+        singles.push((
+            false,
+            p.alice.sweep_local_htlc_output(tx, p2wsh(9), rate).unwrap(),
+        ));
+    }
+    singles.push((
+        true,
+        p.bob
+            .sweep_to_remote(&commit, p2wsh(9), rate)
+            .unwrap()
+            .unwrap(),
+    ));
+    let mut spent: Vec<(OutPoint, TxOut)> = commit
+        .output
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (OutPoint::new(commit.compute_txid(), i as u32), o.clone()))
+        .collect();
+    for tx in &htlc_txs {
+        spent.push((OutPoint::new(tx.compute_txid(), 0), tx.output[0].clone()));
+    }
+    let value_of = |o: &OutPoint| spent.iter().find(|(p, _)| p == o).unwrap().1.value;
+    let total: Amount = singles
+        .iter()
+        .map(|(_, t)| value_of(&t.input[0].previous_output))
+        .sum();
+    let mut batch = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: singles.iter().map(|(_, t)| t.input[0].clone()).collect(),
+        output: vec![TxOut {
+            value: total - Amount::from_sat(2_000),
+            script_pubkey: p2wsh(9),
+        }],
+    };
+    for (i, (bob, t)) in singles.iter().enumerate() {
+        let ch = if *bob { &p.bob } else { &p.alice };
+        let v = value_of(&t.input[0].previous_output);
+        ch.sign_own_sweep_input(&mut batch, i, v, &t.input[0].witness)
+            .expect("our own output");
+    }
+    consensus_verify(&batch, &spent).expect("every input of the batch valid");
+    let singles_weight: u64 = singles.iter().map(|(_, t)| t.weight().to_wu()).sum();
+    assert!(
+        batch.weight().to_wu() + 3 * 40 * 4 < singles_weight,
+        "one transaction's overhead and output instead of four"
+    );
+    // Each signature covers the whole transaction.
+    let mut tampered = batch.clone();
+    tampered.output[0].value -= Amount::from_sat(1);
+    assert!(consensus_verify(&tampered, &spent).is_err());
+
+    let refused = |ch: &channel::state::Channel, template: &bitcoin::Witness, index: usize| {
+        let mut b = batch.clone();
+        let r = ch.sign_own_sweep_input(&mut b, index, Amount::from_sat(1_000), template);
+        matches!(r, Err(ChannelError::NotOurSweep)) && b == batch
+    };
+    // An HTLC claim (it has a deadline; the counterparty may take the output).
+    let claims = p
+        .bob
+        .remote_htlc_claims(&commit.compute_txid(), find, p2wsh(4), rate);
+    assert!(!claims.is_empty());
+    for c in &claims {
+        assert!(refused(&p.bob, &c.input[0].witness, 0));
+    }
+    // Another channel's output, either way round.
+    assert!(refused(&p.bob, &singles[0].1.input[0].witness, 0));
+    assert!(refused(&p.alice, &singles[3].1.input[0].witness, 3));
+    // An input the transaction does not have.
+    assert!(refused(&p.alice, &singles[0].1.input[0].witness, 4));
+}
