@@ -128,6 +128,11 @@ struct Args {
     /// itself. Nothing is at risk while a funding waits, so this is kept small.
     #[arg(long, env = "HUB_FUNDING_FEE_BUDGET_PERCENT", default_value_t = hub::node::DEFAULT_FUNDING_FEE_BUDGET_PERCENT, value_parser = clap::value_parser!(u64).range(0..=100))]
     funding_fee_budget_percent: u64,
+    /// The most inputs one transaction sweeping the hub's outputs without a deadline
+    /// (to_local, to_remote, HTLC transaction outputs, from every channel) may have;
+    /// 0 or 1 sweeps each alone.
+    #[arg(long, env = "HUB_SWEEP_BATCH_MAX_INPUTS", default_value_t = hub::node::DEFAULT_SWEEP_BATCH_MAX_INPUTS as u64, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    sweep_batch_max_inputs: u64,
     /// Fee rate, in sat per 1000 weight units, of the penalties pre-signed for
     /// watchtowers (a tower cannot bump them; the default is LND's 10 sat/vB).
     #[arg(long, env = "HUB_TOWER_PENALTY_FEERATE", default_value_t = hub::node::DEFAULT_TOWER_PENALTY_FEERATE, value_parser = clap::value_parser!(u32).range(253..=100_000))]
@@ -323,6 +328,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         anchor_reserve_sat: args.anchor_reserve_sat,
         fee_budget_percent: args.fee_budget_percent,
         funding_fee_budget_percent: args.funding_fee_budget_percent,
+        sweep_batch_max_inputs: args.sweep_batch_max_inputs as usize,
         tower_penalty_feerate: args.tower_penalty_feerate,
         max_inbound: args.max_inbound,
         max_inbound_per_ip: args.max_inbound_per_ip,

@@ -21,6 +21,7 @@ mod onchain;
 mod pay;
 mod peers;
 mod reorg;
+mod sweep_batch;
 mod sweep_fees;
 mod sweeps;
 mod tower_subscriptions;
@@ -32,6 +33,7 @@ pub use forward_history::DEFAULT_FAILED_FORWARD_RETENTION;
 pub use funding_fees::DEFAULT_FUNDING_FEE_BUDGET_PERCENT;
 pub use invoices::PaymentLimits;
 pub use mpp::DEFAULT_MPP_TIMEOUT;
+pub use sweep_batch::DEFAULT_SWEEP_BATCH_MAX_INPUTS;
 pub use towers::{DEFAULT_TOWER_PENALTY_FEERATE, PRUNE_CONFIRMATIONS};
 
 pub use channels::{ChannelStatus, ChannelSummary};
@@ -115,6 +117,9 @@ pub struct NodeConfig {
     /// The most, in percent of a channel's capacity, the child paying for our stuck
     /// funding transaction may take (less the funding's own fee); 0: never bumped.
     pub funding_fee_budget_percent: u64,
+    /// The most inputs one transaction sweeping our outputs without a deadline may
+    /// have (`sweep_batch`); 0 or 1: each is swept alone.
+    pub sweep_batch_max_inputs: usize,
     /// The fee rate of the penalties pre-signed for watchtowers (a tower cannot bump
     /// them), sat per 1000 weight units.
     pub tower_penalty_feerate: u32,
@@ -169,6 +174,7 @@ impl NodeConfig {
             anchor_reserve_sat: DEFAULT_ANCHOR_RESERVE_SAT,
             fee_budget_percent: DEFAULT_FEE_BUDGET_PERCENT,
             funding_fee_budget_percent: DEFAULT_FUNDING_FEE_BUDGET_PERCENT,
+            sweep_batch_max_inputs: DEFAULT_SWEEP_BATCH_MAX_INPUTS,
             tower_penalty_feerate: DEFAULT_TOWER_PENALTY_FEERATE,
             max_inbound: DEFAULT_MAX_INBOUND,
             max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
@@ -308,6 +314,9 @@ pub struct Node {
     fundee_accepts: Mutex<HashMap<ChannelId, channel::msgs::AcceptChannel>>,
     unsigned_funder: Mutex<HashMap<ChannelId, (ChannelId, channels::ChannelEntry)>>,
     synced_blocks: std::sync::atomic::AtomicU64,
+    /// Transactions sweeping several of our outputs without a deadline, until they are
+    /// deep (`sweep_batch`).
+    sweep_batches: std::sync::Mutex<Vec<sweep_batch::SweepBatch>>,
     /// Our node_announcement, made once per run when first needed.
     node_announcement: std::sync::Mutex<Option<channel::msgs::NodeAnnouncement>>,
     /// Peers whose connection has had our gossip (after their gossip_timestamp_filter).
@@ -412,6 +421,7 @@ impl Node {
             fundee_accepts: Mutex::new(HashMap::new()),
             unsigned_funder: Mutex::new(HashMap::new()),
             synced_blocks: std::sync::atomic::AtomicU64::new(0),
+            sweep_batches: std::sync::Mutex::new(Vec::new()),
             node_announcement: std::sync::Mutex::new(None),
             gossip_peers: std::sync::Mutex::new(std::collections::HashSet::new()),
             listen_addr,
@@ -419,6 +429,7 @@ impl Node {
         });
         crate::monitor::records::convert_legacy_revoked(&node.store).await?;
         node.load_channels().await?;
+        node.load_sweep_batches().await?;
         node.undo_closes_reorganised_while_away().await;
         node.fail_unsent_forwards().await;
         node.spawn_delivery_worker();

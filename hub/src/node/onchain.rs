@@ -99,6 +99,7 @@ impl Node {
         self.bump_all_own_sweeps().await;
         self.bump_htlc_txs().await;
         self.rebroadcast_sweeps().await;
+        self.sweep_in_batches().await;
         let follow = self.claim_with_learnt_preimages(None).await;
         self.run_follow_ups(follow).await;
         self.rebroadcast_commitments().await;

@@ -53,13 +53,14 @@ enum Rebuild {
 }
 
 /// An unconfirmed sweep of ours and what it takes.
-struct Pending {
-    old: Transaction,
+pub(super) struct Pending {
+    /// The sweep.
+    pub(super) old: Transaction,
     rebuild: Rebuild,
     /// The value of the output it spends.
-    value: Amount,
+    pub(super) value: Amount,
     /// The height by which it must confirm, when someone else could take the output.
-    deadline: Option<u32>,
+    pub(super) deadline: Option<u32>,
 }
 
 impl Node {
@@ -91,20 +92,22 @@ impl Node {
             })
     }
 
+    /// The channels with a commitment on chain and sweeps still kept.
+    pub(super) async fn channels_with_sweeps(&self) -> Vec<ChannelId> {
+        let channels = self.channels.lock().await;
+        let mut v = Vec::new();
+        for (id, e) in channels.iter() {
+            let e = e.lock().await;
+            if e.monitor.onchain_commitment().is_some() && !e.monitor.sweeps().is_empty() {
+                v.push(*id);
+            }
+        }
+        v
+    }
+
     /// [`Node::bump_own_sweeps`] for every channel with a commitment on chain.
     pub(super) async fn bump_all_own_sweeps(&self) {
-        let ids: Vec<ChannelId> = {
-            let channels = self.channels.lock().await;
-            let mut v = Vec::new();
-            for (id, e) in channels.iter() {
-                let e = e.lock().await;
-                if e.monitor.onchain_commitment().is_some() && !e.monitor.sweeps().is_empty() {
-                    v.push(*id);
-                }
-            }
-            v
-        };
-        for id in ids {
+        for id in self.channels_with_sweeps().await {
             let follow = self.bump_own_sweeps(&id).await;
             self.run_follow_ups(follow).await;
         }
@@ -124,6 +127,13 @@ impl Node {
             if chain.confirmations(&txid).await.unwrap_or(1) > 0 {
                 continue;
             }
+            // A batch holding it is bumped as a whole (`sweep_batch`).
+            if self
+                .batch_holding(&p.old.input[0].previous_output)
+                .is_some()
+            {
+                continue;
+            }
             // A timeout claim cannot be relayed before its locktime: nothing to bump.
             let lock = p.old.lock_time;
             if lock.is_block_height() && lock.to_consensus_u32() > tip.height {
@@ -132,24 +142,9 @@ impl Node {
             let deadline = match p.deadline {
                 Some(d) => d,
                 None => {
-                    // Spendable from the parent's confirmation plus any CSV delay (or
-                    // from the claim's own locktime): not before.
-                    let prev = p.old.input[0].previous_output.txid;
-                    let depth = chain.confirmations(&prev).await.unwrap_or(0);
-                    if depth == 0 {
+                    let Some(deadline) = self.nominal_deadline(&p.old, tip.height).await else {
                         continue;
-                    }
-                    let csv = p.old.input[0]
-                        .sequence
-                        .to_relative_lock_time()
-                        .and_then(|l| match l {
-                            bitcoin::relative::LockTime::Blocks(h) => Some(u32::from(h.value())),
-                            _ => None,
-                        })
-                        .unwrap_or(0);
-                    let spendable = (tip.height + 1 - depth + csv)
-                        .max(p.old.lock_time.to_consensus_u32().min(500_000_000));
-                    let deadline = spendable + NO_DEADLINE_BLOCKS;
+                    };
                     if deadline > tip.height + NO_DEADLINE_PATIENCE {
                         continue;
                     }
@@ -223,9 +218,36 @@ impl Node {
         follow
     }
 
+    /// The nominal deadline of `sweep`, which nobody else can take: [`NO_DEADLINE_BLOCKS`]
+    /// after its input becomes spendable (its parent's confirmation plus any CSV delay,
+    /// or the sweep's own locktime). `None` while the parent is unconfirmed.
+    pub(super) async fn nominal_deadline(&self, sweep: &Transaction, tip: u32) -> Option<u32> {
+        let input = sweep.input.first()?;
+        let depth = self
+            .config
+            .chain
+            .confirmations(&input.previous_output.txid)
+            .await
+            .unwrap_or(0);
+        if depth == 0 {
+            return None;
+        }
+        let csv = input
+            .sequence
+            .to_relative_lock_time()
+            .and_then(|l| match l {
+                bitcoin::relative::LockTime::Blocks(h) => Some(u32::from(h.value())),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let spendable =
+            (tip + 1 - depth + csv).max(sweep.lock_time.to_consensus_u32().min(500_000_000));
+        Some(spendable + NO_DEADLINE_BLOCKS)
+    }
+
     /// Channel `id`'s sweeps that are ours alone to bump: one input, one output, paid out
     /// of the output they spend (not justice, not a wallet-funded HTLC transaction).
-    async fn own_pending_sweeps(&self, id: &ChannelId) -> Vec<Pending> {
+    pub(super) async fn own_pending_sweeps(&self, id: &ChannelId) -> Vec<Pending> {
         let Ok(entry) = self.entry(id).await else {
             return vec![];
         };

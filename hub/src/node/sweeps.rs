@@ -32,6 +32,14 @@ impl Node {
             v
         };
         for (id, sweeps) in pending {
+            // Sweeps without a deadline go out from `sweep_batch`, alone or together.
+            let batchable: HashSet<bitcoin::Txid> = self
+                .own_pending_sweeps(&id)
+                .await
+                .into_iter()
+                .filter(|p| p.deadline.is_none())
+                .map(|p| p.old.compute_txid())
+                .collect();
             // Settled for the close: confirmed, or lost to the counterparty. Forgotten:
             // lost, or confirmed `ANTI_REORG_DEPTH` deep; until then a confirmed sweep is
             // kept, so that a reorganisation that takes it out of the chain (and perhaps
@@ -41,6 +49,27 @@ impl Node {
             let mut replacements = Vec::new();
             for tx in &sweeps {
                 let txid = tx.compute_txid();
+                // One a batch holds is settled by the batch: confirmed with it, or sent
+                // alone again once the batch is forgotten.
+                if let Some(batch) = tx
+                    .input
+                    .first()
+                    .and_then(|i| self.batch_holding(&i.previous_output))
+                {
+                    let depth = self
+                        .config
+                        .chain
+                        .confirmations(&batch.compute_txid())
+                        .await
+                        .unwrap_or(0);
+                    if depth >= 1 {
+                        done.push(txid);
+                        if depth >= ANTI_REORG_DEPTH {
+                            forget.push(txid);
+                        }
+                    }
+                    continue;
+                }
                 let depth = self.config.chain.confirmations(&txid).await.unwrap_or(0);
                 if depth >= 1 {
                     done.push(txid);
@@ -64,6 +93,8 @@ impl Node {
                         replacements.extend(claims);
                         replacements.extend(earlier);
                     }
+                } else if batchable.contains(&txid) {
+                    // Out with the batches, alone or together.
                 } else if let Err(e) = self.config.chain.broadcast(tx).await {
                     tracing::debug!(%txid, "sweep not accepted yet: {e}");
                 }

@@ -37,7 +37,8 @@ pub async fn confirmed_spend(
 }
 
 /// What our confirmed sweeps of output `to_local_vout` of our commitment
-/// `commitment_txid` and of output 0 of our HTLC transaction `htlc_txid` paid in fees.
+/// `commitment_txid` and of output 0 of our HTLC transaction `htlc_txid` paid in fees
+/// (once when one transaction swept both).
 pub async fn fees_of_sweeps(
     devnet: &Devnet,
     commitment_txid: bitcoin::Txid,
@@ -53,6 +54,10 @@ pub async fn fees_of_sweeps(
         .await
         .expect("the HTLC transaction's output swept")
         .0;
+    if to_local == htlc {
+        // Both swept by one transaction (a batch: neither has a deadline).
+        return fee_on_devnet(devnet, &to_local).await;
+    }
     fee_on_devnet(devnet, &to_local).await + fee_on_devnet(devnet, &htlc).await
 }
 
