@@ -325,11 +325,23 @@ async fn a_batch_that_lost_an_input_gives_way_to_single_sweeps() {
 /// left, within the fee budget, and confirms in the next block. Bob's wallet is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_waits_out_a_spike_until_near_its_deadline() {
-    let net = two_channels_force_closed(hub::node::DEFAULT_SWEEP_BATCH_MAX_INPUTS).await;
+    spike_until_near_the_deadline(hub::node::DEFAULT_SWEEP_BATCH_MAX_INPUTS).await;
+}
+
+/// The same with batching off: each single sweep waits, then is replaced alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_sweep_waits_out_a_spike_until_near_its_deadline() {
+    spike_until_near_the_deadline(1).await;
+}
+
+async fn spike_until_near_the_deadline(max_inputs: usize) {
+    let net = two_channels_force_closed(max_inputs).await;
     let (devnet, b) = (&net.devnet, &net.b);
-    let first = wait_spent(devnet, &net.to_remote, "bob's batch in the mempool").await;
-    assert_eq!((first.len(), first[0].input.len()), (1, 2));
-    let first_fee = fee_on_devnet(devnet, &first[0]).await;
+    let first = wait_spent(devnet, &net.to_remote, "bob's sweeps in the mempool").await;
+    let per_tx = if max_inputs >= 2 { 2 } else { 1 };
+    assert_eq!(first.len(), 2 / per_tx);
+    assert!(first.iter().all(|t| t.input.len() == per_tx));
+    let first_fee = fees(devnet, &first).await;
     let spike = bitcoin::FeeRate::from_sat_per_kwu(25_000);
     devnet.set_competing_fee_rate(Some(spike));
     // Spendable from the block after the commitments (a 1-block CSV): nominal deadline
@@ -346,46 +358,46 @@ async fn a_batch_waits_out_a_spike_until_near_its_deadline() {
         first,
         "waiting, at its rate, through the spike"
     );
-    assert_eq!(
-        devnet
-            .confirmations(&first[0].compute_txid())
-            .await
-            .unwrap(),
-        0
-    );
+    for tx in &first {
+        assert_eq!(devnet.confirmations(&tx.compute_txid()).await.unwrap(), 0);
+    }
     mine_on(devnet, 1);
-    wait_until("the batch replaced", || async {
+    wait_until("every sweep replaced", || async {
         spenders(devnet, &net.to_remote)
             .await
-            .is_some_and(|s| s != first)
+            .is_some_and(|s| s.iter().all(|t| !first.contains(t)))
     })
     .await;
     let bumped = spenders(devnet, &net.to_remote).await.unwrap();
-    assert_eq!(bumped.len(), 1);
-    let mut inputs: Vec<OutPoint> = bumped[0].input.iter().map(|i| i.previous_output).collect();
+    assert_eq!(bumped.len(), first.len());
+    let mut inputs: Vec<OutPoint> = bumped
+        .iter()
+        .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+        .collect();
     inputs.sort();
     let mut expected = net.to_remote.clone();
     expected.sort();
     assert_eq!(inputs, expected, "the same inputs");
     mine_on(devnet, 1);
-    assert_eq!(
-        devnet
-            .confirmations(&bumped[0].compute_txid())
-            .await
-            .unwrap(),
-        1,
-        "confirmed in the spike"
-    );
-    let fee = fee_on_devnet(devnet, &bumped[0]).await;
-    let weight = bumped[0].weight().to_wu();
+    for tx in &bumped {
+        assert_eq!(
+            devnet.confirmations(&tx.compute_txid()).await.unwrap(),
+            1,
+            "confirmed in the spike"
+        );
+        let fee = fee_on_devnet(devnet, tx).await;
+        assert!(fee * 1000 >= spike.to_sat_per_kwu() * tx.weight().to_wu());
+    }
+    let fee = fees(devnet, &bumped).await;
+    let weight: u64 = bumped.iter().map(|t| t.weight().to_wu()).sum();
     println!(
-        "batch of 2 to_remote outputs ({} sat): {first_fee} sat before the spike, {fee} sat \
-         ({} sat/kwu) when bumped {} blocks before its deadline",
+        "{} sweep(s) of 2 to_remote outputs ({} sat): {first_fee} sat before the spike, {fee} \
+         sat ({} sat/kwu) when bumped {} blocks before the deadline",
+        bumped.len(),
         net.to_remote_value,
         fee * 1000 / weight,
         deadline - (devnet.tip().1 - 1)
     );
-    assert!(fee * 1000 >= spike.to_sat_per_kwu() * weight);
     assert!(fee <= net.to_remote_value * hub::node::DEFAULT_FEE_BUDGET_PERCENT / 100);
     wait_until("bob's wallet", || async {
         b.wallet_balance().await == Amount::from_sat(net.to_remote_value - fee)
