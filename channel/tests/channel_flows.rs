@@ -201,11 +201,18 @@ fn force_close_with_htlcs_in_flight_resolves_on_chain_anchors() {
     force_close_with_htlcs_in_flight(true);
 }
 
-fn force_close_with_htlcs_in_flight(anchors: bool) {
+/// A channel with an HTLC offered each way (Alice's 50,000 sat expiring at 600, Bob's
+/// 20,000 sat at 610), both committed.
+fn two_htlcs_in_flight(anchors: bool) -> Pair {
     let mut p = Pair::open_with(Msat(2_000_000_000), FeeratePerKw(2000), anchors);
     p.add(false, Msat(50_000_000), 600).unwrap();
     p.add(true, Msat(20_000_000), 610).unwrap();
     p.settle();
+    p
+}
+
+fn force_close_with_htlcs_in_flight(anchors: bool) {
+    let p = two_htlcs_in_flight(anchors);
 
     let (commit, built) = p.alice.signed_local_commitment().unwrap();
     let spent = [(funding_outpoint(), funding_txout(&p.alice))];
@@ -886,10 +893,7 @@ fn own_outputs_of_two_channels_swept_in_one_transaction() {
 
 fn own_outputs_batched(anchors: bool) {
     use bitcoin::{absolute::LockTime, transaction::Version, Amount};
-    let mut p = Pair::open_with(Msat(2_000_000_000), FeeratePerKw(2000), anchors);
-    p.add(false, Msat(50_000_000), 600).unwrap();
-    p.add(true, Msat(20_000_000), 610).unwrap();
-    p.settle();
+    let p = two_htlcs_in_flight(anchors);
     let (commit, built) = p.alice.signed_local_commitment().unwrap();
     let preimages = p.preimages.clone();
     let find = |h: &PaymentHash| preimages.iter().copied().find(|x| x.payment_hash() == *h);
