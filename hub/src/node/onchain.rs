@@ -54,13 +54,26 @@ impl Node {
                 if let Err(e) = node.wallet.lock().await.apply(&event) {
                     tracing::warn!("wallet could not apply a chain event: {e}");
                 }
-                match &event {
-                    ChainEvent::BlockConnected { block, block_ref } => {
-                        node.on_block(block, block_ref).await
+                // Each block is handled in a task of its own: a bug that panics in one
+                // block's handling is logged, and the next block is handled all the same
+                // (a node that stopped following the chain would enforce nothing).
+                let (handler, kind) = (node.clone(), event.clone());
+                let handled = tokio::spawn(async move {
+                    match &kind {
+                        ChainEvent::BlockConnected { block, block_ref } => {
+                            handler.on_block(block, block_ref).await
+                        }
+                        ChainEvent::BlockDisconnected { block_ref } => {
+                            handler.on_block_disconnected(block_ref).await
+                        }
                     }
-                    ChainEvent::BlockDisconnected { block_ref } => {
-                        node.on_block_disconnected(block_ref).await
-                    }
+                })
+                .await;
+                if let Err(e) = handled {
+                    tracing::error!(
+                        "handling a block failed (a bug; the next block is handled): {e}"
+                    );
+                    crate::metrics::block_handler_failed();
                 }
                 node.synced_blocks
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -316,7 +316,7 @@ impl Node {
                     Ok(chain::TxStatus::Unknown) => {}
                     _ => continue, // out already, or the chain did not answer
                 }
-                let deadline = self.nominal_deadline(&p.old, tip).await;
+                let deadline = self.nominal_deadline(&p.old).await;
                 // Nearing its deadline it is bumped alone (`sweep_fees`); spent in the
                 // mempool (by an earlier version), it can only replace that alone.
                 let batchable = max >= 2

@@ -142,7 +142,7 @@ impl Node {
             let deadline = match p.deadline {
                 Some(d) => d,
                 None => {
-                    let Some(deadline) = self.nominal_deadline(&p.old, tip.height).await else {
+                    let Some(deadline) = self.nominal_deadline(&p.old).await else {
                         continue;
                     };
                     if deadline > tip.height + NO_DEADLINE_PATIENCE {
@@ -221,17 +221,19 @@ impl Node {
     /// The nominal deadline of `sweep`, which nobody else can take: [`NO_DEADLINE_BLOCKS`]
     /// after its input becomes spendable (its parent's confirmation plus any CSV delay,
     /// or the sweep's own locktime). `None` while the parent is unconfirmed.
-    pub(super) async fn nominal_deadline(&self, sweep: &Transaction, tip: u32) -> Option<u32> {
+    pub(super) async fn nominal_deadline(&self, sweep: &Transaction) -> Option<u32> {
         let input = sweep.input.first()?;
-        let depth = self
+        // The parent's block height as the chain gives it now (not worked out from a tip
+        // read earlier: blocks may have come since).
+        let confirmed_at = match self
             .config
             .chain
-            .confirmations(&input.previous_output.txid)
+            .tx_status(&input.previous_output.txid)
             .await
-            .unwrap_or(0);
-        if depth == 0 {
-            return None;
-        }
+        {
+            Ok(chain::TxStatus::Confirmed { block, .. }) => block.height,
+            _ => return None,
+        };
         let csv = input
             .sequence
             .to_relative_lock_time()
@@ -240,8 +242,9 @@ impl Node {
                 _ => None,
             })
             .unwrap_or(0);
-        let spendable =
-            (tip + 1 - depth + csv).max(sweep.lock_time.to_consensus_u32().min(500_000_000));
+        let spendable = confirmed_at
+            .saturating_add(csv)
+            .max(sweep.lock_time.to_consensus_u32().min(500_000_000));
         Some(spendable + NO_DEADLINE_BLOCKS)
     }
 

@@ -188,6 +188,7 @@ pub async fn open_pair(db_a: Option<String>, db_b: Option<String>) -> Pair {
 /// [`open_pair`] with Bob's on-chain reserve for anchor channels: with one he has not
 /// got, he refuses an anchor channel and Alice opens a static_remotekey one.
 pub async fn open_pair_with(db_a: Option<String>, db_b: Option<String>, bob_reserve: u64) -> Pair {
+    trace_if_asked();
     let devnet = Arc::new(Devnet::in_memory());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start(&devnet, dir_a.path(), db_a).await;
@@ -260,6 +261,27 @@ pub async fn mine(p: &Pair, n: u32) {
     p.devnet
         .generate_to_script(n, &elsewhere().script_pubkey())
         .unwrap();
+}
+
+/// With `HUB_TEST_LOG` set (a `tracing` filter, `hub=debug` say), the nodes' logs go to
+/// the test's output.
+pub fn trace_if_asked() {
+    if let Ok(filter) = std::env::var("HUB_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Waits until both nodes have processed every block up to the devnet's tip (mining does
+/// not wait for them; a node catches up a block at a time).
+pub async fn synced(p: &Pair) {
+    let tip = u64::from(p.devnet.tip().1);
+    wait_until("both nodes at the tip", || async {
+        p.a.synced_blocks() >= tip && p.b.synced_blocks() >= tip
+    })
+    .await;
 }
 
 /// The transaction that spent `outpoint`, found on chain.
