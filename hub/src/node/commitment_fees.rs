@@ -7,7 +7,8 @@
 //! The estimate followed is the larger of the 6-block and the 144-block ones.
 //! Anchor channels keep their rate, which their anchors bump on chain.
 
-use super::channels::{ChannelStatus, UPDATE_FEE_FLOOR};
+use super::channel_updates::UPDATE_FEE_FLOOR;
+use super::channels::ChannelStatus;
 use super::Node;
 use channel::msgs::Message;
 use channel::state::ViewOf;

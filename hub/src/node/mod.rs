@@ -6,6 +6,9 @@
 //! leaves before the state it depends on is durable.
 
 mod anchor_cpfp;
+mod channel_close;
+mod channel_open;
+mod channel_updates;
 mod channels;
 mod commitment_fees;
 mod events;
@@ -285,7 +288,7 @@ pub struct Node {
     group: GroupCommit,
     wallet: Mutex<Wallet>,
     channels: Mutex<HashMap<ChannelId, Arc<Mutex<channels::ChannelEntry>>>>,
-    pending_opens: Mutex<HashMap<ChannelId, channels::PendingOpen>>,
+    pending_opens: Mutex<HashMap<ChannelId, channel_open::PendingOpen>>,
     /// Each connected peer's outgoing queue (bounded: `peers::PEER_QUEUE`).
     peers: Mutex<HashMap<PublicKey, mpsc::Sender<Message>>>,
     peer_addrs: Mutex<HashMap<PublicKey, SocketAddr>>,
