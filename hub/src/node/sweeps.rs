@@ -77,6 +77,17 @@ impl Node {
                         forget.push(txid);
                     }
                 } else if self.lost_race(tx, &sweeps, &forget).await {
+                    if let Some(depth) = self.mined_earlier_version(tx).await {
+                        // Settled by an earlier version of itself (one it replaced, mined
+                        // by a miner that had not seen the replacement). Kept until that
+                        // is deep: a reorganisation that takes it out of the chain finds
+                        // this one here again, to go out in its place.
+                        done.push(txid);
+                        if depth >= ANTI_REORG_DEPTH {
+                            forget.push(txid);
+                        }
+                        continue;
+                    }
                     // Never possible: the counterparty took that output first. If it was
                     // a revoked HTLC output taken by the cheater's HTLC-success or
                     // HTLC-timeout, that transaction's output is ours in turn.
@@ -193,6 +204,31 @@ impl Node {
             }
         }
         Some(claims)
+    }
+
+    /// When `tx` (one input, one output) lost its input to an earlier version of itself,
+    /// confirmed (the same input, paying the same script: ours), that version's depth.
+    async fn mined_earlier_version(&self, tx: &Transaction) -> Option<u32> {
+        if tx.input.len() != 1 || tx.output.len() != 1 {
+            return None;
+        }
+        let chain = &self.config.chain;
+        let input = tx.input[0].previous_output;
+        let chain::TxStatus::Confirmed { block: parent, .. } =
+            chain.tx_status(&input.txid).await.ok()?
+        else {
+            return None;
+        };
+        let spend = chain.find_spend(&input, parent.height).await.ok()??;
+        spend.block.as_ref()?;
+        let earlier = spend.tx.input.len() == 1
+            && spend.tx.output.len() == 1
+            && spend.tx != *tx
+            && spend.tx.output[0].script_pubkey == tx.output[0].script_pubkey;
+        if !earlier {
+            return None;
+        }
+        chain.confirmations(&spend.tx.compute_txid()).await.ok()
     }
 
     /// Whether `tx` can never confirm: one of its inputs was spent on chain by another
