@@ -207,7 +207,8 @@ impl Node {
     }
 
     /// When `tx` (one input, one output) lost its input to an earlier version of itself,
-    /// confirmed (the same input, paying the same script: ours), that version's depth.
+    /// confirmed (the same input, paying the same script of ours at least as much), that
+    /// version's depth.
     async fn mined_earlier_version(&self, tx: &Transaction) -> Option<u32> {
         if tx.input.len() != 1 || tx.output.len() != 1 {
             return None;
@@ -224,7 +225,9 @@ impl Node {
         let earlier = spend.tx.input.len() == 1
             && spend.tx.output.len() == 1
             && spend.tx != *tx
-            && spend.tx.output[0].script_pubkey == tx.output[0].script_pubkey;
+            && spend.tx.output[0].script_pubkey == tx.output[0].script_pubkey
+            // It paid less in fees than its replacement.
+            && spend.tx.output[0].value >= tx.output[0].value;
         if !earlier {
             return None;
         }
