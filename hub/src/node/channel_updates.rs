@@ -249,7 +249,7 @@ impl Node {
                 if !e.reestablished {
                     return Err(NodeError::NotConnected);
                 }
-                let route = super::pay::build_route(
+                let route = super::route::build_route(
                     &session,
                     &[],
                     e.peer,

@@ -1,9 +1,8 @@
 //! Issuing BOLT 11 invoices and paying them.
 
 use super::channels::ChannelStatus;
-use super::pay::{
-    build_route, final_cltv, usable, Hop, InvoiceRecord, PaymentRecord, DEFAULT_MIN_FINAL_CLTV,
-};
+use super::pay::{usable, InvoiceRecord, PaymentRecord, DEFAULT_MIN_FINAL_CLTV};
+use super::route::{build_route, final_cltv, Hop};
 use super::{Node, NodeError, Role};
 use crate::store::{unix_now, Write};
 use bitcoin::secp256k1::rand::{thread_rng, RngCore};
