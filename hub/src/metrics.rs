@@ -47,13 +47,6 @@ static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers")
 });
-static BLOCK_HANDLER_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
-        "hub_block_handler_failures_total",
-        "Blocks whose handling stopped on a bug (the node went on with the next block)"
-    )
-    .expect("metric registers")
-});
 static CHANNELS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("hub_channels", "Channels by status", &["status"])
         .expect("metric registers")
@@ -120,11 +113,6 @@ pub fn webhook_delivery(result: &str) {
     WEBHOOKS.with_label_values(&[result]).inc();
 }
 
-/// The handling of a block stopped on a bug (a panic).
-pub fn block_handler_failed() {
-    BLOCK_HANDLER_FAILURES.inc();
-}
-
 /// The text exposition, with channel gauges set from `channels` and the wallet balance.
 pub fn render(channels: &[crate::node::ChannelSummary], wallet_sat: u64) -> String {
     CHANNELS.reset();
@@ -139,7 +127,6 @@ pub fn render(channels: &[crate::node::ChannelSummary], wallet_sat: u64) -> Stri
     LazyLock::force(&INVOICES_PAID);
     LazyLock::force(&LATENCY);
     LazyLock::force(&WEBHOOKS);
-    LazyLock::force(&BLOCK_HANDLER_FAILURES);
     {
         // Brought up to the process's counts; one render at a time, or two would both add
         // the same difference.

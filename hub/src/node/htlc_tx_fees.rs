@@ -334,13 +334,10 @@ impl Node {
             return Some(None);
         }
         let chain = &self.config.chain;
-        let tip = chain.tip().await.ok()?.height;
-        let depth = chain.confirmations(&input.txid).await.ok()?;
-        let Some(spend) = chain
-            .find_spend(&input, (tip + 1).saturating_sub(depth))
-            .await
-            .ok()?
-        else {
+        let Some(from) = self.confirmed_height(&input.txid).await.ok()? else {
+            return Some(None);
+        };
+        let Some(spend) = chain.find_spend(&input, from).await.ok()? else {
             return Some(None);
         };
         // Every version pays the HTLC to the same delayed script of ours; the

@@ -77,16 +77,21 @@ impl Node {
                         forget.push(txid);
                     }
                 } else if self.lost_race(tx, &sweeps, &forget).await {
-                    if let Some(depth) = self.mined_earlier_version(tx).await {
-                        // Settled by an earlier version of itself (one it replaced, mined
-                        // by a miner that had not seen the replacement). Kept until that
-                        // is deep: a reorganisation that takes it out of the chain finds
-                        // this one here again, to go out in its place.
-                        done.push(txid);
-                        if depth >= ANTI_REORG_DEPTH {
-                            forget.push(txid);
+                    match self.mined_earlier_version(tx).await {
+                        // The chain did not answer: kept, and asked again next block.
+                        Err(()) => continue,
+                        Ok(Some(depth)) => {
+                            // Settled by an earlier version of itself (one it replaced,
+                            // mined by a miner that had not seen the replacement). Kept
+                            // until that is deep: a reorganisation that takes it out of
+                            // the chain finds this one here again, to go out in its place.
+                            done.push(txid);
+                            if depth >= ANTI_REORG_DEPTH {
+                                forget.push(txid);
+                            }
+                            continue;
                         }
-                        continue;
+                        Ok(None) => {}
                     }
                     // Never possible: the counterparty took that output first. If it was
                     // a revoked HTLC output taken by the cheater's HTLC-success or
@@ -158,8 +163,7 @@ impl Node {
                 continue;
             };
             let tip = chain.tip().await.ok()?;
-            let depth = chain.confirmations(&parent).await.ok()?;
-            let from = (tip.height + 1).saturating_sub(depth);
+            let from = self.confirmed_height(&parent).await.ok()??;
             let spend = chain
                 .find_spend(&input.previous_output, from)
                 .await
@@ -208,30 +212,63 @@ impl Node {
 
     /// When `tx` (one input, one output) lost its input to an earlier version of itself,
     /// confirmed (the same input, paying the same script of ours at least as much), that
-    /// version's depth.
-    async fn mined_earlier_version(&self, tx: &Transaction) -> Option<u32> {
+    /// version's depth. `Err` when the chain could not answer.
+    async fn mined_earlier_version(&self, tx: &Transaction) -> Result<Option<u32>, ()> {
         if tx.input.len() != 1 || tx.output.len() != 1 {
-            return None;
+            return Ok(None);
         }
         let chain = &self.config.chain;
-        let input = tx.input[0].previous_output;
-        let chain::TxStatus::Confirmed { block: parent, .. } =
-            chain.tx_status(&input.txid).await.ok()?
+        let input = &tx.input[0];
+        let Some(parent_height) = self
+            .confirmed_height(&input.previous_output.txid)
+            .await
+            .map_err(|_| ())?
         else {
-            return None;
+            return Ok(None);
         };
-        let spend = chain.find_spend(&input, parent.height).await.ok()??;
-        spend.block.as_ref()?;
-        let earlier = spend.tx.input.len() == 1
+        // No version could be mined before the input's CSV delay ended.
+        let csv = input
+            .sequence
+            .to_relative_lock_time()
+            .and_then(|l| match l {
+                bitcoin::relative::LockTime::Blocks(h) => Some(u32::from(h.value())),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let Some(spend) = chain
+            .find_spend(&input.previous_output, parent_height.saturating_add(csv))
+            .await
+            .map_err(|_| ())?
+        else {
+            return Ok(None);
+        };
+        let earlier = spend.block.is_some()
+            && spend.tx.input.len() == 1
             && spend.tx.output.len() == 1
             && spend.tx != *tx
             && spend.tx.output[0].script_pubkey == tx.output[0].script_pubkey
             // It paid less in fees than its replacement.
             && spend.tx.output[0].value >= tx.output[0].value;
         if !earlier {
-            return None;
+            return Ok(None);
         }
-        chain.confirmations(&spend.tx.compute_txid()).await.ok()
+        let depth = chain
+            .confirmations(&spend.tx.compute_txid())
+            .await
+            .map_err(|_| ())?;
+        Ok(Some(depth))
+    }
+
+    /// The height of the block of the active chain that holds `txid`; `None` while it is
+    /// not in one.
+    pub(super) async fn confirmed_height(
+        &self,
+        txid: &bitcoin::Txid,
+    ) -> Result<Option<u32>, chain::ChainError> {
+        Ok(match self.config.chain.tx_status(txid).await? {
+            chain::TxStatus::Confirmed { block, .. } => Some(block.height),
+            _ => None,
+        })
     }
 
     /// Whether `tx` can never confirm: one of its inputs was spent on chain by another
@@ -586,7 +623,7 @@ impl Node {
             return Some(false);
         }
         let outpoint = OutPoint::new(txid, h.vout);
-        let from = (tip + 1).saturating_sub(confirmations);
+        let from = self.confirmed_height(&txid).await.ok()??;
         let Some(spend) = chain.find_spend(&outpoint, from).await.ok()? else {
             // Unspent. An output we could build no claim for (worth less than its fee)
             // is as good as trimmed.
