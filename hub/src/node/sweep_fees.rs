@@ -63,6 +63,18 @@ pub(super) struct Pending {
     pub(super) deadline: Option<u32>,
 }
 
+/// The relative locktime in blocks that `input` waits for (its CSV delay), 0 for none.
+pub(super) fn csv_blocks(input: &bitcoin::TxIn) -> u32 {
+    input
+        .sequence
+        .to_relative_lock_time()
+        .and_then(|l| match l {
+            bitcoin::relative::LockTime::Blocks(h) => Some(u32::from(h.value())),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 impl Node {
     /// The fee rate of a sweep with `blocks_left` before its deadline: the chain's
     /// estimate (at least the relay floor).
@@ -225,23 +237,11 @@ impl Node {
         let input = sweep.input.first()?;
         // The parent's block height as the chain gives it now (not worked out from a tip
         // read earlier: blocks may have come since).
-        let confirmed_at = match self
-            .config
-            .chain
-            .tx_status(&input.previous_output.txid)
+        let confirmed_at = self
+            .confirmed_height(&input.previous_output.txid)
             .await
-        {
-            Ok(chain::TxStatus::Confirmed { block, .. }) => block.height,
-            _ => return None,
-        };
-        let csv = input
-            .sequence
-            .to_relative_lock_time()
-            .and_then(|l| match l {
-                bitcoin::relative::LockTime::Blocks(h) => Some(u32::from(h.value())),
-                _ => None,
-            })
-            .unwrap_or(0);
+            .ok()??;
+        let csv = csv_blocks(input);
         let spendable = confirmed_at
             .saturating_add(csv)
             .max(sweep.lock_time.to_consensus_u32().min(500_000_000));

@@ -227,14 +227,7 @@ impl Node {
             return Ok(None);
         };
         // No version could be mined before the input's CSV delay ended.
-        let csv = input
-            .sequence
-            .to_relative_lock_time()
-            .and_then(|l| match l {
-                bitcoin::relative::LockTime::Blocks(h) => Some(u32::from(h.value())),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let csv = super::sweep_fees::csv_blocks(input);
         let Some(spend) = chain
             .find_spend(&input.previous_output, parent_height.saturating_add(csv))
             .await
